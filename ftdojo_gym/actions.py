@@ -338,7 +338,9 @@ class ToolCallSpace(spaces.Space[dict]):
         if args:  # Union / Optional / list
             if origin is list:
                 inner = args[0]
-                return [self._sample_value(inner, None) for _ in range(int(rng.integers(0, 3)))]
+                lo_len = next((m.min_length for m in getattr(field, "metadata", []) if getattr(m, "min_length", None)), 0)
+                count = int(rng.integers(lo_len, lo_len + 3))
+                return [self._sample_value(inner, None) for _ in range(count)]
             options = [a for a in args if a is not type(None)]
             if not options or rng.random() < 0.3:
                 return None

