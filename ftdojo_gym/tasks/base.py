@@ -50,6 +50,10 @@ class Task:
     max_new_tokens: int = 64
     #: Default compute budget in training tokens.
     default_token_budget: int = 200_000
+    #: Sources of the scripted "Manual SFT" expert recipe, and the templates that
+    #: map them into the evaluation format (``{"prompt": ..., "completion": ...}``).
+    clean_sources: tuple[str, ...] = ()
+    expert_template: dict[str, str] = {}
 
     def sources(self, seed: int) -> dict[str, Any]:
         """Raw sources ``{name: datasets.Dataset}``, deterministic in ``seed``."""

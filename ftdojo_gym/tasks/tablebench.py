@@ -1,0 +1,854 @@
+"""TableBench (Table QA): offline data repository and graders for the four subsets.
+
+Every item is a small table (3-5 rows, 2-4 columns) rendered as CSV, one
+question and an answer in TableBench's format ``Final Answer: <answer>``. The
+prompt of an evaluation item is exactly
+
+    {instruction}\\n{input}
+
+where ``instruction`` is :data:`INSTRUCTION` and ``input`` is
+``"<table csv>\\nQuestion: <question>\\n" + FORMAT_LINE``; the expected
+completion is ``output`` = ``"Final Answer: <answer>"``. The clean source
+``tableinstruct`` stores these three fields, so the transform
+``TableBenchTask.expert_template`` (prompt ``"{instruction}\\n{input}"``,
+completion ``"{output}"``) turns it into training pairs in the evaluation
+format. Visualization answers are the code itself after ``Final Answer: ``
+(it reads ``table.csv`` with pandas and plots with matplotlib).
+
+Sources (all deterministic in the seed; no evaluation table occurs in any of
+them):
+
+* ``tableinstruct`` — clean, in-domain, evaluation format.
+* ``crowd_tableqa`` — same schema plus ``annotator_agreement``; about 45 % of
+  the answers are wrong, and those rows mostly have agreement below 0.6.
+* ``tableqa_mirror`` — a few dozen items repeated many times with changes of
+  case and whitespace only.
+* ``table_chat`` — correct but chatty ``response`` without ``Final Answer:``;
+  its raw ``question``/``table``/``answer`` fields are rescued by the prompt
+  ``"{instruction}\\n{table}\\nQuestion: {question}\\n{format_line}"`` (with the
+  constants written out) and the completion ``"Final Answer: {answer}"``.
+* ``web_text`` — off-domain ``prompt``/``response`` chat (recipes, travel).
+* ``long_tables`` — evaluation format over tables of hundreds of rows (2,000+
+  tokens); a few short ones are usable after a length filter.
+* ``wiki_table_lookup`` — lookups over tables of other topics with
+  ``question``/``table``/``answer`` fields in another question style; the same
+  rescue template as ``table_chat`` puts them into the evaluation format.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset
+
+from ftdojo_gym.eval.tablebench_grading import (
+    ChartReference,
+    grade_data_analysis,
+    grade_fact_checking,
+    grade_numerical_reasoning,
+    grade_visualization,
+)
+from ftdojo_gym.tasks.base import EvalItem, Task
+
+SUBSETS: tuple[str, ...] = ("FactChecking", "NumericalReasoning", "DataAnalysis", "Visualization")
+INSTRUCTION = "You are a table analyst. Answer the question using the table."
+FORMAT_LINE = "The answer should follow the format: Final Answer: <answer>."
+
+_METRICS = {
+    "FactChecking": "EM",
+    "NumericalReasoning": "numeric-10%",
+    "DataAnalysis": "ROUGE-L",
+    "Visualization": "Pass@1",
+}
+_MAX_NEW_TOKENS = {
+    "FactChecking": 16,
+    "NumericalReasoning": 16,
+    "DataAnalysis": 48,
+    "Visualization": 80,
+}
+_TEXT_GRADERS: dict[str, Callable[[str, str], float]] = {
+    "FactChecking": grade_fact_checking,
+    "NumericalReasoning": grade_numerical_reasoning,
+    "DataAnalysis": grade_data_analysis,
+}
+#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+EVAL_SIZE = 200
+
+
+# --------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class _Topic:
+    """A kind of table: label column, candidate value columns, label pool (empty: years)."""
+
+    label: str
+    columns: tuple[str, ...]
+    names: tuple[str, ...] = ()
+
+    @property
+    def ordered(self) -> bool:
+        return not self.names
+
+
+def _topic(label: str, columns: str, names: str = "") -> _Topic:
+    return _Topic(label, tuple(columns.split()), tuple(names.split()))
+
+
+_IN_DOMAIN = (
+    _topic(
+        "Team",
+        "Wins Losses Goals Points",
+        "Lions Hawks Bears Wolves Tigers Eagles Sharks Bulls Foxes Rams Owls Jets Kings Storm Comets Rockets",
+    ),
+    _topic(
+        "Player",
+        "Goals Games Assists",
+        "Silva Moreno Kane Rossi Novak Keller Tanaka Dubois Okafor Larsen Costa Petrov Nilsen Murray Haddad Ito",
+    ),
+    _topic(
+        "Country",
+        "Gold Silver Bronze",
+        "Kenya Chile Norway Japan Brazil Canada Poland Egypt Peru Spain Italy Ghana Nepal Cuba Fiji Oman",
+    ),
+    _topic(
+        "Party",
+        "Votes Seats",
+        "Labour Green Liberal Unity Reform Forward Centre Alliance People Heritage",
+    ),
+    _topic(
+        "City",
+        "Rainfall Parks Museums",
+        "Lyon Porto Oslo Quito Lagos Perth Malmo Turin Leeds Graz Cork Basel",
+    ),
+    _topic(
+        "Company",
+        "Revenue Staff Profit",
+        "Apex Nimbus Vertex Orion Zenith Atlas Quanta Helix Nova Pioneer",
+    ),
+    _topic(
+        "Film",
+        "Budget Gross Awards",
+        "Solaris Vertigo Ember Horizon Mirage Aurora Tempest Odyssey Nomad Eclipse",
+    ),
+    _topic(
+        "School",
+        "Students Teachers Clubs",
+        "Northside Riverside Hillcrest Oakwood Lakeview Westfield Elmwood Brookside",
+    ),
+    _topic("Year", "Sales Visitors Exports Imports"),
+)
+# Other topics and column names: helpful practice in reading tables, never an
+# evaluation table.
+_CROSS_DOMAIN = (
+    _topic(
+        "Planet",
+        "Moons Rings Probes",
+        "Mercury Venus Earth Mars Jupiter Saturn Uranus Neptune Pluto Ceres Eris",
+    ),
+    _topic(
+        "Element",
+        "Protons Isotopes",
+        "Carbon Oxygen Iron Gold Neon Zinc Copper Silver Tin Lead Helium",
+    ),
+    _topic(
+        "River",
+        "Length Bridges Dams",
+        "Nile Amazon Danube Rhine Volga Thames Mekong Indus Loire Ebro",
+    ),
+    _topic(
+        "Mountain",
+        "Height Routes",
+        "Everest Denali Elbrus Olympus Fuji Blanc Rainier Etna Aconcagua",
+    ),
+    _topic(
+        "Book",
+        "Pages Chapters Editions",
+        "Emma Dune Ulysses Beloved Rebecca Walden Persuasion Middlemarch",
+    ),
+    _topic("Animal", "Weight Lifespan Speed", "Otter Lynx Heron Badger Bison Falcon Gecko Walrus"),
+)
+_SYLLABLES = tuple("ka mo ri ten lo va sun del pa ro mi zan tor be li nor ga qu xel fi".split())
+
+
+@dataclass(frozen=True)
+class _Table:
+    label: str
+    labels: tuple[str, ...]
+    columns: dict[str, tuple[int, ...]]
+
+    def csv(self) -> str:
+        """The table as CSV text without a trailing newline (what prompts show)."""
+        header = ",".join((self.label, *self.columns))
+        rows = (
+            ",".join((name, *(str(values[i]) for values in self.columns.values())))
+            for i, name in enumerate(self.labels)
+        )
+        return "\n".join((header, *rows))
+
+
+def _random_table(rng: random.Random, topic: _Topic, n_rows: int, n_cols: int) -> _Table:
+    """A table of ``topic``; values are distinct per column so max/min are unique."""
+    if topic.ordered:
+        start = rng.randint(1900, 2024 - n_rows) if n_rows < 100 else rng.randint(1500, 1600)
+        labels = tuple(str(start + i) for i in range(n_rows))
+    elif n_rows <= len(topic.names):
+        labels = tuple(rng.sample(topic.names, n_rows))
+    else:
+        labels = _invented_names(rng, n_rows)
+    high = 100 if n_rows < 60 else 1000
+    columns = {
+        c: tuple(rng.sample(range(1, high), n_rows)) for c in rng.sample(topic.columns, n_cols)
+    }
+    return _Table(topic.label, labels, columns)
+
+
+def _invented_names(rng: random.Random, n: int) -> tuple[str, ...]:
+    names: dict[str, None] = {}
+    while len(names) < n:
+        names["".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()] = None
+    return tuple(names)
+
+
+def _with_trend(rng: random.Random, table: _Table, column: str, trend: str) -> _Table:
+    """``table`` with ``column`` reordered to increase, decrease or fluctuate."""
+    values = sorted(table.columns[column])
+    if trend == "decreases":
+        values.reverse()
+    elif trend == "fluctuates":
+        while values == sorted(values) or values == sorted(values, reverse=True):
+            rng.shuffle(values)
+    return _Table(table.label, table.labels, {**table.columns, column: tuple(values)})
+
+
+# ------------------------------------------------------------------ questions
+
+
+@dataclass(frozen=True)
+class _QA:
+    """A question on a table with its answer and a plausible wrong answer (for noisy labels)."""
+
+    subset: str
+    table: _Table
+    question: str
+    answer: str
+    wrong: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input(self) -> str:
+        return f"{self.table.csv()}\nQuestion: {self.question}\n{FORMAT_LINE}"
+
+    @property
+    def prompt(self) -> str:
+        return f"{INSTRUCTION}\n{self.input}"
+
+
+def _pick_two(
+    rng: random.Random, table: _Table, column: str, first_larger: bool
+) -> tuple[int, int]:
+    """Row indices (a, b) with ``values[a] > values[b]`` iff ``first_larger``."""
+    a, b = rng.sample(range(len(table.labels)), 2)
+    values = table.columns[column]
+    return (a, b) if (values[a] > values[b]) == first_larger else (b, a)
+
+
+def _fact_checking(rng: random.Random, table: _Table, want_yes: bool) -> _QA:
+    column = rng.choice(list(table.columns))
+    values = table.columns[column]
+    kind = rng.choice(("compare", "value", "max"))
+    if kind == "compare":
+        a, b = _pick_two(rng, table, column, want_yes)
+        question = f"Is the {column} of {table.labels[a]} greater than that of {table.labels[b]}?"
+    elif kind == "value":
+        a = rng.randrange(len(values))
+        shown = (
+            values[a]
+            if want_yes
+            else rng.choice([v for v in range(1, values[a] + 20) if v != values[a]])
+        )
+        question = f"Is the {column} of {table.labels[a]} equal to {shown}?"
+    else:
+        top = values.index(max(values))
+        a = top if want_yes else rng.choice([i for i in range(len(values)) if i != top])
+        question = f"Does {table.labels[a]} have the highest {column}?"
+    answer, wrong = ("Yes", "No") if want_yes else ("No", "Yes")
+    return _QA("FactChecking", table, question, answer, wrong, {"kind": kind})
+
+
+def _numerical_reasoning(rng: random.Random, table: _Table) -> _QA:
+    column = rng.choice(list(table.columns))
+    values = table.columns[column]
+    kind = rng.choices(("lookup", "difference", "sum", "max"), weights=(4, 2, 2, 2))[0]
+    if kind == "lookup":
+        a = rng.randrange(len(values))
+        question, answer = f"What is the {column} of {table.labels[a]}?", values[a]
+    elif kind == "difference":
+        a, b = _pick_two(rng, table, column, True)
+        question = (
+            f"What is the difference in {column} between {table.labels[a]} and {table.labels[b]}?"
+        )
+        answer = values[a] - values[b]
+    elif kind == "sum":
+        question, answer = f"What is the total {column} of all rows?", sum(values)
+    else:
+        question, answer = f"What is the highest {column} in the table?", max(values)
+    # A wrong label is a cell misread from elsewhere in the table (as a careless
+    # annotator would), always more than 10 % off so that it really is wrong.
+    cells = [
+        v for vs in table.columns.values() for v in vs if abs(v - answer) > 0.1 * abs(answer) + 1
+    ]
+    wrong = rng.choice(cells) if cells else 2 * answer + 3
+    return _QA("NumericalReasoning", table, question, str(answer), str(wrong), {"kind": kind})
+
+
+def _data_analysis(rng: random.Random, table: _Table, trend: str | None = None) -> _QA:
+    """A descriptive question; ``trend`` (for year tables) asks how a column develops."""
+    column = rng.choice(list(table.columns))
+    if trend is not None:
+        table = _with_trend(rng, table, column, trend)
+    values, labels = table.columns[column], table.labels
+    if trend is not None:
+        question = f"Describe the trend of {column} over the years."
+        first, last = f"{values[0]} in {labels[0]}", f"{values[-1]} in {labels[-1]}"
+        sentences = {
+            "increases": f"{column} increases from {first} to {last}.",
+            "decreases": f"{column} decreases from {first} to {last}.",
+            "fluctuates": f"{column} fluctuates between {min(values)} and {max(values)}.",
+        }
+        answer = sentences[trend]
+        wrong = sentences[rng.choice([t for t in sentences if t != trend])]
+        return _QA("DataAnalysis", table, question, answer, wrong, {"kind": "trend"})
+    if rng.random() < 0.5:
+        top, low = values.index(max(values)), values.index(min(values))
+        question = f"Which {table.label} has the highest {column} and which has the lowest?"
+        answer = f"{labels[top]} has the highest {column} ({values[top]}) and {labels[low]} has the lowest ({values[low]})."
+        x = rng.choice([i for i in range(len(labels)) if i != top])
+        wrong = f"{labels[x]} has the highest {column} ({values[x]}) and {labels[top]} has the lowest ({values[top]})."
+        return _QA("DataAnalysis", table, question, answer, wrong, {"kind": "extremes"})
+    a, b = rng.sample(range(len(labels)), 2)
+    question = f"Compare the {column} of {labels[a]} and {labels[b]}."
+    more, less = ("higher", "lower") if values[a] > values[b] else ("lower", "higher")
+    tail = f"{column} than {labels[b]} ({values[a]} vs {values[b]})."
+    return _QA(
+        "DataAnalysis",
+        table,
+        question,
+        f"{labels[a]} has a {more} {tail}",
+        f"{labels[a]} has a {less} {tail}",
+        {"kind": "compare"},
+    )
+
+
+_CHART_CALLS = {
+    "bar": "plt.bar(df['{label}'], df['{column}'])",
+    "line": "plt.plot(df['{label}'], df['{column}'])",
+    "pie": "plt.pie(df['{column}'], labels=df['{label}'])",
+}
+
+
+def _plot_code(chart: str, label: str, column: str) -> str:
+    call = _CHART_CALLS[chart].format(label=label, column=column)
+    return (
+        "import pandas as pd\nimport matplotlib.pyplot as plt\n"
+        f"df = pd.read_csv('table.csv')\n{call}\nplt.show()"
+    )
+
+
+def _visualization(rng: random.Random, table: _Table) -> _QA:
+    column = rng.choice(list(table.columns))
+    chart = rng.choices(("bar", "line", "pie"), weights=(45, 30, 25))[0]
+    question = f"Draw a {chart} chart of {column} for each {table.label} using table.csv."
+    answer = _plot_code(chart, table.label, column)
+    others = [c for c in table.columns if c != column]
+    if others:  # the classic mistake: plotting the wrong column
+        wrong = _plot_code(chart, table.label, rng.choice(others))
+    else:
+        wrong = _plot_code(rng.choice([c for c in _CHART_CALLS if c != chart]), table.label, column)
+    meta = {
+        "kind": chart,
+        "chart_type": chart,
+        "y_values": [float(v) for v in table.columns[column]],
+    }
+    return _QA("Visualization", table, question, answer, wrong, meta)
+
+
+# ----------------------------------------------------------------- generation
+
+
+class _Reserved:
+    """Evaluation tables that no source may contain, even as the start of a longer table."""
+
+    def __init__(self) -> None:
+        self._by_header: dict[str, list[str]] = {}
+
+    def add(self, csv: str) -> None:
+        self._by_header.setdefault(csv.split("\n", 1)[0], []).append(csv)
+
+    def __contains__(self, csv: str) -> bool:
+        # A table's header is its first line, so another table can only contain
+        # an evaluation table as a prefix with the same header.
+        return any(csv.startswith(r) for r in self._by_header.get(csv.split("\n", 1)[0], ()))
+
+
+def _generate(
+    rng: random.Random,
+    subset: str,
+    *,
+    rows: tuple[int, int] = (3, 5),
+    cols: tuple[int, int] = (1, 3),
+    want_yes: bool | None = None,
+    reserved: _Reserved | None = None,
+) -> _QA:
+    """One in-domain question of ``subset`` on a fresh table that is not ``reserved``."""
+    ordered = [t for t in _IN_DOMAIN if t.ordered]
+    while True:
+        trend = None
+        if subset == "DataAnalysis" and rng.random() < 1 / 3:
+            # Trends need an ordered label column, i.e. a table over years.
+            trend = rng.choice(("increases", "decreases", "fluctuates"))
+            topic = rng.choice(ordered)
+        else:
+            topic = rng.choice(_IN_DOMAIN)
+        n_rows = rng.randint(*rows)
+        # Small tables stay within ~10 value cells, which keeps prompts under
+        # ~110 tokens: training a small model on a CPU is paid per token.
+        widest = len(topic.columns) if n_rows > 5 else max(1, 10 // n_rows)
+        n_cols = rng.randint(cols[0], max(cols[0], min(cols[1], widest, len(topic.columns))))
+        table = _random_table(rng, topic, n_rows, n_cols)
+        if subset == "FactChecking":
+            qa = _fact_checking(rng, table, rng.random() < 0.5 if want_yes is None else want_yes)
+        elif subset == "NumericalReasoning":
+            qa = _numerical_reasoning(rng, table)
+        elif subset == "DataAnalysis":
+            qa = _data_analysis(rng, table, trend)
+        else:
+            qa = _visualization(rng, table)
+        if reserved is None or qa.table.csv() not in reserved:
+            return qa
+
+
+def _row(qa: _QA, answer: str | None = None) -> dict[str, str]:
+    """A record in the clean (TableInstruct-like) schema."""
+    return {
+        "instruction": INSTRUCTION,
+        "input": qa.input,
+        "output": f"Final Answer: {qa.answer if answer is None else answer}",
+        "subset": qa.subset,
+    }
+
+
+_CHAT_STYLES = (
+    "Sure! Looking at the table, the answer is {answer}. Let me know if you need anything else!",
+    "Great question. Based on the data, I would say {answer}.",
+    "Let me check the table... it looks like {answer}!",
+    "Happy to help! From what I can see, {answer}. Hope that helps.",
+)
+_CHAT_CODE_STYLES = (
+    "Sure! Here is some code that should do it:\n{answer}\nLet me know if it works for you.",
+    "Happy to help. You can try this:\n{answer}\nHope that helps!",
+)
+_WIKI_STYLES = {
+    "lookup": "Look up the {column} of {name}.",
+    "argmax": "Which {label} has the largest {column}?",
+    "compare": "Is the {column} of {name} larger than the {column} of {other}? Answer yes or no.",
+}
+_DISHES = (
+    "pancakes",
+    "lentil soup",
+    "banana bread",
+    "fried rice",
+    "guacamole",
+    "tomato pasta",
+    "apple pie",
+    "chicken curry",
+    "omelette",
+    "potato salad",
+    "pumpkin soup",
+    "fish tacos",
+    "hummus",
+    "risotto",
+    "granola",
+    "pizza dough",
+    "lemonade",
+    "chili",
+    "couscous salad",
+    "carrot cake",
+)
+_STEPS = (
+    "chop the vegetables finely",
+    "heat a little oil in a pan",
+    "whisk the eggs with a pinch of salt",
+    "simmer for twenty minutes",
+    "preheat the oven to 180 degrees",
+    "mix the dry ingredients first",
+    "stir in the spices",
+    "let the dough rest for an hour",
+    "season to taste",
+    "bake until golden brown",
+    "add a squeeze of lemon",
+    "serve warm with fresh herbs",
+)
+_PLACES = (
+    "Lisbon",
+    "Kyoto",
+    "Vienna",
+    "Cape Town",
+    "Montreal",
+    "Istanbul",
+    "Hanoi",
+    "Edinburgh",
+    "Buenos Aires",
+    "Prague",
+    "Seville",
+    "Bergen",
+)
+_SIGHTS = (
+    "old town",
+    "harbour",
+    "botanical garden",
+    "main market",
+    "castle",
+    "river walk",
+    "art museum",
+    "night market",
+    "cathedral",
+    "hill viewpoint",
+)
+_CHITCHAT = (
+    (
+        "Hi! How are you today?",
+        "I'm doing great, thanks for asking! How about you? Anything fun planned for the day?",
+    ),
+    (
+        "Can you recommend a good book?",
+        "Sure! It depends on what you like, but a cozy mystery or a classic adventure story is always a nice choice for a quiet evening.",
+    ),
+    (
+        "I can't sleep, any tips?",
+        "Try keeping your room cool and dark, avoid screens for an hour before bed, and maybe read something calm. A warm drink can help too.",
+    ),
+    (
+        "What's a fun weekend hobby?",
+        "Lots of people enjoy hiking, baking or painting. Picking up a musical instrument is also rewarding if you have some patience.",
+    ),
+    (
+        "Tell me a joke.",
+        "Why did the scarecrow win an award? Because he was outstanding in his field!",
+    ),
+    (
+        "How do I stay motivated to exercise?",
+        "Set small goals, find a routine you enjoy and maybe a workout buddy. Celebrate progress, not perfection.",
+    ),
+    (
+        "What should I name my cat?",
+        "How about Biscuit, Luna or Pepper? Pick something that matches their personality!",
+    ),
+    (
+        "Any ideas for a rainy day?",
+        "You could watch a movie marathon, try a new recipe, do a puzzle or finally tidy that drawer you keep ignoring.",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class _SourceSpec:
+    description: str
+    build: Callable[[TableBenchTask, random.Random, _Reserved], dict[str, list[Any]]]
+
+
+class TableBenchTask(Task):
+    """TableBench: question answering over small tables, in four subsets.
+
+    **Description.** The model reads a table (CSV) and a question and answers
+    in the format ``Final Answer: <answer>``: Yes/No fact checking, numbers
+    (lookups, differences, sums, maxima), one-sentence analyses, or Python
+    code that plots a column of ``table.csv``.
+
+    **Evaluation.** ``EVAL_SIZE`` items, the subsets interleaved so that the
+    first half (validation) and the second half (hidden test) cover each
+    subset evenly. Score per item in ``[0, 1]``: exact match (FactChecking),
+    numeric match within 10 % (NumericalReasoning), ROUGE-L F (DataAnalysis),
+    Pass@1 of the executed code (Visualization); the task score is the mean.
+
+    **Sources.** ``tableinstruct`` (clean), ``crowd_tableqa``,
+    ``tableqa_mirror``, ``table_chat``, ``web_text``, ``long_tables``,
+    ``wiki_table_lookup``; see the module docstring for their schemas.
+    """
+
+    domain = "Table QA"
+    version = "1"
+    #: The sources a careful expert starts from (the "Manual SFT" recipe).
+    clean_sources = ("tableinstruct",)
+    #: How the clean source becomes training pairs in the evaluation format.
+    expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
+
+    def __init__(self, subsets: Sequence[str] = SUBSETS) -> None:
+        unknown = set(subsets) - set(SUBSETS)
+        if not subsets or unknown:
+            raise ValueError(
+                f"subsets must be a non-empty subset of {SUBSETS}, got {list(subsets)}"
+            )
+        self.subsets: tuple[str, ...] = tuple(s for s in SUBSETS if s in subsets)
+        self.name = (
+            "TableBench" if self.subsets == SUBSETS else "TableBench-" + "-".join(self.subsets)
+        )
+        metrics = " / ".join(_METRICS[s] for s in self.subsets)
+        self.metric = f"mean of {metrics}" if len(self.subsets) > 1 else metrics
+        self.max_new_tokens = max(_MAX_NEW_TOKENS[s] for s in self.subsets)
+        self._eval_cache: dict[int, list[_QA]] = {}
+
+    # -- evaluation
+
+    def _eval_qas(self, seed: int) -> list[_QA]:
+        if seed not in self._eval_cache:
+            rng = random.Random(f"tablebench/{seed}/eval/{'+'.join(self.subsets)}")
+            per_subset = EVAL_SIZE // len(self.subsets)
+            seen = _Reserved()
+            qas: list[_QA] = []
+            for i in range(per_subset * len(self.subsets)):
+                subset = self.subsets[i % len(self.subsets)]
+                # Alternating answers keep Yes/No balanced within both halves.
+                want_yes = (i // len(self.subsets)) % 2 == 0
+                qa = _generate(rng, subset, want_yes=want_yes, reserved=seen)
+                seen.add(qa.table.csv())
+                qas.append(qa)
+            self._eval_cache[seed] = qas
+        return self._eval_cache[seed]
+
+    def eval_items(self, seed: int) -> list[EvalItem]:
+        """``EVAL_SIZE`` items (rounded down to a multiple of the subset count), interleaved by subset."""
+        return [
+            EvalItem(
+                id=f"{self.name}/{seed}/{i:03d}",
+                subset=qa.subset,
+                prompt=qa.prompt,
+                reference=f"Final Answer: {qa.answer}",
+                meta={**qa.meta, "answer": qa.answer, "table_csv": qa.table.csv() + "\n"},
+            )
+            for i, qa in enumerate(self._eval_qas(seed))
+        ]
+
+    def max_new_tokens_for(self, item: EvalItem) -> int:
+        return _MAX_NEW_TOKENS.get(item.subset, self.max_new_tokens)
+
+    def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
+        """Per-item scores in ``[0, 1]``; never raises on any output string."""
+        if len(items) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
+        scores = [0.0] * len(items)
+        charts: list[int] = []
+        for i, (item, output) in enumerate(zip(items, outputs, strict=True)):
+            if item.subset == "Visualization":
+                charts.append(i)
+            else:
+                scores[i] = _TEXT_GRADERS[item.subset](output, item.meta["answer"])
+        if charts:
+            references = [
+                ChartReference(
+                    items[i].meta["chart_type"],
+                    tuple(items[i].meta["y_values"]),
+                    items[i].meta["table_csv"],
+                )
+                for i in charts
+            ]
+            for i, score in zip(
+                charts, grade_visualization([outputs[i] for i in charts], references), strict=True
+            ):
+                scores[i] = score
+        return scores
+
+    # -- sources
+
+    def source_descriptions(self) -> dict[str, str]:
+        return {name: spec.description for name, spec in _SOURCES.items()}
+
+    def sources(self, seed: int) -> dict[str, Dataset]:
+        """Every source as a ``datasets.Dataset``; none contains an evaluation table."""
+        reserved = _Reserved()
+        for qa in self._eval_qas(seed):
+            reserved.add(qa.table.csv())
+        return {
+            name: Dataset.from_dict(
+                spec.build(self, random.Random(f"tablebench/{seed}/{name}"), reserved)
+            )
+            for name, spec in _SOURCES.items()
+        }
+
+    def _subset_cycle(self, n: int) -> list[str]:
+        return [self.subsets[i % len(self.subsets)] for i in range(n)]
+
+    def _tableinstruct(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = [
+            _row(_generate(rng, s, reserved=reserved))
+            for s in self._subset_cycle(rng.randint(1200, 1500))
+        ]
+        return _columns(rows)
+
+    def _crowd_tableqa(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for subset in self._subset_cycle(rng.randint(2000, 2400)):
+            qa = _generate(rng, subset, reserved=reserved)
+            wrong = rng.random() < 0.45
+            # Agreement separates the labels well but not perfectly: a field
+            # filter at ~0.6 keeps most good rows and drops most bad ones.
+            low = rng.random() < (0.92 if wrong else 0.06)
+            agreement = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
+            rows.append(
+                {
+                    **_row(qa, qa.wrong if wrong else None),
+                    "annotator_agreement": round(agreement, 2),
+                }
+            )
+        return _columns(rows)
+
+    def _tableqa_mirror(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for subset in self._subset_cycle(rng.randint(32, 44)):
+            row = _row(_generate(rng, subset, reserved=reserved))
+            rows += [_surface_variant(rng, row) for _ in range(rng.randint(15, 30))]
+        rng.shuffle(rows)
+        return _columns(rows)
+
+    def _table_chat(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for subset in self._subset_cycle(rng.randint(900, 1100)):
+            qa = _generate(rng, subset, reserved=reserved)
+            styles = _CHAT_CODE_STYLES if subset == "Visualization" else _CHAT_STYLES
+            rows.append(
+                {
+                    "question": qa.question,
+                    "table": qa.table.csv(),
+                    "response": rng.choice(styles).format(answer=qa.answer),
+                    "answer": qa.answer,
+                    "subset": subset,
+                }
+            )
+        return _columns(rows)
+
+    def _web_text(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for _ in range(rng.randint(600, 800)):
+            kind = rng.random()
+            if kind < 0.4:
+                dish = rng.choice(_DISHES)
+                steps = rng.sample(_STEPS, 3)
+                prompt = rng.choice(
+                    (
+                        "How do I make {d}?",
+                        "Give me a simple recipe for {d}.",
+                        "What's the easiest way to cook {d}?",
+                    )
+                ).format(d=dish)
+                response = f"To make {dish}, first {steps[0]}, then {steps[1]}. Finally, {steps[2]}. Enjoy your {dish}!"
+            elif kind < 0.7:
+                place, sights = rng.choice(_PLACES), rng.sample(_SIGHTS, 2)
+                prompt = f"What should I see in {place}?"
+                response = f"In {place}, don't miss the {sights[0]} and the {sights[1]}. Go early in the morning to avoid crowds, and try the local food."
+            else:
+                prompt, response = rng.choice(_CHITCHAT)
+            rows.append({"prompt": prompt, "response": response})
+        return _columns(rows)
+
+    def _long_tables(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for subset in self._subset_cycle(rng.randint(300, 340)):
+            short = rng.random() < 0.08
+            size = (3, 5) if short else (150, 300)
+            qa = _generate(
+                rng, subset, rows=size, cols=(1, 3) if short else (2, 3), reserved=reserved
+            )
+            rows.append(_row(qa))
+        return _columns(rows)
+
+    def _wiki_table_lookup(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for _ in range(rng.randint(1000, 1200)):
+            topic = rng.choice(_CROSS_DOMAIN)
+            table = _random_table(
+                rng, topic, rng.randint(3, 5), rng.randint(1, min(3, len(topic.columns)))
+            )
+            column = rng.choice(list(table.columns))
+            values = table.columns[column]
+            a, b = rng.sample(range(len(values)), 2)
+            kind = rng.choice(tuple(_WIKI_STYLES))
+            answers = {
+                "lookup": str(values[a]),
+                "argmax": table.labels[values.index(max(values))],
+                "compare": "yes" if values[a] > values[b] else "no",
+            }
+            question = _WIKI_STYLES[kind].format(
+                column=column,
+                name=table.labels[a],
+                other=table.labels[b],
+                label=table.label.lower(),
+            )
+            rows.append(
+                {
+                    "topic": topic.label,
+                    "question": question,
+                    "table": table.csv(),
+                    "answer": answers[kind],
+                }
+            )
+        return _columns(rows)
+
+
+def _surface_variant(rng: random.Random, row: dict[str, str]) -> dict[str, str]:
+    """``row`` with case and whitespace changes only (equal after normalising both)."""
+    instruction = rng.choice(
+        (
+            row["instruction"],
+            row["instruction"].lower(),
+            row["instruction"].upper(),
+            row["instruction"].replace(". ", ".  "),
+        )
+    )
+    text = row["input"]
+    if rng.random() < 0.5:
+        text = text.replace("\n", " \n")
+    return {
+        "instruction": instruction + rng.choice(("", " ", "  ")),
+        "input": text + rng.choice(("", " ", "\n")),
+        "output": row["output"] + rng.choice(("", " ", "  ")),
+        "subset": row["subset"],
+    }
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+_SOURCES: dict[str, _SourceSpec] = {
+    "tableinstruct": _SourceSpec(
+        "Instruction-tuning table QA examples (instruction, table input, output) covering the benchmark's question types.",
+        TableBenchTask._tableinstruct,
+    ),
+    "crowd_tableqa": _SourceSpec(
+        "Table QA pairs collected from a crowd-sourcing platform, with an annotator agreement score per row.",
+        TableBenchTask._crowd_tableqa,
+    ),
+    "tableqa_mirror": _SourceSpec(
+        "Table QA examples aggregated from several public mirrors of a benchmark.",
+        TableBenchTask._tableqa_mirror,
+    ),
+    "table_chat": _SourceSpec(
+        "Conversational table QA logs from a chat assistant, with the extracted short answer.",
+        TableBenchTask._table_chat,
+    ),
+    "web_text": _SourceSpec(
+        "General instruction-response pairs scraped from the web (cooking, travel, everyday chat).",
+        TableBenchTask._web_text,
+    ),
+    "long_tables": _SourceSpec(
+        "Table QA examples over tables exported from large spreadsheets.",
+        TableBenchTask._long_tables,
+    ),
+    "wiki_table_lookup": _SourceSpec(
+        "Lookup questions over encyclopedia tables on other topics (planets, rivers, books, ...).",
+        TableBenchTask._wiki_table_lookup,
+    ),
+}
