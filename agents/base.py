@@ -17,6 +17,10 @@ class Agent(Protocol):
 
 _REGISTRY = {
     "manual-sft": "agents.manual_sft:ManualSFTAgent",
+    "react": "agents.react:ReActAgent",
+    "openhands-like": "agents.react:ReActAgent",
+    "random": "agents.random_agent:RandomAgent",
+    "ft-agent": "agents.ft_agent:FTAgent",
 }
 
 
