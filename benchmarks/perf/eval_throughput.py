@@ -1,0 +1,98 @@
+"""Evaluation throughput: batched generation in the worker against one-by-one ``generate``.
+
+Both sides answer the same prompts with the same per-prompt ``max_new_tokens``
+(greedy, stop at EOS), in one run:
+
+* **env**: ``TrainingWorker.generate`` (the persistent worker running
+  :func:`ftdojo_gym.eval.generation.generate`: length-sorted left-padded
+  batches, finished rows dropped from the batch); prompts/s = prompts / the
+  worker's generation seconds (model load excluded by a warm-up call).
+* **one-by-one**: ``model.generate`` on each prompt alone in this process, the
+  way a naive evaluation loop does it.
+
+The prompts are TableBench validation items (table + question, ~110 tokens with
+the chat template; 16-80 new tokens by subset), as the env evaluates them.
+Also reports how many outputs are identical on both sides.
+
+Run::
+
+    python -m benchmarks.perf.eval_throughput            # SmolLM2-135M
+    python -m benchmarks.perf.eval_throughput --model tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from ftdojo_gym.models import resolve_model  # noqa: E402
+from ftdojo_gym.train.client import TrainingWorker  # noqa: E402
+
+
+def tablebench_prompts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """``n`` TableBench validation prompts spread over the subsets, with their token limits."""
+    from ftdojo_gym.tasks.tablebench import TableBenchTask
+
+    task = TableBenchTask()
+    items = task.eval_items(seed)
+    step = max(1, len(items) // n)
+    picked = items[::step][:n]
+    return [it.prompt for it in picked], [task.max_new_tokens_for(it) for it in picked]
+
+
+def one_by_one(model_path: str, prompts: list[str], max_new: list[int]) -> tuple[list[str], float]:
+    """The reference: a plain loop of ``model.generate`` calls, one prompt each."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    outs = []
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for p, m in zip(prompts, max_new, strict=True):
+            enc = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True)
+            out = model.generate(**enc, max_new_tokens=m, do_sample=False, pad_token_id=tok.pad_token_id)
+            outs.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return outs, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m", help="model name for resolve_model (or 'tiny')")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args(argv)
+
+    model_path = str(resolve_model(args.model))
+    prompts, max_new = tablebench_prompts(args.prompts)
+    with TrainingWorker() as worker:
+        warm = worker.generate(model_path, None, prompts[:2], 2)  # imports + model load
+        if warm.status != "ok":
+            raise RuntimeError(f"{warm.error_class}: {warm.error}\n{warm.traceback}")
+        res = worker.generate(model_path, None, prompts, max_new, batch_size=args.batch_size)
+        if res.status != "ok":
+            raise RuntimeError(f"{res.error_class}: {res.error}\n{res.traceback}")
+    ref, ref_seconds = one_by_one(model_path, prompts, max_new)
+    env_rate, ref_rate = len(prompts) / res.seconds, len(prompts) / ref_seconds
+    same = sum(a == b for a, b in zip(res.outputs, ref, strict=True))
+    print(f"eval throughput: {args.model}, {len(prompts)} TableBench prompts, "
+          f"max_new_tokens {min(max_new)}-{max(max_new)}, greedy")
+    print(f"{'path':<36}{'seconds':>10}{'prompts/s':>11}")
+    print(f"{f'env (worker, batch {args.batch_size})':<36}{res.seconds:>10.1f}{env_rate:>11.2f}")
+    print(f"{'one-by-one model.generate':<36}{ref_seconds:>10.1f}{ref_rate:>11.2f}")
+    print(f"ratio env/one-by-one: {env_rate / ref_rate:.2f}x (target >= 3x); "
+          f"identical outputs: {same}/{len(prompts)}")
+    return {"env_prompts_per_s": env_rate, "one_by_one_prompts_per_s": ref_rate,
+            "ratio": env_rate / ref_rate, "identical": same}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""Supervised fine-tuning of a base model on prompt/completion pairs, with ``trl``.
+
+:func:`run_sft` is what the training worker runs for a ``train`` request. It
+builds a conversational prompt-completion dataset (the prompt is one user
+message, the completion one assistant message), so that ``trl`` puts the loss
+on the completion only and the chat template is exactly the one
+:func:`ftdojo_gym.eval.generation.generate` uses at inference.
+
+The trainer set-up follows what was measured on the CPU machines (see
+``DESIGN.md``, "trl on this CPU"): fp32 unless the CPU has ``avx512_bf16`` or
+``amx`` (or a bf16-capable GPU is present), no gradient checkpointing,
+length-grouped batches, the model's own loss instead of trl's fused LM-head loss,
+no checkpoints, no dataloader workers, no reporting.
+
+Errors are raised with precise types: :class:`ConfigError` and :class:`DataError`
+for problems the caller can fix; anything else propagates unchanged (the worker
+classifies it). Progress is recorded in a :class:`TrainProgress` owned by the
+caller, so a crash mid-run still reports the steps, tokens and losses so far.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from ftdojo_gym.train.config import TrainConfig
+
+#: Samples used by a fail-fast debug run, and its step cap.
+DEBUG_SAMPLES = 100
+DEBUG_MAX_STEPS = 4
+#: Hard cap on training samples per experiment (the paper's rule).
+MAX_SAMPLES = 2000
+
+#: How the training loss is computed (same value, different cost; see ``_trainer_classes``):
+#: "completion" (LM head on the labelled positions only, falls back to "model" for
+#: architectures with logit scaling), "model" (the model's own loss), "trl" (trl's fused head).
+LOSS_MODE: Literal["completion", "model", "trl"] = "completion"
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class ConfigError(ValueError):
+    """The hyper-parameters (or the trl/peft set-up they imply) are invalid."""
+
+
+class DataError(ValueError):
+    """The training data file is missing, malformed or has no usable sample."""
+
+
+@dataclass
+class TrainProgress:
+    """What a run has done so far; filled in while training, read on success or failure."""
+
+    steps: int = 0
+    #: training samples after loading, truncation and dropping unusable ones
+    samples: int = 0
+    train_tokens: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: wall-clock seconds of the training loop proper (model load and data prep excluded)
+    train_seconds: float = 0.0
+    #: wall-clock seconds of the whole request
+    seconds: float = 0.0
+    stopped_budget: bool = False
+    model_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class SFTRequest:
+    """A training request, as sent to the worker (mirrors ``client.TrainRequest``)."""
+
+    base_model: str
+    data_path: str
+    output_dir: str
+    config: Mapping[str, Any]
+    debug: bool = False
+    max_tokens: int | None = None
+    max_samples: int = MAX_SAMPLES
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SFTRequest:
+        """Build from a JSON request; unknown keys (``op``) are ignored."""
+        names = cls.__dataclass_fields__.keys()
+        missing = [n for n in ("base_model", "data_path", "output_dir") if n not in data]
+        if missing:
+            raise ConfigError(f"train request lacks {missing}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has bf16 matrix instructions (``avx512_bf16`` or AMX).
+
+    Without them bf16 autocast is emulated and slower than fp32.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def load_pairs(path: str | os.PathLike[str], max_samples: int) -> tuple[list[dict[str, str]], list[str]]:
+    """Read ``{"prompt", "completion"}`` rows from a JSONL file.
+
+    Returns the usable rows (both fields non-empty strings, at most
+    ``max_samples``, file order) and warnings about what was skipped or cut.
+    Raises :class:`DataError` when the file is missing or empty, a line is not a
+    JSON object, a row lacks a field or has a non-string one, or no row is usable.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"training data file not found: {p}")
+    rows: list[dict[str, str]] = []
+    notes: list[str] = []
+    n_lines = n_empty = 0
+    with p.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            n_lines += 1
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{p.name} line {lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{p.name} line {lineno}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in ("prompt", "completion") if k not in row]
+            if missing:
+                raise DataError(
+                    f"{p.name} line {lineno}: missing field(s) {missing}; every row needs "
+                    f"'prompt' and 'completion' (found {sorted(row)[:8]})")
+            prompt, completion = row["prompt"], row["completion"]
+            if not isinstance(prompt, str) or not isinstance(completion, str):
+                raise DataError(f"{p.name} line {lineno}: 'prompt' and 'completion' must be strings")
+            if not prompt.strip() or not completion.strip():
+                n_empty += 1
+                continue
+            rows.append({"prompt": prompt, "completion": completion})
+    if n_lines == 0:
+        raise DataError(f"training data file is empty: {p}")
+    if n_empty:
+        notes.append(f"skipped {n_empty} of {n_lines} rows with an empty prompt or completion")
+    if not rows:
+        raise DataError(f"no usable sample in {p.name}: all {n_lines} rows have an empty prompt or completion")
+    if len(rows) > max_samples:
+        notes.append(f"using the first {max_samples} of {len(rows)} samples (limit {max_samples})")
+        rows = rows[:max_samples]
+    return rows, notes
+
+
+def parse_config(config: Mapping[str, Any] | TrainConfig) -> TrainConfig:
+    """Validate a config mapping; raises :class:`ConfigError` with pydantic's message."""
+    if isinstance(config, TrainConfig):
+        return config
+    try:
+        return TrainConfig(**dict(config))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid training config: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"invalid training config: {exc}") from None
+
+
+def run_sft(request: Mapping[str, Any] | SFTRequest, emit: Emit,
+            progress: TrainProgress | None = None) -> TrainProgress:
+    """Fine-tune ``request.base_model`` on ``request.data_path`` and save to ``output_dir``.
+
+    Streams ``{"event": "log", "step", "loss", "learning_rate", "tokens"}`` through
+    ``emit`` after every optimizer step. Stops early, with
+    ``progress.stopped_budget = True``, once the non-padding tokens processed
+    reach ``max_tokens`` (the step that crosses the budget completes, so the
+    overshoot is below one batch). With ``debug=True`` the same code path runs on
+    the first :data:`DEBUG_SAMPLES` samples for at most :data:`DEBUG_MAX_STEPS`
+    steps. Saves the LoRA adapter (method ``lora``) or the full model and its
+    tokenizer into ``output_dir`` and sets ``progress.model_dir``.
+
+    ``progress`` (created if not given) is updated in place, so the caller can
+    report partial progress when this raises. Raises :class:`ConfigError`,
+    :class:`DataError`, or whatever torch/trl raise (OOM, I/O, ...).
+    """
+    t_start = time.monotonic()
+    progress = progress if progress is not None else TrainProgress()
+    req = request if isinstance(request, SFTRequest) else SFTRequest.from_mapping(request)
+    cfg = parse_config(req.config)
+    if req.max_tokens is not None and req.max_tokens < 1:
+        raise ConfigError("max_tokens must be positive (or null for no budget)")
+    limit = min(max(1, req.max_samples), MAX_SAMPLES)
+    if req.debug:
+        limit = min(limit, DEBUG_SAMPLES)
+    rows, notes = load_pairs(req.data_path, limit)
+    progress.warnings.extend(notes)
+
+    # Heavy imports only here: the env process imports this module's types cheaply.
+    import torch
+    from datasets import Dataset
+    from datasets.utils.logging import disable_progress_bar
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTConfig
+
+    disable_progress_bar()
+    set_seed(cfg.seed)  # before the LoRA init, which draws random A matrices
+
+    use_cuda = torch.cuda.is_available()
+    bf16 = (use_cuda and torch.cuda.is_bf16_supported()) or (not use_cuda and cpu_has_fast_bf16())
+    tokenizer = AutoTokenizer.from_pretrained(req.base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"base model {req.base_model} has no chat template; SFT here needs one")
+    # fp32 master weights on CPU (autocast does the bf16 part when it pays off);
+    # bf16 weights on a bf16 GPU for LoRA, like the paper's set-up.
+    dtype = torch.bfloat16 if (use_cuda and bf16 and cfg.method == "lora") else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(req.base_model, dtype=dtype)
+    model.config.use_cache = False
+    if cfg.method == "lora":
+        model = _wrap_lora(model, cfg)
+
+    max_steps = cfg.max_steps if cfg.max_steps > 0 else -1
+    if req.debug:
+        max_steps = min(max_steps, DEBUG_MAX_STEPS) if max_steps > 0 else DEBUG_MAX_STEPS
+    try:
+        args = SFTConfig(
+            output_dir=req.output_dir,
+            use_cpu=not use_cuda,
+            bf16=bf16,
+            fp16=False,
+            activation_checkpointing=False,  # ~30 % slower and not needed for small models
+            train_sampling_strategy="group_by_length",  # less padding: the biggest single win
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=float(cfg.warmup_ratio),  # a float in [0, 1) is a ratio in transformers 5
+            num_train_epochs=cfg.num_epochs,
+            max_steps=max_steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=1,
+            weight_decay=cfg.weight_decay,
+            max_length=cfg.max_len,
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            completion_only_loss=True,
+            packing=False,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="steps",
+            logging_steps=1,
+            report_to="none",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            dataset_num_proc=None,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid trainer arguments: {exc}") from None
+
+    dataset = Dataset.from_list([
+        {"prompt": [{"role": "user", "content": r["prompt"]}],
+         "completion": [{"role": "assistant", "content": r["completion"]}]}
+        for r in rows
+    ])
+    trainer_cls, callback_cls = _trainer_classes()
+    callback = callback_cls(progress, emit, req.max_tokens)
+    try:
+        trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
+                              processing_class=tokenizer, callbacks=[callback])
+    except (KeyError, IndexError) as exc:
+        raise DataError(f"could not prepare the training data: {exc!r}") from None
+    trainer.progress = progress
+    n_kept = progress.samples = len(trainer.train_dataset)
+    if n_kept == 0:
+        raise DataError(
+            f"zero usable samples: all {len(rows)} prompts fill max_len={cfg.max_len} tokens, "
+            "leaving no completion token to train on; raise max_len or shorten the prompts")
+    if n_kept < len(rows):
+        progress.warnings.append(
+            f"dropped {len(rows) - n_kept} of {len(rows)} samples whose prompt fills max_len={cfg.max_len}")
+
+    t_train = time.monotonic()
+    try:
+        trainer.train()
+    finally:
+        progress.train_seconds = time.monotonic() - t_train
+        progress.steps = trainer.state.global_step
+    out = Path(req.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    progress.model_dir = str(out)
+    progress.seconds = time.monotonic() - t_start
+    return progress
+
+
+def _wrap_lora(model: Any, cfg: TrainConfig) -> Any:
+    """Add LoRA adapters; an unknown target module is a :class:`ConfigError`."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.lora_targets if isinstance(cfg.lora_targets, str) else list(cfg.lora_targets)
+    try:
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, bias="none", task_type="CAUSAL_LM")
+        return get_peft_model(model, lora)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"LoRA set-up failed: {exc}") from None
+
+
+_CLASSES: tuple[type, type] | None = None
+
+
+def _trainer_classes() -> tuple[type, type]:
+    """``SFTTrainer`` with a cheaper loss and a trained-token counter, and our callback.
+
+    Built on first use so that importing this module does not import torch.
+
+    The loss (see :data:`LOSS_MODE`): trl 1.16 always computes it with a
+    chunked "fused" LM head that on CPU runs in plain PyTorch and also computes
+    entropy and token accuracy at every step; the model's own loss
+    (``Trainer.compute_loss``) was ~1.4x faster here, and projecting only the
+    completion positions through the LM head (the same cross-entropy, the
+    same reduction) is faster still, since most tokens of a prompt-completion
+    sample are prompt. Measured with ``benchmarks/perf/train_throughput.py``.
+    """
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    import torch
+    from transformers import Trainer, TrainerCallback
+    from trl import SFTTrainer
+
+    class _FTDojoSFTTrainer(SFTTrainer):
+        progress: TrainProgress | None = None
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            if self.progress is not None:
+                mask = inputs.get("attention_mask")
+                n = int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+                self.progress.train_tokens += n
+            return super().training_step(model, inputs, num_items_in_batch)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if LOSS_MODE == "trl" or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if LOSS_MODE == "completion":
+                parts = _backbone_and_head(self.accelerator.unwrap_model(model))
+                if parts is not None:
+                    return self._completion_loss(*parts, inputs, num_items_in_batch)
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, num_items_in_batch=num_items_in_batch)
+
+        def _completion_loss(self, backbone, head, inputs, num_items_in_batch):
+            """Mean next-token cross-entropy over the labelled positions, as the model's loss.
+
+            Only those positions go through the LM head (a vocab-sized matmul per token).
+            """
+            import torch.nn.functional as F
+
+            labels = inputs["labels"]
+            target = labels[:, 1:]
+            keep = target != -100
+            # Called below the model's forward, so apply accelerate's autocast (bf16) by hand.
+            with self.accelerator.autocast():
+                hidden = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                                  use_cache=False).last_hidden_state
+                logits = head(hidden[:, :-1][keep])
+            loss = F.cross_entropy(logits.float(), target[keep], reduction="sum")
+            denom = keep.sum() if num_items_in_batch is None else num_items_in_batch
+            return loss / torch.as_tensor(denom, device=loss.device).clamp(min=1)
+
+    class _ProgressCallback(TrainerCallback):
+        """Streams loss lines and enforces the token budget."""
+
+        def __init__(self, progress: TrainProgress, emit: Emit, max_tokens: int | None) -> None:
+            self.progress = progress
+            self.emit = emit
+            self.max_tokens = max_tokens
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.steps = state.global_step
+            if (self.max_tokens is not None and self.progress.train_tokens >= self.max_tokens
+                    and state.global_step < state.max_steps):
+                self.progress.stopped_budget = True
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" not in logs:  # the end-of-training summary carries train_loss instead
+                return control
+            loss = float(logs["loss"])
+            self.progress.losses.append((state.global_step, loss))
+            self.emit({"event": "log", "step": state.global_step,
+                       "loss": loss if math.isfinite(loss) else None,
+                       "learning_rate": float(logs.get("learning_rate", 0.0)),
+                       "tokens": self.progress.train_tokens, "max_steps": state.max_steps})
+            return control
+
+    _CLASSES = (_FTDojoSFTTrainer, _ProgressCallback)
+    return _CLASSES
+
+
+#: Config attributes that change the logits after the LM head; with any of them set
+#: the completion-only loss would be wrong, so the model's own loss is used instead.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier",
+                     "lm_head_multiplier", "logits_scaling")
+
+
+def _backbone_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder backbone, LM head) of a causal LM (PEFT-wrapped or not), or None if unsupported."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(base, getattr(base, "base_model_prefix", ""), None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if backbone is None or head is None or backbone is base:
+        return None
+    text_config = base.config.get_text_config()
+    if any(getattr(text_config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    return backbone, head
