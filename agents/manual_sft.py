@@ -16,7 +16,7 @@ from typing import Any
 class ManualSFTAgent:
     name = "manual-sft"
 
-    def __init__(self, *, max_steps: int = 48, learning_rate: float = 1e-3, batch_size: int = 8,
+    def __init__(self, *, max_steps: int = 40, learning_rate: float = 1e-3, batch_size: int = 8,
                  lora_r: int = 16, max_len: int = 512, max_tokens: int = 512, samples: int = 2000,
                  evaluate_base: bool = True):
         self.config = {"method": "lora", "learning_rate": learning_rate, "lr_scheduler": "linear",

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="FTDojo/TableBench-v0")
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--max-steps", type=int, default=48, help="optimizer steps of the full run")
+    parser.add_argument("--max-steps", type=int, default=40, help="optimizer steps of the full run")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--samples", type=int, default=2000, help="training samples drawn from the curated data")
     parser.add_argument("--token-budget", type=int, default=None)

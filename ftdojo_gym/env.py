@@ -23,7 +23,13 @@ from gymnasium import spaces
 from ftdojo_gym import versions
 from ftdojo_gym.actions import TOOLS, Action, ActionError, ToolCallSpace, parse_action, usage
 from ftdojo_gym.data.workspace import DataError, DataWorkspace, atomic_write_text
-from ftdojo_gym.models import DEFAULT_MODEL, cache_dir, load_token_counter, model_fingerprint, resolve_model
+from ftdojo_gym.models import (
+    DEFAULT_MODEL,
+    cache_dir,
+    load_token_counter,
+    model_fingerprint,
+    resolve_model,
+)
 from ftdojo_gym.tasks import make_task
 from ftdojo_gym.tasks.base import EvalItem, Task
 from ftdojo_gym.train.client import GenerateResult, TrainingWorker, TrainRequest, TrainResult
@@ -493,7 +499,7 @@ class FTDojoEnv(gym.Env):
     def _score(self, items: list[EvalItem], outputs: list[str]) -> tuple[float, dict[str, float], list[float]]:
         scores = self.task.grade(items, outputs)
         by_subset: dict[str, list[float]] = {}
-        for it, s in zip(items, scores):
+        for it, s in zip(items, scores, strict=False):
             by_subset.setdefault(it.subset, []).append(s)
         return float(np.mean(scores)) if scores else 0.0, {k: float(np.mean(v)) for k, v in by_subset.items()}, scores
 

@@ -81,7 +81,7 @@ def test_reset_and_step_are_deterministic_under_a_seed_and_samples_never_crash(e
             if term or trunc:
                 env.reset(seed=1)
         env.close()
-    for a, b in zip(*runs):
+    for a, b in zip(*runs, strict=False):
         assert json.dumps(a, default=lambda x: x.tolist()) == json.dumps(b, default=lambda x: x.tolist())
 
 
@@ -118,7 +118,7 @@ def test_malformed_actions_return_errors_with_usage_and_the_episode_stays_usable
             return {"type": "function", "function": {"name": name, "arguments": "{not json"}}
         return {"tool": "train", "args": {"dataset": "nope", "debug": "yes", "max_samples": 10**9}}
 
-    for i in range(1000):
+    for _i in range(1000):
         action = garbage()
         obs, reward, term, trunc, info = env.step(action)
         assert not info["ok"], action

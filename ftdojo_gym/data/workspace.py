@@ -252,7 +252,7 @@ class DataWorkspace:
         counts[-1] += n - sum(counts)
         rng = np.random.default_rng(seed)
         chosen = []
-        for (ds, _), count in zip(parts, counts):
+        for (ds, _), count in zip(parts, counts, strict=False):
             if count <= 0 or not len(ds):
                 continue
             ds = ds.select_columns(cols)
