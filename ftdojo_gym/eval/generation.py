@@ -11,7 +11,14 @@ calling ``model.generate`` on each prompt alone:
   input order;
 * the LoRA weights are merged into the base weights (``merge_and_unload``), so
   decoding runs plain linear layers;
-* decoding is greedy, stops at EOS, under ``torch.inference_mode``.
+* decoding is greedy, stops at EOS, under ``torch.inference_mode``, in a short
+  loop over the model's forward (:func:`greedy_decode`) that drops a finished
+  row from the batch and its KV cache at once; ``model.generate`` keeps
+  computing every row until the last one stops.
+
+Measured on the 2-core AVX2 CPU with SmolLM2-135M on 64 TableBench prompts
+(16-80 new tokens): ~2.0 prompts/s at batch 16 vs ~0.5 one by one, with
+identical outputs (``benchmarks/perf/eval_throughput.py``).
 
 The loaded model is kept for the next call with the same model and adapter (the
 worker evaluates the same run on several splits). Nothing is written to disk:

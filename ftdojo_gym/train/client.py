@@ -106,18 +106,35 @@ class _Failure(Exception):
         self.error_class, self.error, self.traceback = error_class, error, traceback
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies.
+
+    A parent killed by a signal runs no finalizer; without this a worker in the
+    middle of a training run would go on as an orphan, holding cores and memory.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 class _Process:
     """One running worker process with its reader threads."""
 
     def __init__(self, env: dict[str, str], memory_limit_gb: float | None) -> None:
-        preexec = None
-        if memory_limit_gb is not None:
-            limit = int(memory_limit_gb * 1024**3)
+        limit = int(memory_limit_gb * 1024**3) if memory_limit_gb is not None else None
 
-            def preexec() -> None:  # runs in the child between fork and exec
+        def preexec() -> None:  # runs in the child between fork and exec
+            if limit is not None:
                 import resource
 
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            _die_with_parent()
 
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "ftdojo_gym.train.worker"],
