@@ -67,7 +67,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_trajectory(server: OpenAITestServer,
             time.sleep(0.2)
         assert len(server.requests) >= 2, "the run never reached its second LLM call"
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
+        stdout, stderr = proc.communicate(timeout=180)  # closing the env waits for a cold worker
     finally:
         if proc.poll() is None:
             proc.kill()
