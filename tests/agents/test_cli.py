@@ -59,7 +59,10 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_trajectory(server: OpenAITestServer,
     out = tmp_path / "traj.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "agents.cli", *_argv(server, out, "--no-progress")],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # A job started in the background inherits SIGINT ignored, and Python then
+                            # installs no KeyboardInterrupt handler: give the child a terminal's default.
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240  # a cold start on a loaded CI machine is slow
         while time.monotonic() < deadline and len(server.requests) < 2:
