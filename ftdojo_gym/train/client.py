@@ -38,7 +38,8 @@ EventFn = Callable[[dict[str, Any]], None]
 ProgressFn = Callable[[int, int], None]
 
 STDERR_TAIL_CHARS = 4000
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The folder holding the ``ftdojo_gym`` package; the child needs it on its path.
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ class _Process:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "ftdojo_gym.train.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, cwd=str(_REPO_ROOT), text=True, encoding="utf-8", errors="replace",
+            env=env, text=True, encoding="utf-8", errors="replace",
             bufsize=1, preexec_fn=preexec,
             start_new_session=True,  # its own process group: a kill reaches its children too
         )
@@ -271,7 +272,7 @@ class TrainingWorker:
         env = dict(os.environ)
         env.update(self.env_vars)
         # The child must import this very package, installed or not.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env["PYTHONUNBUFFERED"] = "1"
         return env
