@@ -594,7 +594,7 @@ class FTDojoEnv(gym.Env):
             "base_hidden_test_score": base["score"], "validation_score": val, "tokens_used": self.tokens_used,
             "versions": self._versions(),
         }
-        atomic_write_text(self.workdir / "submission.json", json.dumps({k: v for k, v in data.items()}, indent=2))
+        atomic_write_text(self.workdir / "submission.json", json.dumps(data, indent=2))
         text = (f"Submitted {run_id}: hidden-test score {100 * test['score']:.1f} "
                 f"(base model {100 * base['score']:.1f}). Episode over.")
         return ToolResult(text, data)
