@@ -18,25 +18,28 @@ class ManualSFTAgent:
 
     def __init__(self, *, max_steps: int = 40, learning_rate: float = 1e-3, batch_size: int = 8,
                  lora_r: int = 16, max_len: int = 512, max_tokens: int = 512, samples: int = 2000,
-                 evaluate_base: bool = True):
+                 evaluate_base: bool = True, curate: bool = True):
         self.config = {"method": "lora", "learning_rate": learning_rate, "lr_scheduler": "linear",
                        "warmup_ratio": 0.05, "max_steps": max_steps, "batch_size": batch_size,
                        "max_len": max_len, "lora_r": lora_r, "lora_alpha": 2 * lora_r}
         self.max_tokens = max_tokens
         self.samples = samples
         self.evaluate_base = evaluate_base
+        self.curate = curate
         self._plan: deque[dict[str, Any]] = deque()
 
     def reset(self, task_info: dict[str, Any]) -> None:
-        sources = list(task_info["clean_sources"])
-        template = task_info["expert_template"]
+        """``task_info`` names ``clean_sources`` and ``expert_template``, or a ``recipe``
+        ``{source: {"prompt": ..., "completion": ...}}`` that replaces both."""
+        recipe = task_info.get("recipe") or {s: task_info["expert_template"] for s in task_info["clean_sources"]}
         plan: list[dict[str, Any]] = [{"tool": "list_sources", "args": {}}]
         parts = []
-        for src in sources:
+        for src, template in recipe.items():
+            plan.append({"tool": "fetch", "args": {"source": src}})
+            if self.curate:
+                plan.append({"tool": "filter", "args": {"dataset": src, "max_tokens": self.max_tokens,
+                                                        "dedupe": True, "rules": ["non_empty"]}})
             plan += [
-                {"tool": "fetch", "args": {"source": src}},
-                {"tool": "filter", "args": {"dataset": src, "max_tokens": self.max_tokens, "dedupe": True,
-                                            "rules": ["non_empty"]}},
                 {"tool": "transform", "args": {"dataset": src, "prompt_template": template["prompt"],
                                                "completion_template": template["completion"], "output": f"{src}_sft"}},
             ]

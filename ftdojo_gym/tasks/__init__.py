@@ -38,7 +38,33 @@ _TB_METRICS = {
     "Visualization": "Pass@1 of generated plotting code, executed",
 }
 
+_MATH = "ftdojo_gym.tasks.mathematics:AIMETask"
+_PATENT = "ftdojo_gym.tasks.patent:PatentTask"
+_PATENT_METRICS = {
+    "PAR4PC": "macro-F1 (prior-art retrieval as multiple choice)",
+    "PI4PC": "gold hit rate (paragraph identification)",
+    "NOC4PC": "macro-F1 (novelty / obviousness classification)",
+}
+_CHEM = "ftdojo_gym.tasks.chemistry:ChemCoTTask"
+_CHEM_METRICS = {
+    "MolUnd": "accuracy (molecule understanding; RDKit-checked)",
+    "MolEdit": "success rate (valid edit, RDKit)",
+    "MolOpt": "success rate (property improved, RDKit)",
+    "Reaction": "exact product match (canonical SMILES)",
+}
+_FIN = "ftdojo_gym.tasks.finance:FinanceIQTask"
+
 TASK_CATALOGUE: tuple[TaskEntry, ...] = (
+    TaskEntry("FTDojo/AIME-v0", "AIME", "Math", "exact answer, verified with math-verify", _MATH),
+    *(
+        TaskEntry(f"FTDojo/Patent-{s}-v0", f"Patent-{s}", "Patent", m, _PATENT, {"subtask": s})
+        for s, m in _PATENT_METRICS.items()
+    ),
+    *(
+        TaskEntry(f"FTDojo/ChemCoT-{s}-v0", f"ChemCoT-{s}", "Chemistry", m, _CHEM, {"subtask": s})
+        for s, m in _CHEM_METRICS.items()
+    ),
+    TaskEntry("FTDojo/FinanceIQ-v0", "FinanceIQ", "Finance", "accuracy over subjects (multiple choice)", _FIN),
     TaskEntry("FTDojo/TableBench-v0", "TableBench", "Table QA", "mean of the four TableBench metrics", _TB,
               {"subsets": _TB_SUBSETS}),
     *(
@@ -50,14 +76,29 @@ TASK_CATALOGUE: tuple[TaskEntry, ...] = (
 _BY_NAME = {e.task_name: e for e in TASK_CATALOGUE}
 
 
+def closest_ids(name: str, n: int = 3) -> list[str]:
+    """The registered env ids closest to ``name`` (for "did you mean" messages)."""
+    import difflib
+
+    ids = [e.env_id for e in TASK_CATALOGUE]
+    by_lower = {i.lower(): i for i in ids}
+    query = name.lower() if "/" in name else f"ftdojo/{name.lower()}"
+    return [by_lower[m] for m in difflib.get_close_matches(query, list(by_lower), n=n, cutoff=0.4)]
+
+
 def make_task(name: str, data: str = "offline") -> Task:
-    """Build a task by its name (``"TableBench"``) or env id (``"FTDojo/TableBench-v0"``)."""
+    """Build a task by its name (``"TableBench"``) or env id (``"FTDojo/TableBench-v0"``).
+
+    ``data`` is ``"offline"`` (the shipped offline repository), ``"hub"`` (the
+    task's public datasets through ``datasets``) or a local folder with those
+    datasets' files (see :meth:`Task.with_data`).
+    """
     entry = _BY_NAME.get(name) or next((e for e in TASK_CATALOGUE if e.env_id == name), None)
     if entry is None:
-        raise ValueError(f"unknown task {name!r}; known: {sorted(_BY_NAME)}")
-    if data != "offline":
-        raise ValueError(f"data={data!r} is not available for {entry.task_name} yet; use data='offline'")
-    return entry.build()
+        close = closest_ids(name)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown task {name!r}.{hint} Known ids: ftdojo_gym.list_tasks()")
+    return entry.build().with_data(data)
 
 
 def list_tasks() -> list[dict[str, str]]:
@@ -65,4 +106,4 @@ def list_tasks() -> list[dict[str, str]]:
     return [{"env_id": e.env_id, "task": e.task_name, "domain": e.domain, "metric": e.metric} for e in TASK_CATALOGUE]
 
 
-__all__ = ["TASK_CATALOGUE", "EvalItem", "Task", "TaskEntry", "list_tasks", "make_task"]
+__all__ = ["TASK_CATALOGUE", "EvalItem", "Task", "TaskEntry", "closest_ids", "list_tasks", "make_task"]

@@ -15,9 +15,14 @@ grades the outputs it gets back, in the env process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import os
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,13 @@ class Task:
     #: map them into the evaluation format (``{"prompt": ..., "completion": ...}``).
     clean_sources: tuple[str, ...] = ()
     expert_template: dict[str, str] = {}
+    #: A recipe a careless agent might run: ``{source: {"prompt": ..., "completion": ...}}``
+    #: over the task's harmful sources. Benchmarks train on it to show that data
+    #: curation matters (it should score below the expert recipe).
+    harmful_recipe: dict[str, dict[str, str]] = {}
+    #: Public datasets behind ``data="hub"``: ``{key: HubDataset(...)}``. Empty when
+    #: the task has no real-data loader.
+    hub_datasets: dict[str, HubDataset] = {}
 
     def sources(self, seed: int) -> dict[str, Any]:
         """Raw sources ``{name: datasets.Dataset}``, deterministic in ``seed``."""
@@ -73,3 +85,132 @@ class Task:
     def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
         """Score each output against its item, in ``[0, 1]``."""
         raise NotImplementedError
+
+    def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
+        """Map the real datasets (``{key: datasets.Dataset}`` for the keys of
+        :attr:`hub_datasets`) to ``(sources, eval_items)`` in this task's schema:
+        the same source fields and the same ``EvalItem.meta`` keys the grader reads."""
+        raise NotImplementedError(f"{self.name} has no real-data loader")
+
+    def with_data(self, data: str) -> Task:
+        """This task on other data: ``"offline"`` (itself), ``"hub"`` (the public
+        datasets through ``datasets.load_dataset``) or a local folder holding one
+        file per :attr:`hub_datasets` key in the real schema (``<key>.jsonl``,
+        ``.json``, ``.csv`` or ``.parquet``), e.g. a copy downloaded elsewhere."""
+        if data == "offline":
+            return self
+        if not self.hub_datasets:
+            raise ValueError(f"{self.name} has no real-data loader; use data='offline'")
+        records = {key: load_dataset_records(spec, data, key) for key, spec in self.hub_datasets.items()}
+        sources, items = self.map_hub_records(records)
+        if not items:
+            raise ValueError(f"the real data of {self.name} produced no evaluation items")
+        return RealDataTask(self, sources, items, _fingerprint(records))
+
+
+class HubUnavailableError(RuntimeError):
+    """The dataset hub cannot be reached (offline machine) or the dataset is missing."""
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A public dataset: hub repo ``path``, optional config ``name``, ``split``."""
+
+    path: str
+    name: str | None = None
+    split: str = "train"
+    #: Keep at most this many rows (large training sets; ``None``: all).
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError("limit must be positive")
+
+
+_LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_dataset_records(spec: HubDataset, data: str, key: str) -> Any:
+    """Load ``spec`` from the hub or from a local folder; never hangs offline."""
+    import datasets
+
+    if data == "hub":
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
+            "HF_DATASETS_OFFLINE", "0") not in ("", "0")
+        if not offline and not _hub_reachable():
+            raise HubUnavailableError(
+                f"data='hub' needs the Hugging Face hub to load {spec.path!r}, and it cannot be reached "
+                "from this machine. Use data='offline' (the shipped offline repository), or download the "
+                f"dataset elsewhere and pass data='<folder>' with a file named {key}.jsonl (or .json/.csv/.parquet) "
+                "in the dataset's own schema.")
+        try:
+            ds = datasets.load_dataset(spec.path, spec.name, split=spec.split)
+        except Exception as exc:  # noqa: BLE001 - datasets raises many types here
+            raise HubUnavailableError(f"could not load {spec.path!r} ({spec.name}, {spec.split}): {exc}") from exc
+    else:
+        folder = Path(data)
+        if not folder.is_dir():
+            raise ValueError(f"data must be 'offline', 'hub' or a folder of dataset files; {data!r} is none of these")
+        files = [folder / f"{key}{suffix}" for suffix in _LOCAL_SUFFIXES if (folder / f"{key}{suffix}").is_file()]
+        if not files:
+            raise FileNotFoundError(
+                f"no file for dataset {key!r} ({spec.path}) in {folder}: expected {key}.jsonl, .json, .csv or .parquet")
+        builder = _LOCAL_SUFFIXES[files[0].suffix]
+        ds = datasets.load_dataset(builder, data_files=str(files[0]), split="train")
+    if spec.limit is not None and len(ds) > spec.limit:
+        ds = ds.select(range(spec.limit))
+    return ds
+
+
+def _fingerprint(records: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(records):
+        digest.update(key.encode())
+        digest.update(str(getattr(records[key], "_fingerprint", len(records[key]))).encode())
+    return digest.hexdigest()[:10]
+
+
+class RealDataTask(Task):
+    """A task whose sources and evaluation items come from real datasets; grading
+    and formats are those of the offline task it wraps. The items keep their
+    dataset order (no seed): validation is the first part, hidden test the last."""
+
+    def __init__(self, base: Task, sources: dict[str, Any], items: list[EvalItem], fingerprint: str) -> None:
+        self.base = base
+        self._real_sources = sources
+        self._items = items
+        self.name = base.name
+        self.version = f"{base.version}+real-{fingerprint}"
+        self.domain, self.metric = base.domain, base.metric
+        self.max_new_tokens = base.max_new_tokens
+        self.default_token_budget = base.default_token_budget
+        self.clean_sources = tuple(s for s in base.clean_sources if s in sources)
+        self.expert_template = base.expert_template
+        self.harmful_recipe = {k: v for k, v in base.harmful_recipe.items() if k in sources}
+
+    def sources(self, seed: int) -> dict[str, Any]:
+        return dict(self._real_sources)
+
+    def source_descriptions(self) -> dict[str, str]:
+        described = self.base.source_descriptions()
+        return {name: described.get(name, f"Real dataset source {name}.") for name in self._real_sources}
+
+    def eval_items(self, seed: int) -> list[EvalItem]:
+        return list(self._items)
+
+    def max_new_tokens_for(self, item: EvalItem) -> int:
+        return self.base.max_new_tokens_for(item)
+
+    def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
+        return self.base.grade(items, outputs)

@@ -585,6 +585,11 @@ class TableBenchTask(Task):
     clean_sources = ("tableinstruct",)
     #: How the clean source becomes training pairs in the evaluation format.
     expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
+    #: Noisy crowd labels taken as they are, plus chatty answers without the format.
+    harmful_recipe = {
+        "crowd_tableqa": {"prompt": "{instruction}\n{input}", "completion": "{output}"},
+        "table_chat": {"prompt": "{question}\n{table}", "completion": "{response}"},
+    }
 
     def __init__(self, subsets: Sequence[str] = SUBSETS) -> None:
         unknown = set(subsets) - set(SUBSETS)

@@ -1,0 +1,177 @@
+"""Per-task table: base model vs the expert recipe vs a harmful-sources recipe, on the hidden test.
+
+For every task (or the ones named), runs two real episodes with the base model
+(SmolLM2-135M by default) on this machine:
+
+* **expert** — the scripted Manual-SFT recipe: the task's clean sources,
+  length filter and dedupe, the evaluation prompt format, LoRA;
+* **harmful** — the same training config on the task's harmful sources
+  (``Task.harmful_recipe``), without curation;
+
+and records the base model's, the expert's and the harmful recipe's
+hidden-test scores. Results are appended to a JSON file as each episode ends,
+so an interrupted sweep resumes where it stopped; the markdown table is
+rewritten from that file after every episode.
+
+    python -m benchmarks.task_table                         # all tasks (hours on a CPU)
+    python -m benchmarks.task_table --task FTDojo/AIME-v0   # one task
+    python -m benchmarks.task_table --table-only            # re-render the table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from rich.console import Console
+
+import ftdojo_gym
+from agents.manual_sft import ManualSFTAgent
+
+RECIPES = ("expert", "harmful")
+DEFAULT_OUT = Path("benchmarks/results/task_table.json")
+DEFAULT_TABLE = Path("docs/tasks/results.md")
+
+
+def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """One episode of ``recipe`` on ``task_id``; returns the scores and costs."""
+    env = gym.make(task_id, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress)
+    task = env.unwrapped.task
+    agent = ManualSFTAgent(max_steps=args.max_steps, learning_rate=args.lr, curate=recipe == "expert",
+                           evaluate_base=False)
+    info_task: dict[str, Any] = {"task": task.name, "clean_sources": task.clean_sources,
+                                 "expert_template": task.expert_template}
+    if recipe == "harmful":
+        if not task.harmful_recipe:
+            env.close()
+            raise ValueError(f"{task.name} declares no harmful_recipe")
+        info_task["recipe"] = task.harmful_recipe
+    agent.reset(info_task)
+    start = time.monotonic()
+    obs, info = env.reset(seed=args.seed)
+    errors: list[str] = []
+    done = False
+    while not done:
+        action = agent.act(obs, info)
+        obs, _, terminated, truncated, info = env.step(action)
+        if not info.get("ok"):
+            errors.append(f"{action['tool']}: {info.get('error_class')} {str(info['result'].get('error'))[:200]}")
+        done = terminated or truncated
+    sub = info["submission"]
+    env.close()
+    result = {
+        "task": task_id, "recipe": recipe, "model": args.model, "max_steps": args.max_steps,
+        "eval_items": args.eval_limit, "seed": args.seed,
+        "base_hidden_test": sub["base_hidden_test_score"], "hidden_test": sub["hidden_test_score"],
+        "validation": sub["validation_score"], "hidden_test_subsets": sub["hidden_test_subsets"],
+        "run": sub["run"], "tokens_trained": sub["tokens_used"], "wall_seconds": round(time.monotonic() - start, 1),
+        "errors": errors, "versions": sub["versions"],
+    }
+    console.print(f"{task_id} {recipe}: base {_pct(result['base_hidden_test'])}, "
+                  f"{recipe} {_pct(result['hidden_test'])} (hidden test), {result['wall_seconds']:.0f} s"
+                  + (f", errors: {errors}" if errors else ""))
+    return result
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def save_results(path: Path, results: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, path)
+
+
+def render_table(results: list[dict[str, Any]]) -> str:
+    """Markdown table: one row per task, the latest result of each recipe."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        latest[(r["task"], r["recipe"])] = r
+    lines = [
+        "# Base model vs expert vs harmful recipe, per task",
+        "",
+        "Hidden-test scores in % with SmolLM2-135M-Instruct on a 2-core CPU, produced by",
+        "`python -m benchmarks.task_table` (raw results in `benchmarks/results/task_table.json`).",
+        "`expert` is the scripted Manual-SFT recipe on the clean sources; `harmful` trains with",
+        "the same config on the task's harmful sources without curation.",
+        "",
+        "| task | metric | base | expert | harmful | expert - base | harmful < expert | steps x batch | items |",
+        "|---|---|---:|---:|---:|---:|:---:|---|---:|",
+    ]
+    metrics = {t["env_id"]: t["metric"] for t in ftdojo_gym.list_tasks()}
+    n_gain = n_harm = n_rows = 0
+    for task_id in metrics:
+        e, h = latest.get((task_id, "expert")), latest.get((task_id, "harmful"))
+        if not e and not h:
+            continue
+        n_rows += 1
+        base = (e or h)["base_hidden_test"]
+        gain = None if e is None else 100 * (e["hidden_test"] - base)
+        harm_ok = None if (e is None or h is None) else h["hidden_test"] < e["hidden_test"]
+        n_gain += gain is not None and gain >= 10
+        n_harm += bool(harm_ok)
+        ref = e or h
+        lines.append(
+            f"| {task_id} | {metrics[task_id]} | {_pct(base)} | {_pct(e and e['hidden_test'])} | "
+            f"{_pct(h and h['hidden_test'])} | {'-' if gain is None else f'{gain:+.1f}'} | "
+            f"{'-' if harm_ok is None else ('yes' if harm_ok else 'no')} | {ref['max_steps']} x 8 | "
+            f"{ref['eval_items'] or 100} |"
+        )
+    lines += ["", f"Expert at least 10 points above base: {n_gain} of {n_rows} tasks; "
+              f"harmful below expert: {n_harm} of {n_rows}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", action="append", help="env id (repeatable); default: every registered task")
+    parser.add_argument("--recipe", action="append", choices=RECIPES, help="default: both")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--max-steps", type=int, default=40)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-limit", type=int, default=100, help="items per validation/test split")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--rerun", action="store_true", help="run even when a result with these settings exists")
+    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--progress", action="store_true", help="progress bars inside each episode")
+    args = parser.parse_args(argv)
+    console = Console()
+    tasks = args.task or [t["env_id"] for t in ftdojo_gym.list_tasks() if t["env_id"] != "FTDojo/TableBench-v0"]
+    recipes = args.recipe or list(RECIPES)
+    results = load_results(args.out)
+    if not args.table_only:
+        for task_id in tasks:
+            for recipe in recipes:
+                done = any(r["task"] == task_id and r["recipe"] == recipe and r["model"] == args.model
+                           and r["max_steps"] == args.max_steps and r["eval_items"] == args.eval_limit
+                           and r["seed"] == args.seed for r in results)
+                if done and not args.rerun:
+                    console.print(f"{task_id} {recipe}: done, skipped (--rerun to repeat)")
+                    continue
+                results.append(run_recipe(task_id, recipe, args, console))
+                save_results(args.out, results)
+                args.table.parent.mkdir(parents=True, exist_ok=True)
+                args.table.write_text(render_table(results))
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    args.table.write_text(render_table(results))
+    console.print(render_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
