@@ -498,10 +498,15 @@ class FTDojoEnv(gym.Env):
 
     def _score(self, items: list[EvalItem], outputs: list[str]) -> tuple[float, dict[str, float], list[float]]:
         scores = self.task.grade(items, outputs)
-        by_subset: dict[str, list[float]] = {}
-        for it, s in zip(items, scores, strict=False):
-            by_subset.setdefault(it.subset, []).append(s)
-        return float(np.mean(scores)) if scores else 0.0, {k: float(np.mean(v)) for k, v in by_subset.items()}, scores
+        by_subset: dict[str, list[int]] = {}
+        for i, it in enumerate(items[: len(scores)]):
+            by_subset.setdefault(it.subset, []).append(i)
+
+        def aggregate(idx: list[int]) -> float:  # the task's split metric (mean, or e.g. macro-F1)
+            return float(self.task.aggregate([items[i] for i in idx], [scores[i] for i in idx], [outputs[i] for i in idx]))
+
+        total = aggregate(list(range(len(scores)))) if scores else 0.0
+        return total, {k: aggregate(v) for k, v in by_subset.items()}, scores
 
     def _tool_evaluate(self, args) -> ToolResult:
         run_id, model, adapter = self._model_for(args.run)

@@ -86,6 +86,13 @@ class Task:
         """Score each output against its item, in ``[0, 1]``."""
         raise NotImplementedError
 
+    def aggregate(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]) -> float:
+        """The split score from the per-item scores of :meth:`grade`: their mean.
+
+        Override for a split-level metric (e.g. macro-F1 over classes); the env
+        calls it for the whole split and for each subset."""
+        return float(sum(scores) / len(scores)) if scores else 0.0
+
     def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
         """Map the real datasets (``{key: datasets.Dataset}`` for the keys of
         :attr:`hub_datasets`) to ``(sources, eval_items)`` in this task's schema:
@@ -214,3 +221,6 @@ class RealDataTask(Task):
 
     def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
         return self.base.grade(items, outputs)
+
+    def aggregate(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]) -> float:
+        return self.base.aggregate(items, scores, outputs)
