@@ -121,11 +121,14 @@ class HubUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class HubDataset:
-    """A public dataset: hub repo ``path``, optional config ``name``, ``split``."""
+    """A public dataset: hub repo ``path``, optional config ``name``, ``split``, and
+    ``data_dir``/``data_files`` inside the repo (as in ``datasets.load_dataset``)."""
 
     path: str
     name: str | None = None
     split: str = "train"
+    data_dir: str | None = None
+    data_files: str | tuple[str, ...] | None = None
     #: Keep at most this many rows (large training sets; ``None``: all).
     limit: int | None = None
 
@@ -162,7 +165,9 @@ def load_dataset_records(spec: HubDataset, data: str, key: str) -> Any:
                 f"dataset elsewhere and pass data='<folder>' with a file named {key}.jsonl (or .json/.csv/.parquet) "
                 "in the dataset's own schema.")
         try:
-            ds = datasets.load_dataset(spec.path, spec.name, split=spec.split)
+            files = list(spec.data_files) if isinstance(spec.data_files, tuple) else spec.data_files
+            ds = datasets.load_dataset(spec.path, spec.name, split=spec.split, data_dir=spec.data_dir,
+                                       data_files=files)
         except Exception as exc:  # noqa: BLE001 - datasets raises many types here
             raise HubUnavailableError(f"could not load {spec.path!r} ({spec.name}, {spec.split}): {exc}") from exc
     else:

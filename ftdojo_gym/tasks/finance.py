@@ -1,0 +1,680 @@
+"""FinanceIQ (Finance): single-choice exam questions over ten financial subjects.
+
+The real FinanceIQ (Du Xiaoman, ``Duxiaoman-DI/FinanceIQ``) holds Chinese
+certification-exam questions in CSV files ``data/{dev,test}/<subject>.csv``
+with the columns ``Question, A, B, C, D, Answer`` (and a pandas index column
+without a name, read as ``"Unnamed: 0"``); ``Answer`` is a letter. The offline
+repository keeps that schema and adds a ``subject`` column. Its questions are
+English and generated from a knowledge base written here: nine subjects ask
+for the term that fits a definition or the definition of a term (72 terms,
+distractors from the same subject), and "Actuarial Math" asks calculations
+(rule of 72, simple interest, flat-rate tax) whose options follow fixed rules.
+The same terms recur across sources and evaluation in other question
+phrasings, option sets and option orders, so a model can learn them; an
+evaluation question (stem with its set of options) occurs in no source.
+
+The prompt of an evaluation item is :data:`PROMPT_TEMPLATE` filled with the
+item's ``subject``, ``Question`` and options; the expected completion is
+``"Answer: <letter>"``. The clean source ``finexam_train`` has these fields,
+so :attr:`FinanceIQTask.expert_template` turns it into training pairs in the
+evaluation format. Gold letters are balanced (a quarter each) in every split.
+
+Sources (deterministic in the seed):
+
+* ``finexam_train`` — clean, in-domain, evaluation schema.
+* ``crowd_answer_key`` — the same schema plus ``annotator_confidence``; about
+  40 % of the ``Answer`` letters are wrong, and those rows mostly have a
+  confidence below 0.6.
+* ``exam_mirror`` — a few dozen questions repeated many times with changes
+  of case and whitespace only.
+* ``study_notes`` — questions with options, but the answer is given as the
+  text of the correct option (``answer_text``), not as a letter.
+* ``web_chat`` — off-domain ``prompt``/``response`` chat (cooking, travel).
+* ``regulation_excerpts`` — evaluation schema, but each ``Question`` starts
+  with a long excerpt of (invented) regulations, 1,500+ tokens; a few short
+  ones are usable after a length filter.
+* ``finance_glossary`` — ``term``/``definition``/``subject`` glossary entries
+  (plus related business terms never asked); e.g. the transform prompt
+  ``"What does {term} mean in {subject}?"``, completion ``"{definition}"``
+  teaches the facts the exam asks about (it does not teach the answer format).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset
+
+from ftdojo_gym.eval.finance_grading import LETTERS, grade_choice
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
+
+#: The prompt of every evaluation item (and of the expert recipe's training pairs).
+PROMPT_TEMPLATE = (
+    "The following is a single-choice question from the {subject} exam.\n"
+    "Question: {Question}\n"
+    "A. {A}\nB. {B}\nC. {C}\nD. {D}\n"
+    "Reply with Answer: followed by the letter of the correct option."
+)
+#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+EVAL_SIZE = 200
+
+# ------------------------------------------------------------ knowledge base
+
+#: subject -> ((term, definition as a noun phrase), ...)
+FACTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "Banking": (
+        ("Mortgage", "a loan secured by real estate"),
+        ("Overdraft", "a withdrawal of more money than the account balance holds"),
+        ("Reserve requirement", "the share of deposits a bank must hold and may not lend out"),
+        ("Certificate of deposit", "a time deposit that pays a fixed rate until a set maturity date"),
+        ("Collateral", "an asset pledged to a lender to secure a loan"),
+        ("Prime rate", "the interest rate banks charge their most creditworthy customers"),
+        ("Bank run", "a rush of depositors withdrawing money for fear the bank will fail"),
+        ("Deposit insurance", "a guarantee that repays depositors if their bank fails"),
+    ),
+    "Securities": (
+        ("Dividend", "a share of company profits paid out to shareholders"),
+        ("Bond", "a debt security that pays interest and repays the principal at maturity"),
+        ("Initial public offering", "the first sale of a company's shares to the public"),
+        ("Market capitalization", "the share price multiplied by the number of shares outstanding"),
+        ("Short selling", "the sale of borrowed shares in the hope of buying them back cheaper"),
+        ("Stock split", "the division of each existing share into several cheaper shares"),
+        ("Blue-chip stock", "a share of a large, well-established and financially sound company"),
+        ("Insider trading", "trading on material information that is not yet public"),
+    ),
+    "Funds": (
+        ("Mutual fund", "a pool of money from many investors run by a professional manager"),
+        ("Index fund", "a fund built to track the performance of a market index"),
+        ("Net asset value", "the value of a fund's assets minus its liabilities, per share"),
+        ("Expense ratio", "the yearly cost of running a fund as a percentage of its assets"),
+        ("Exchange-traded fund", "a fund whose shares trade on a stock exchange during the day"),
+        ("Closed-end fund", "a fund with a fixed number of shares that it does not redeem"),
+        ("Money market fund", "a fund that holds only short-term, high-quality debt"),
+        ("Sales load", "a commission charged when buying or selling fund shares"),
+    ),
+    "Futures": (
+        ("Futures contract", "a standardized agreement to trade an asset at a set price on a future date"),
+        ("Margin call", "a demand to add funds after an account falls below the maintenance margin"),
+        ("Hedging", "a position taken to offset the risk of adverse price moves"),
+        ("Contango", "a market in which futures prices are above the spot price"),
+        ("Backwardation", "a market in which futures prices are below the spot price"),
+        ("Open interest", "the number of futures contracts outstanding and not yet settled"),
+        ("Mark to market", "the daily settlement of gains and losses on futures positions"),
+        ("Speculator", "a trader who takes on price risk in the hope of a profit"),
+    ),
+    "Insurance": (
+        ("Premium", "the amount paid to the insurer for an insurance policy"),
+        ("Deductible", "the amount the insured pays before the insurer covers a loss"),
+        ("Beneficiary", "the person who receives the payout of a life insurance policy"),
+        ("Underwriting", "the assessment of risk to decide whether and at what price to insure"),
+        ("Reinsurance", "insurance bought by insurers to spread their own risk"),
+        ("Moral hazard", "the tendency to take more risk when protected from its cost"),
+        ("Term life insurance", "life cover for a fixed period that builds no cash value"),
+        ("Claim", "a formal request to the insurer for payment under a policy"),
+    ),
+    "Accounting": (
+        ("Accounts receivable", "money owed to a company by its customers"),
+        ("Accounts payable", "money a company owes to its suppliers"),
+        ("Depreciation", "the allocation of a fixed asset's cost over its useful life"),
+        ("Accrual basis", "the recording of revenue when earned and expenses when incurred"),
+        ("Balance sheet", "a statement of assets, liabilities and equity at one point in time"),
+        ("Retained earnings", "profits kept in the business rather than paid as dividends"),
+        ("Goodwill", "the excess of a purchase price over the fair value of net assets acquired"),
+        ("Inventory", "goods a company holds for sale"),
+    ),
+    "Tax": (
+        ("Value-added tax", "a tax on the value added at each stage of production and sale"),
+        ("Progressive tax", "a tax whose rate rises as income rises"),
+        ("Tax deduction", "an amount subtracted from income before the tax is computed"),
+        ("Tax credit", "an amount subtracted directly from the tax owed"),
+        ("Withholding tax", "tax deducted from pay at the source by the employer"),
+        ("Capital gains tax", "a tax on the profit from selling an asset"),
+        ("Excise tax", "a tax on specific goods such as fuel, alcohol or tobacco"),
+        ("Tax evasion", "the illegal non-payment of taxes that are owed"),
+    ),
+    "Economics": (
+        ("Inflation", "a general rise in the price level"),
+        ("Recession", "a significant decline in economic activity lasting months"),
+        ("Gross domestic product", "the total value of final goods and services produced in a country"),
+        ("Opportunity cost", "the value of the next best alternative given up"),
+        ("Monetary policy", "central bank action on the money supply and interest rates"),
+        ("Fiscal policy", "government decisions on public spending and taxation"),
+        ("Externality", "a cost or benefit that falls on a third party"),
+        ("Price elasticity", "the responsiveness of quantity demanded to a change in price"),
+    ),
+    "Financial Planning": (
+        ("Emergency fund", "savings set aside for unexpected expenses"),
+        ("Diversification", "the spreading of investments to reduce risk"),
+        ("Compound interest", "interest earned on both the principal and past interest"),
+        ("Asset allocation", "the division of a portfolio among stocks, bonds and cash"),
+        ("Liquidity", "the ease of turning an asset into cash without loss"),
+        ("Net worth", "total assets minus total liabilities"),
+        ("Annuity", "a series of regular payments, often bought for retirement"),
+        ("Budget", "a plan of expected income and spending"),
+    ),
+}
+#: Subjects in the order of the real benchmark's ten categories (see ``HUB_SUBJECTS``).
+SUBJECTS: tuple[str, ...] = (*FACTS, "Actuarial Math")
+#: Business terms of other fields, only in the glossary (never asked).
+_OTHER_TERMS = (
+    ("Supply chain", "the network that moves a product from supplier to customer"),
+    ("Brand equity", "the value a well-known brand name adds to a product"),
+    ("Lead time", "the time between placing an order and receiving it"),
+    ("Market share", "a company's sales as a percentage of total market sales"),
+    ("Outsourcing", "the hiring of an outside firm to perform work done in-house"),
+    ("Break-even point", "the sales level at which revenue equals total cost"),
+    ("Economies of scale", "cost savings that come from producing at a larger scale"),
+    ("Franchise", "a licence to run a business under another company's brand"),
+    ("Benchmarking", "the comparison of performance against the best in an industry"),
+    ("Stakeholder", "anyone with an interest in what a business does"),
+    ("Procurement", "the process of buying the goods and services a business needs"),
+    ("Overhead", "business costs that are not tied to a specific product"),
+)
+
+_TERM_STEMS = (  # the options are terms
+    "Which term refers to {definition}?",
+    "What is the name for {definition}?",
+    "{Definition} is called:",
+    "Which of the following describes {definition}?",
+)
+_DEFINITION_STEMS = (  # the options are definitions
+    "What does {term} mean?",
+    "Which statement best describes {term}?",
+    "{Term} is:",
+    "Which of the following is the meaning of {term}?",
+)
+_RULE_OF_72 = (2, 3, 4, 6, 8, 9, 12)
+# Official-sounding filler for the long-context source.
+_REGULATION_CLAUSES = (
+    "Every licensed institution shall keep complete records of each transaction for no less than five years.",
+    "The supervisory authority may request any document it deems necessary for the performance of its duties.",
+    "Where a provision of this chapter conflicts with a provision of another chapter, the stricter provision applies.",
+    "Institutions shall designate a compliance officer who reports directly to the board of directors.",
+    "A client shall be informed in writing of all fees before any service is provided.",
+    "Internal audits shall be carried out at least once a year and their findings reported to the board.",
+    "Amounts held on behalf of clients shall be kept separate from the institution's own funds.",
+    "Any breach of this article shall be reported to the authority within ten business days.",
+    "Staff who give advice to clients shall hold a valid qualification certificate.",
+    "The institution shall assess the suitability of each product for the client before any sale.",
+    "Complaints from clients shall be acknowledged within five business days and resolved within sixty days.",
+    "Marketing material shall be fair, clear and not misleading, and shall state the main risks.",
+)
+
+
+@dataclass(frozen=True)
+class _Question:
+    """A single-choice question; ``options`` in display order, ``answer`` a letter."""
+
+    subject: str
+    question: str
+    options: tuple[str, str, str, str]
+    answer: str
+    kind: str
+    key: str  # the fact or calculation asked about
+
+    @property
+    def option_set(self) -> frozenset[str]:
+        return frozenset(self.options)
+
+    @property
+    def identity(self) -> tuple[str, frozenset[str]]:
+        """What makes two questions the same question: the stem and the set of options."""
+        return (_norm(self.question), frozenset(_norm(o) for o in self.options))
+
+    @property
+    def answer_text(self) -> str:
+        return self.options[LETTERS.index(self.answer)]
+
+    def record(self) -> dict[str, str]:
+        """The question in the FinanceIQ schema plus ``subject``."""
+        return {"subject": self.subject, "Question": self.question,
+                **dict(zip(LETTERS, self.options, strict=True)), "Answer": self.answer}
+
+    @property
+    def prompt(self) -> str:
+        return PROMPT_TEMPLATE.format(**self.record())
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _place(rng: random.Random, correct: str, distractors: Sequence[str], letter: str) -> tuple[str, str, str, str]:
+    """The options with ``correct`` at ``letter`` and the distractors shuffled around it."""
+    others = list(distractors)
+    rng.shuffle(others)
+    others.insert(LETTERS.index(letter), correct)
+    return (others[0], others[1], others[2], others[3])
+
+
+def _fact_question(rng: random.Random, subject: str, letter: str) -> _Question:
+    facts = FACTS[subject]
+    index = rng.randrange(len(facts))
+    term, definition = facts[index]
+    others = rng.sample([f for i, f in enumerate(facts) if i != index], 3)
+    if rng.random() < 0.5:
+        stem = rng.choice(_TERM_STEMS)
+        question = _cap(stem.format(definition=definition, Definition=_cap(definition)))
+        options = _place(rng, term, [t for t, _ in others], letter)
+        kind = "term"
+    else:
+        stem = rng.choice(_DEFINITION_STEMS)
+        lowered = term if term.isupper() or term[1:2].isupper() else term[:1].lower() + term[1:]
+        question = stem.format(term=lowered, Term=term)
+        options = _place(rng, _cap(definition), [_cap(d) for _, d in others], letter)
+        kind = "definition"
+    return _Question(subject, question, options, letter, kind, term)
+
+
+def _money(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.2f}"
+
+
+def _calc_question(rng: random.Random, letter: str) -> _Question:
+    kind = rng.choice(("rule_of_72", "simple_interest", "flat_tax"))
+    if kind == "rule_of_72":
+        rate = rng.choice(_RULE_OF_72)
+        question = rng.choice((
+            "By the rule of 72, about how many years does money take to double at {r}% a year?",
+            "Using the rule of 72, estimate the doubling time of an investment growing at {r}% per year.",
+        )).format(r=rate)
+        correct = f"{72 // rate} years"
+        wrong = [f"{72 // r} years" for r in _RULE_OF_72 if r != rate]
+        distractors = rng.sample(wrong, 3)
+        key = f"rule_of_72/{rate}"
+    else:
+        principal = rng.choice((1_000, 2_000, 4_000, 5_000, 10_000, 20_000))
+        rate = rng.choice((2, 3, 4, 5, 6, 8, 10))
+        if kind == "simple_interest":
+            years = rng.choice((1, 2, 3, 4, 5))
+            question = rng.choice((
+                "What is the simple interest on {p} at {r}% per year for {t} year{s}?",
+                "A deposit of {p} earns {r}% simple interest a year. How much interest does it earn in {t} year{s}?",
+            )).format(p=_money(principal), r=rate, t=years, s="" if years == 1 else "s")
+            value = principal * rate * years / 100
+            # The classic slips: total amount instead of interest, one year only, a factor of ten.
+            slips = [principal + value, value * 10, value / 10, principal * rate / 100, value * 2]
+        else:
+            years = 1
+            question = rng.choice((
+                "Taxable income is {p} and the flat tax rate is {r}%. What is the tax due?",
+                "A flat tax of {r}% applies to a taxable income of {p}. How much tax is owed?",
+            )).format(p=_money(principal), r=rate)
+            value = principal * rate / 100
+            slips = [principal - value, value * 10, value / 10, principal * (rate + 10) / 100, value * 2]
+        correct = _money(value)
+        distractors = []
+        for slip in slips:
+            text = _money(slip)
+            if text != correct and text not in distractors:
+                distractors.append(text)
+        distractors = distractors[:3]
+        key = f"{kind}/{principal}/{rate}/{years}"
+    options = _place(rng, correct, distractors, letter)
+    return _Question("Actuarial Math", question, options, letter, kind, key)
+
+
+def _generate(rng: random.Random, subject: str, letter: str,
+              reserved: set[tuple[str, frozenset[str]]] | None = None) -> _Question:
+    """One question of ``subject`` with its gold at ``letter`` that is not ``reserved``."""
+    while True:
+        q = _calc_question(rng, letter) if subject not in FACTS else _fact_question(rng, subject, letter)
+        if reserved is None or q.identity not in reserved:
+            return q
+
+
+def _letters(rng: random.Random, n: int) -> list[str]:
+    """``n`` gold letters, a quarter each (up to rounding), in random order."""
+    letters = [LETTERS[i % 4] for i in range(n)]
+    rng.shuffle(letters)
+    return letters
+
+
+# ------------------------------------------------------------ off-domain text
+
+_DISHES = ("pancakes", "lentil soup", "banana bread", "fried rice", "guacamole", "tomato pasta",
+           "apple pie", "chicken curry", "omelette", "pumpkin soup", "fish tacos", "risotto")
+_STEPS = ("chop the vegetables finely", "heat a little oil in a pan", "whisk the eggs with a pinch of salt",
+          "simmer for twenty minutes", "preheat the oven to 180 degrees", "mix the dry ingredients first",
+          "stir in the spices", "season to taste", "bake until golden brown", "serve warm with fresh herbs")
+_PLACES = ("Lisbon", "Kyoto", "Vienna", "Cape Town", "Montreal", "Istanbul", "Hanoi", "Edinburgh", "Prague")
+_SIGHTS = ("old town", "harbour", "botanical garden", "main market", "castle", "river walk", "art museum")
+_CHITCHAT = (
+    ("Hi! How are you today?", "I'm doing great, thanks for asking! Anything fun planned for the day?"),
+    ("Can you recommend a good book?", "Sure! A cozy mystery or a classic adventure story is always a nice choice."),
+    ("I can't sleep, any tips?", "Keep your room cool and dark, avoid screens before bed, and read something calm."),
+    ("Tell me a joke.", "Why did the scarecrow win an award? Because he was outstanding in his field!"),
+    ("What should I name my cat?", "How about Biscuit, Luna or Pepper? Pick something that matches their personality!"),
+    ("Any ideas for a rainy day?", "Watch a movie marathon, try a new recipe, or finally do that jigsaw puzzle."),
+)
+_NOTE_STYLES = (
+    "The correct answer is {answer}.",
+    "Answer: {answer}",
+    "{answer} — remember this one for the exam!",
+    "It's {answer}.",
+)
+
+# ------------------------------------------------------------------ hub data
+
+#: The real benchmark's subject files (``data/test/<name>.csv``) in sorted path
+#: order, mapped to the subject names used here.
+HUB_SUBJECTS: dict[str, str] = {
+    "保险从业资格CICE": "Insurance",
+    "基金从业资格": "Funds",
+    "期货从业资格": "Futures",
+    "注册会计师（CPA）": "Accounting",
+    "理财规划师": "Financial Planning",
+    "税务师": "Tax",
+    "精算师-金融数学": "Actuarial Math",
+    "经济师": "Economics",
+    "证券从业资格": "Securities",
+    "银行从业资格": "Banking",
+}
+#: The real benchmark's eval set takes at most this many questions per subject
+#: from the end of its test file (the rest becomes training data), as in the
+#: paper's released split.
+HUB_EVAL_PER_SUBJECT = 20
+_INDEX_COLUMNS = ("Unnamed: 0", "", "__index_level_0__")
+
+
+def _hub_subjects(records: Any) -> list[str]:
+    """The subject of every row of a merged FinanceIQ split.
+
+    ``load_dataset("Duxiaoman-DI/FinanceIQ", split=...)`` concatenates the ten
+    subject files in sorted path order and drops the file name; each file
+    keeps its own 0-based index column, so a subject starts where the index
+    goes back to 0. A ``subject`` column (local files) wins; without either,
+    or when the blocks do not come out as the ten files, every row is "FinanceIQ".
+    """
+    columns = list(records.column_names)
+    n = len(records)
+    if "subject" in columns:
+        return [HUB_SUBJECTS.get(str(s), str(s)) for s in records["subject"]]
+    index_col = next((c for c in _INDEX_COLUMNS if c in columns), None)
+    if index_col is None:
+        return ["FinanceIQ"] * n
+    starts = [i for i, v in enumerate(records[index_col]) if str(v).strip() in ("0", "0.0")]
+    names = list(HUB_SUBJECTS.values())
+    if not starts or starts[0] != 0 or len(starts) != len(names):
+        return ["FinanceIQ"] * n
+    bounds = [*starts, n]
+    subjects: list[str] = []
+    for name, start, end in zip(names, bounds, bounds[1:], strict=False):
+        subjects += [name] * (end - start)
+    return subjects
+
+
+def _hub_questions(records: Any) -> list[_Question]:
+    out = []
+    for row, subject in zip(records, _hub_subjects(records), strict=True):
+        answer = str(row.get("Answer") or "").strip().upper()[:1]
+        options = tuple(str(row.get(letter) if row.get(letter) is not None else "").strip() for letter in LETTERS)
+        question = str(row.get("Question") or "").strip()
+        if answer not in LETTERS or not question:
+            continue
+        out.append(_Question(subject, question, options, answer, "hub", question))  # type: ignore[arg-type]
+    return out
+
+
+# -------------------------------------------------------------------- task
+
+
+@dataclass(frozen=True)
+class _SourceSpec:
+    description: str
+    build: Callable[[FinanceIQTask, random.Random, set[tuple[str, frozenset[str]]]], list[dict[str, Any]]]
+
+
+class FinanceIQTask(Task):
+    """FinanceIQ: single-choice questions from financial certification exams.
+
+    **Description.** Each item is a question from one of ten exam subjects
+    (Banking, Securities, Funds, Futures, Insurance, Accounting, Tax,
+    Economics, Financial Planning, Actuarial Math) with four options A-D;
+    the model names the one correct option. Offline, the questions ask for
+    the term matching a definition, the definition of a term, or a simple
+    calculation (rule of 72, simple interest, flat tax); ``data="hub"`` loads
+    the real Chinese questions of ``Duxiaoman-DI/FinanceIQ``.
+
+    **Sources.** ``finexam_train`` (clean), ``crowd_answer_key``,
+    ``exam_mirror``, ``study_notes``, ``web_chat``, ``regulation_excerpts``,
+    ``finance_glossary``; see the module docstring for their schemas.
+
+    **Prompt and answer format.** :data:`PROMPT_TEMPLATE` with the subject,
+    question and options; the answer is ``Answer: <letter>`` (e.g.
+    ``Answer: C``). Expert template: prompt = :data:`PROMPT_TEMPLATE` over
+    the fields ``subject, Question, A, B, C, D``, completion
+    ``"Answer: {Answer}"``.
+
+    **Metric.** Accuracy: 1 when the answer names exactly the gold letter in
+    that format, else 0 (no marker, option text, lower case, several letters
+    or conflicting answers score 0); reported overall and per subject.
+
+    **Splits.** ``EVAL_SIZE`` = 200 items, subjects interleaved (20 each), gold
+    letters balanced, so the validation half (first 100) and the hidden-test
+    half (last 100) both hold 10 questions per subject and 25 per letter.
+
+    **Default budget.** 200,000 training tokens; prompts are ~90-150 tokens.
+    """
+
+    name = "FinanceIQ"
+    version = "1"
+    domain = "Finance"
+    metric = "accuracy over subjects (multiple choice)"
+    max_new_tokens = 16
+    default_token_budget = 200_000
+    clean_sources = ("finexam_train",)
+    expert_template = {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {Answer}"}
+    #: Crowd labels taken as they are, and answers given as option text.
+    harmful_recipe = {
+        "crowd_answer_key": {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {Answer}"},
+        "study_notes": {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {answer_text}"},
+    }
+    hub_datasets = {
+        "test": HubDataset("Duxiaoman-DI/FinanceIQ", split="test"),
+        "dev": HubDataset("Duxiaoman-DI/FinanceIQ", split="validation"),
+    }
+
+    def __init__(self) -> None:
+        self._eval_cache: dict[int, list[_Question]] = {}
+
+    # -- evaluation
+
+    def _eval_questions(self, seed: int) -> list[_Question]:
+        if seed not in self._eval_cache:
+            rng = random.Random(f"financeiq/{seed}/eval")
+            seen: set[tuple[str, frozenset[str]]] = set()
+            questions = []
+            n_subjects = len(SUBJECTS)
+            for i in range(EVAL_SIZE):
+                subject = SUBJECTS[i % n_subjects]
+                # Every run of 20 items holds each letter 5 times (so does each
+                # split of 100), and the shift per run gives every subject all four.
+                p = i % 100
+                letter = LETTERS[(p + p // 20) % 4]
+                q = _generate(rng, subject, letter, reserved=seen)
+                seen.add(q.identity)
+                questions.append(q)
+            self._eval_cache[seed] = questions
+        return self._eval_cache[seed]
+
+    def eval_items(self, seed: int) -> list[EvalItem]:
+        """``EVAL_SIZE`` items, subjects interleaved, gold letters balanced in each half."""
+        return [_item(f"{self.name}/{seed}/{i:03d}", q) for i, q in enumerate(self._eval_questions(seed))]
+
+    def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
+        """Per-item accuracy in ``{0, 1}``; never raises on any output string."""
+        if len(items) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
+        return [grade_choice(output, item.meta["answer"]) for item, output in zip(items, outputs, strict=True)]
+
+    # -- sources
+
+    def source_descriptions(self) -> dict[str, str]:
+        return {name: spec.description for name, spec in _SOURCES.items()}
+
+    def sources(self, seed: int) -> dict[str, Dataset]:
+        """Every source as a ``datasets.Dataset``; no evaluation question occurs in any."""
+        reserved = {q.identity for q in self._eval_questions(seed)}
+        return {
+            name: Dataset.from_list(spec.build(self, random.Random(f"financeiq/{seed}/{name}"), reserved))
+            for name, spec in _SOURCES.items()
+        }
+
+    def _questions(self, rng: random.Random, n: int, reserved: set[tuple[str, frozenset[str]]]) -> list[_Question]:
+        letters = _letters(rng, n)
+        return [_generate(rng, SUBJECTS[i % len(SUBJECTS)], letters[i], reserved) for i in range(n)]
+
+    def _finexam_train(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
+        return [q.record() for q in self._questions(rng, rng.randint(1200, 1500), reserved)]
+
+    def _crowd_answer_key(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
+        rows = []
+        for q in self._questions(rng, rng.randint(2000, 2400), reserved):
+            wrong = rng.random() < 0.4
+            # Confidence separates the labels well but not perfectly: a field
+            # filter at ~0.6 keeps most good rows and drops most bad ones.
+            low = rng.random() < (0.9 if wrong else 0.07)
+            confidence = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
+            answer = rng.choice([x for x in LETTERS if x != q.answer]) if wrong else q.answer
+            rows.append({**q.record(), "Answer": answer, "annotator_confidence": round(confidence, 2)})
+        return rows
+
+    def _exam_mirror(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
+        rows = []
+        for q in self._questions(rng, rng.randint(28, 36), reserved):
+            rows += [_surface_variant(rng, q.record()) for _ in range(rng.randint(15, 30))]
+        rng.shuffle(rows)
+        return rows
+
+    def _study_notes(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
+        rows = []
+        for q in self._questions(rng, rng.randint(900, 1100), reserved):
+            record = q.record()
+            del record["Answer"]
+            rows.append({**record, "answer_text": q.answer_text,
+                         "note": rng.choice(_NOTE_STYLES).format(answer=q.answer_text)})
+        return rows
+
+    def _web_chat(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
+        rows = []
+        for _ in range(rng.randint(600, 800)):
+            kind = rng.random()
+            if kind < 0.4:
+                dish, steps = rng.choice(_DISHES), rng.sample(_STEPS, 3)
+                prompt = rng.choice(("How do I make {d}?", "Give me a simple recipe for {d}.")).format(d=dish)
+                response = f"To make {dish}, first {steps[0]}, then {steps[1]}. Finally, {steps[2]}. Enjoy!"
+            elif kind < 0.7:
+                place, sights = rng.choice(_PLACES), rng.sample(_SIGHTS, 2)
+                prompt = f"What should I see in {place}?"
+                response = f"In {place}, don't miss the {sights[0]} and the {sights[1]}. Go early to avoid crowds."
+            else:
+                prompt, response = rng.choice(_CHITCHAT)
+            rows.append({"prompt": prompt, "response": response})
+        return rows
+
+    def _regulation_excerpts(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
+        rows = []
+        for q in self._questions(rng, rng.randint(300, 340), reserved):
+            short = rng.random() < 0.08
+            n_articles = rng.randint(1, 2) if short else rng.randint(55, 80)
+            articles = [f"Article {k + 1}. {rng.choice(_REGULATION_CLAUSES)}" for k in range(n_articles)]
+            excerpt = "Excerpt from the Financial Services Regulations:\n" + "\n".join(articles)
+            rows.append({**q.record(), "Question": f"{excerpt}\n{q.question}"})
+        return rows
+
+    def _finance_glossary(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
+        entries = [(s, t, d) for s, facts in FACTS.items() for t, d in facts]
+        entries += [("Business", t, d) for t, d in _OTHER_TERMS]
+        rows = []
+        for _ in range(rng.randint(5, 7)):  # several editions of the glossary
+            for subject, term, definition in entries:
+                style = rng.random()
+                text = definition if style < 0.6 else (
+                    f"{_cap(definition)}." if style < 0.8 else f"in {subject.lower()}, {definition}")
+                rows.append({"term": term, "definition": text, "subject": subject})
+        rng.shuffle(rows)
+        return rows
+
+    # -- real data
+
+    def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
+        """Real FinanceIQ: per subject, the last ``min(20, n // 2)`` test questions
+        are evaluation items (subjects interleaved); the rest of the test split
+        and the dev split form the clean source ``finexam_train``."""
+        by_subject: dict[str, list[_Question]] = {}
+        for q in _hub_questions(records["test"]):
+            by_subject.setdefault(q.subject, []).append(q)
+        train: list[_Question] = []
+        held: list[list[_Question]] = []
+        for questions in by_subject.values():
+            k = min(HUB_EVAL_PER_SUBJECT, len(questions) // 2)
+            train += questions[: len(questions) - k]
+            held.append(questions[len(questions) - k:])
+        ordered = [group[j] for j in range(max(map(len, held), default=0)) for group in held if j < len(group)]
+        items = [_item(f"{self.name}/hub/{i:04d}", q) for i, q in enumerate(ordered)]
+        if "dev" in records:
+            train += _hub_questions(records["dev"])
+        held_ids = {q.identity for q in ordered}
+        rows = [q.record() for q in train if q.identity not in held_ids]
+        sources = {"finexam_train": Dataset.from_list(rows)} if rows else {}
+        return sources, items
+
+
+def _item(item_id: str, q: _Question) -> EvalItem:
+    return EvalItem(
+        id=item_id,
+        subset=q.subject,
+        prompt=q.prompt,
+        reference=f"Answer: {q.answer}",
+        meta={"answer": q.answer, "options": dict(zip(LETTERS, q.options, strict=True)), "kind": q.kind},
+    )
+
+
+def _surface_variant(rng: random.Random, record: dict[str, str]) -> dict[str, str]:
+    """``record`` with case and whitespace changes only (equal after normalising both)."""
+    question = record["Question"]
+    question = rng.choice((question, question.lower(), question.upper(), re.sub(" ", "  ", question, count=1)))
+    out = {key: value + rng.choice(("", " ", "  ")) if key in LETTERS else value for key, value in record.items()}
+    out["Question"] = question + rng.choice(("", " ", "\n"))
+    return out
+
+
+_SOURCES: dict[str, _SourceSpec] = {
+    "finexam_train": _SourceSpec(
+        "Single-choice practice questions from financial certification exams (subject, question, options A-D, answer letter).",
+        FinanceIQTask._finexam_train,
+    ),
+    "crowd_answer_key": _SourceSpec(
+        "Exam practice questions whose answer key was compiled by crowd workers, with a confidence score per row.",
+        FinanceIQTask._crowd_answer_key,
+    ),
+    "exam_mirror": _SourceSpec(
+        "Exam practice questions aggregated from several public question-bank mirrors.",
+        FinanceIQTask._exam_mirror,
+    ),
+    "study_notes": _SourceSpec(
+        "Students' study notes on exam questions: the options and the text of the option they marked correct.",
+        FinanceIQTask._study_notes,
+    ),
+    "web_chat": _SourceSpec(
+        "General instruction-response pairs scraped from the web (cooking, travel, everyday chat).",
+        FinanceIQTask._web_chat,
+    ),
+    "regulation_excerpts": _SourceSpec(
+        "Exam questions that quote the relevant financial regulations before the question.",
+        FinanceIQTask._regulation_excerpts,
+    ),
+    "finance_glossary": _SourceSpec(
+        "Glossary entries (term, definition, subject) from finance and business textbooks.",
+        FinanceIQTask._finance_glossary,
+    ),
+}

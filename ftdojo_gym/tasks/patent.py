@@ -1,0 +1,950 @@
+"""Patent examination (PANORAMA): offline data repositories, real-data loader and graders.
+
+Three subtasks after the PANORAMA benchmark (LG AI Research, "PANORAMA: A
+Dataset and Benchmark Tasks Capturing the Evaluation Trails and Rationales in
+Patent Examination", arXiv 2505.12238; code github.com/LGAI-Research/PANORAMA):
+
+* ``PAR4PC`` — prior-art retrieval: which candidate documents (A-F offline,
+  A-H in the real data) did the examiner cite against the claim? One or more
+  letters; per-item F1 against the gold letters, averaged (macro-F1).
+* ``PI4PC`` — paragraph identification: which paragraph of a prior-art
+  document (keyed by its paragraph number) did the examiner cite? One key;
+  gold hit rate.
+* ``NOC4PC`` — novelty/obviousness: is the claim anticipated by one document
+  (``102``), obvious over the documents combined (``103``) or allowable
+  (``ALLOW``)? Macro-F1 over the three labels across the split.
+
+Offline data are synthetic but shaped like examination records: claims are
+built from technical features ("a thermal pad made of graphite", "a vent
+valve configured to release gas pressure") of eight technology fields, and the
+answer follows from the features by a regular rule an examiner would apply:
+the cited documents disclose the claim's features (PAR4PC), the cited
+paragraph describes the claimed element (PI4PC), and the claim is anticipated
+when one document discloses every feature, obvious when only the documents
+together do, allowable when a feature is disclosed by none (NOC4PC).
+
+The prompt of an evaluation item is exactly ``{instruction}\\n{input}``;
+``instruction`` is the subtask's :data:`INSTRUCTIONS` entry and ``input`` is
+``{claim}\\n{prior_art}`` (the claim line, then the candidates, the document's
+paragraphs or the cited documents). The expected completion ``output`` is
+``Answer: <answer>``: ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``.
+
+Sources (the same names for the three subtasks, each in that subtask's
+format; deterministic in the seed; no evaluation claim occurs in any):
+
+* ``examiner_records`` — clean, in-domain, evaluation format
+  (``instruction``, ``input``, ``output``, ``field``).
+* ``crowd_labels`` — the same plus ``annotator_agreement``; about 45 % of the
+  answers are wrong, mostly on rows with agreement below 0.6.
+* ``citation_mirror`` — a few dozen records repeated many times with changes of
+  case and whitespace only.
+* ``examiner_notes`` — free-text rationales (``rationale``) without the
+  ``Answer:`` line, plus the raw ``claim``, ``prior_art`` and bare ``answer``;
+  rescued by the prompt ``"<instruction>\\n{claim}\\n{prior_art}"`` (instruction
+  written out) and the completion ``"Answer: {answer}"``.
+* ``web_text`` — off-domain chat (``prompt``, ``response``).
+* ``full_specifications`` — evaluation format over full documents (2,000+
+  tokens); a few short ones survive a length filter.
+* a helpful cross-domain source in another layout, usable after a transform
+  into the evaluation format: ``product_search`` (PAR4PC: shopping requests
+  matched against catalogue entries, ``request``/``catalogue``/``matches``),
+  ``manual_sections`` (PI4PC: which section of a product manual describes a
+  part, ``query``/``manual``/``section``), ``foreign_decisions`` (NOC4PC:
+  decisions on chemistry and food claims from another office, already in US
+  statute codes, ``claim_text``/``citations``/``outcome``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset
+
+from ftdojo_gym.eval.patent_grading import (
+    NOC_LABELS,
+    grade_noc4pc,
+    grade_par4pc,
+    grade_pi4pc,
+    macro_f1,
+    normalise_noc_label,
+    predict_noc,
+)
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
+
+SUBTASKS: tuple[str, ...] = ("PAR4PC", "PI4PC", "NOC4PC")
+#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+EVAL_SIZE = 200
+#: Options of an offline PAR4PC item (PANORAMA has eight, A-H; six keep prompts short).
+PAR_LETTERS = "ABCDEF"
+
+INSTRUCTIONS: dict[str, str] = {
+    "PAR4PC": (
+        "You are a patent examiner. Identify the candidate documents that were cited as prior art "
+        "against the claim. Several may be cited; give their letters."
+    ),
+    "PI4PC": (
+        "You are a patent examiner. Identify the paragraph of the prior-art document that the examiner "
+        "cited against the claim; give its paragraph number."
+    ),
+    "NOC4PC": (
+        "You are a patent examiner. Decide whether the claim is anticipated by a single cited document (102), "
+        "obvious over the cited documents combined (103), or allowable (ALLOW)."
+    ),
+}
+_METRICS = {
+    "PAR4PC": "macro-F1 (per-item F1 of the cited letters, averaged)",
+    "PI4PC": "gold hit rate (the cited paragraph)",
+    "NOC4PC": "macro-F1 over ALLOW / 102 / 103",
+}
+
+
+# ---------------------------------------------------------------- vocabulary
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A technology field: the device, its components, materials and functions."""
+
+    key: str
+    device: str
+    components: tuple[str, ...]
+    materials: tuple[str, ...]
+    functions: tuple[str, ...]
+
+
+def _field(key: str, device: str, components: str, materials: str, functions: str) -> _Field:
+    return _Field(key, device, *(tuple(s.strip() for s in v.split(";")) for v in (components, materials, functions)))
+
+
+_IN_DOMAIN: tuple[_Field, ...] = (
+    _field("batteries", "battery module",
+           "cell stack; thermal pad; busbar; cooling plate; vent valve; housing; separator; terminal cover; fuse; "
+           "sensor board",
+           "graphite; aluminium; copper; ceramic; silicone; nickel",
+           "dissipate heat; release gas pressure; balance cell voltage; measure temperature; interrupt current; "
+           "absorb vibration"),
+    _field("drones", "unmanned aerial vehicle",
+           "rotor arm; propeller guard; gimbal; landing skid; battery bay; flight controller; camera mount; "
+           "antenna mast; motor housing; payload hook",
+           "carbon fibre; magnesium; nylon; titanium; polycarbonate; balsa wood",
+           "stabilise the camera; detect obstacles; release a parcel; fold for storage; dampen vibration; "
+           "relay a radio signal"),
+    _field("catheters", "catheter assembly",
+           "balloon; guide wire; hub; sheath; tip electrode; lumen liner; valve seal; marker band; strain relief; "
+           "stylet",
+           "polyurethane; platinum; nitinol; PTFE; silicone rubber; stainless steel",
+           "deliver a drug; seal the vessel; sense blood pressure; ablate tissue; steer the tip; prevent backflow"),
+    _field("printers", "inkjet printer",
+           "print head; ink cartridge; paper tray; platen roller; carriage belt; wiper blade; nozzle plate; "
+           "waste pad; duplex unit; encoder strip",
+           "stainless steel; rubber; polyimide; glass; acetal; felt",
+           "clean the nozzles; feed a sheet; detect paper jams; heat the ink; absorb excess ink; "
+           "position the carriage"),
+    _field("brakes", "vehicle brake system",
+           "brake caliper; brake disc; brake pad; piston; master cylinder; wear sensor; dust shield; bleed screw; "
+           "mounting bracket; return spring",
+           "cast iron; ceramic composite; steel; aluminium alloy; copper-free resin; carbon ceramic",
+           "detect pad wear; reduce brake noise; cool the disc; retract the piston; amplify pedal force; "
+           "prevent corrosion"),
+    _field("routers", "wireless router",
+           "antenna array; radio chip; heat sink; Ethernet port; power amplifier; status light; mesh module; "
+           "band filter; reset button; firmware memory",
+           "copper; FR-4 laminate; aluminium; ceramic; polycarbonate; ferrite",
+           "steer the beam; filter the 5 GHz band; cool the chipset; balance client load; detect interference; "
+           "reject adjacent channels"),
+    _field("solar", "solar panel",
+           "photovoltaic cell; glass cover; junction box; bypass diode; backsheet; frame rail; encapsulant layer; "
+           "mounting clamp; tracking motor; reflector strip",
+           "tempered glass; EVA; anodised aluminium; perovskite; monocrystalline silicon; fluoropolymer",
+           "track the sun; prevent hot spots; shed snow; reduce reflection; seal against moisture; "
+           "bypass a shaded cell"),
+    _field("locks", "electronic door lock",
+           "deadbolt; keypad; latch motor; strike plate; fingerprint reader; battery cover; door sensor; "
+           "override cylinder; gear train; escutcheon",
+           "brass; zinc alloy; hardened steel; ABS; tempered glass; sintered bronze",
+           "detect a closed door; lock automatically; resist drilling; verify a fingerprint; wake on touch; "
+           "report tampering"),
+)
+# Other fields and layouts: the helpful cross-domain sources, never an evaluation item.
+_PRODUCTS: tuple[_Field, ...] = (
+    _field("tents", "camping tent",
+           "tent pole; rain fly; floor panel; vent flap; guy line; door zipper; stake; mesh pocket",
+           "carbon fibre; ripstop nylon; polyester; aluminium; Dyneema; silnylon",
+           "reduce condensation; resist wind; pack small; shed rain; hold a lantern; anchor in sand"),
+    _field("kettles", "electric kettle",
+           "lid; spout filter; heating plate; handle; water gauge; base connector; thermostat; boil switch",
+           "borosilicate glass; stainless steel; BPA-free plastic; bamboo; copper; silicone",
+           "keep water warm; switch off when dry; trap limescale; show the water level; pour quietly; "
+           "boil at a set temperature"),
+    _field("bicycles", "city bicycle",
+           "frame; fork; saddle; chain guard; hub dynamo; kickstand; pannier rack; mudguard",
+           "chromoly steel; aluminium; leather; cork; carbon fibre; titanium",
+           "power a lamp; carry groceries; absorb bumps; keep trousers clean; lock the wheel; fold for transit"),
+    _field("chairs", "office chair",
+           "backrest; seat cushion; armrest; gas lift; caster; lumbar pad; headrest; tilt lever",
+           "mesh fabric; memory foam; polished aluminium; nylon; oak; recycled plastic",
+           "support the lower back; lock the recline; roll on carpet; adjust the height; cool the sitter; "
+           "swivel silently"),
+    _field("shoes", "running shoe",
+           "outsole; midsole; heel counter; tongue; insole; toe cap; lace loop; upper",
+           "EVA foam; carbon plate; rubber; knit mesh; cork; suede",
+           "absorb impact; grip wet roads; wick sweat; stabilise the heel; return energy; reflect headlights"),
+    _field("blenders", "kitchen blender",
+           "jar; blade assembly; motor base; lid plug; tamper; speed dial; coupling; seal ring",
+           "Tritan plastic; stainless steel; glass; silicone; die-cast zinc; nylon",
+           "crush ice; heat soup; pulse briefly; prevent overheating; scrape the sides; lock the jar"),
+)
+_COMPOSITIONS: tuple[_Field, ...] = (
+    _field("detergents", "laundry detergent composition",
+           "surfactant; enzyme blend; builder; bleach activator; fragrance; thickener; optical brightener; "
+           "foam control agent",
+           "sodium citrate; protease; zeolite; TAED; limonene; xanthan gum",
+           "remove grass stains; work in cold water; soften hard water; protect colours; reduce foam; "
+           "dissolve quickly"),
+    _field("beverages", "sports beverage",
+           "electrolyte mix; sweetener; flavouring; preservative; acidulant; colourant; protein isolate; "
+           "caffeine source",
+           "potassium citrate; stevia; citric acid; whey; green tea extract; beet juice",
+           "rehydrate quickly; mask bitterness; extend shelf life; stabilise the colour; "
+           "support muscle recovery; prevent sedimentation"),
+    _field("adhesives", "structural adhesive",
+           "epoxy resin; hardener; filler; toughening agent; adhesion promoter; diluent; pigment; catalyst",
+           "bisphenol A; polyamide; fumed silica; rubber particles; silane; glass beads",
+           "cure at room temperature; resist peeling; bond wet surfaces; fill gaps; conduct heat; "
+           "indicate full cure"),
+    _field("paints", "exterior paint",
+           "binder; pigment; solvent; dispersant; biocide; UV absorber; coalescent; matting agent",
+           "acrylic emulsion; titanium dioxide; water; zinc oxide; silica; benzotriazole",
+           "resist mildew; block UV light; dry quickly; hide the primer; repel water; keep a matte finish"),
+)
+
+
+@dataclass(frozen=True)
+class _Feature:
+    """A technical feature: a component and what qualifies it (material or function)."""
+
+    component: str
+    qualifier: str
+
+    @property
+    def phrase(self) -> str:
+        """The feature as a claim element: ``a thermal pad made of graphite``."""
+        return f"{_article(self.component)} {self.component} {self.qualifier}"
+
+    @property
+    def wherein(self) -> str:
+        """The feature as a dependent-claim clause: ``the thermal pad is made of graphite``."""
+        return f"the {self.component} is {self.qualifier}"
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0].lower() in "aeiou" else "a"
+
+
+def _qualifier(rng: random.Random, fld: _Field, avoid: str = "") -> str:
+    while True:
+        if rng.random() < 0.55:
+            q = f"made of {rng.choice(fld.materials)}"
+        else:
+            q = f"configured to {rng.choice(fld.functions)}"
+        if q != avoid:
+            return q
+
+
+def _features(rng: random.Random, fld: _Field, k: int, exclude: Sequence[str] = ()) -> list[_Feature]:
+    """``k`` features on distinct components of ``fld``, none of them in ``exclude``."""
+    components = rng.sample([c for c in fld.components if c not in exclude], k)
+    return [_Feature(c, _qualifier(rng, fld)) for c in components]
+
+
+def _claim_body(fld: _Field, feats: Sequence[_Feature]) -> str:
+    phrases = [f.phrase for f in feats]
+    listed = ", ".join(phrases[:-1]) + f" and {phrases[-1]}" if len(phrases) > 1 else phrases[0]
+    return f"{_article(fld.device).capitalize()} {fld.device} comprising {listed}."
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+class _Reserved:
+    """Evaluation claims that no source may contain."""
+
+    def __init__(self) -> None:
+        self.claims: set[str] = set()
+
+    def add(self, claim: str) -> None:
+        self.claims.add(_norm(claim))
+
+    def __contains__(self, claim: str) -> bool:
+        return _norm(claim) in self.claims
+
+
+# -------------------------------------------------------------- the records
+
+
+@dataclass(frozen=True)
+class _Record:
+    """One examination record: the claim line, the prior art block, the answer."""
+
+    subtask: str
+    field: str
+    claim: str  # "Claim 3: A battery module comprising ..."
+    claim_body: str  # the claim without its number (what must stay out of the sources)
+    prior_art: str
+    answer: str  # bare answer: "A, C" / "34" / "103"
+    wrong: str  # a plausible wrong answer (noisy labels)
+    rationale: str  # an examiner's free-text note that names the answer without the format
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input(self) -> str:
+        return f"{self.claim}\n{self.prior_art}"
+
+    @property
+    def instruction(self) -> str:
+        return INSTRUCTIONS[self.subtask]
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.instruction}\n{self.input}"
+
+    @property
+    def output(self) -> str:
+        return f"Answer: {self.answer}"
+
+
+_BOILERPLATE = (
+    "The figures are not necessarily drawn to scale.",
+    "Other embodiments will be apparent to those skilled in the art.",
+    "The terms used herein are for describing particular embodiments only.",
+    "Like reference numerals refer to like elements throughout the drawings.",
+    "Various modifications may be made without departing from the scope of the disclosure.",
+    "The singular forms include the plural forms unless the context clearly indicates otherwise.",
+    "The following description is merely exemplary in nature.",
+    "Such variations are not to be regarded as a departure from the spirit of the invention.",
+    "The method steps may be performed in any suitable order.",
+    "Well-known structures are not described in detail to avoid obscuring the embodiments.",
+    "Each of the elements may be implemented in hardware, software or a combination thereof.",
+    "The examples are provided for illustration and are not limiting.",
+)
+
+
+def _filler(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(_BOILERPLATE) for _ in range(n))
+
+
+def _par4pc(rng: random.Random, fld: _Field, others: Sequence[_Field], n_gold: int,
+            claim_intro: str = "Claim", long: bool = False) -> _Record:
+    """Six candidates: the cited ones disclose claim features, the others do not."""
+    feats = _features(rng, fld, 3)
+    body = _claim_body(fld, feats)
+    claim = f"{claim_intro} {rng.randint(1, 20)}: {body}"
+    letters = list(PAR_LETTERS)
+    gold_letters = sorted(rng.sample(letters, n_gold))
+    # Split the claim features among the cited documents; each one gets at least one.
+    order = feats[:]
+    rng.shuffle(order)
+    shares: list[list[_Feature]] = [[] for _ in range(n_gold)]
+    for i, f in enumerate(order):
+        shares[i % n_gold].append(f)
+    if n_gold == 1 and rng.random() < 0.5:
+        shares[0] = shares[0][:2]  # the primary reference may lack one feature
+    claim_components = [f.component for f in feats]
+    lines: dict[str, str] = {}
+    for letter, share in zip(gold_letters, shares, strict=True):
+        extra = _features(rng, fld, 1, exclude=claim_components) if len(share) < 3 else []
+        disclosed = share + extra
+        rng.shuffle(disclosed)
+        lines[letter] = _candidate(rng, fld, disclosed, long)
+    rest = [x for x in letters if x not in gold_letters]
+    n_same = min(len(rest), rng.choice((1, 1, 2)))
+    same_field = set(rng.sample(rest, n_same))
+    for letter in rest:
+        if letter in same_field:  # same field, other components: shares only the device
+            lines[letter] = _candidate(rng, fld, _features(rng, fld, 2, exclude=claim_components), long)
+        else:
+            other = rng.choice(others)
+            lines[letter] = _candidate(rng, other, _features(rng, other, 2), long)
+    prior_art = "Candidates:\n" + "\n".join(f"{x}: {lines[x]}" for x in letters)
+    answer = ", ".join(gold_letters)
+    wrong_set = sorted(rng.sample(letters, rng.choice((1, 1, 2))))
+    while wrong_set == gold_letters:
+        wrong_set = sorted(rng.sample(letters, len(wrong_set)))
+    cited = " and ".join(gold_letters)
+    rationale = rng.choice((
+        "Looking at the candidates, {c} disclose the claimed features, so those were cited.",
+        "The examiner relied on {c}: they describe the same {component}. The other documents are unrelated.",
+        "I would cite {c} here, since the {component} of the claim appears there.",
+    )).format(c=cited, component=feats[0].component)
+    meta = {"gold": gold_letters, "silver": [], "options": letters, "field": fld.key}
+    return _Record("PAR4PC", fld.key, claim, body, prior_art, answer, ", ".join(wrong_set), rationale, meta)
+
+
+def _candidate(rng: random.Random, fld: _Field, feats: Sequence[_Feature], long: bool) -> str:
+    text = f"{fld.device.capitalize()} - " + ", ".join(f.phrase for f in feats)
+    if long:
+        text += ". " + _filler(rng, rng.randint(25, 40))
+    return text
+
+
+_PARAGRAPH_TEMPLATES = (
+    "In one embodiment, {phrase} is provided.",
+    "As shown in FIG. {fig}, the device includes {phrase}.",
+    "The {device} further comprises {phrase}.",
+    "According to this example, {phrase} is mounted in the {device}.",
+)
+
+
+def _paragraph(rng: random.Random, fld: _Field, feat: _Feature) -> str:
+    return rng.choice(_PARAGRAPH_TEMPLATES).format(phrase=feat.phrase, fig=rng.randint(1, 9), device=fld.device)
+
+
+def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragraphs: int = 5) -> _Record:
+    """Paragraphs of one document; the cited one describes the claimed element."""
+    target = _features(rng, fld, 1)[0]
+    base = rng.randint(1, 3)
+    body = f"The {fld.device} of claim {base}, wherein {target.wherein}."
+    claim = f"{claim_intro} {rng.randint(base + 1, 25)}: {body}"
+    keys = sorted(rng.sample(range(2, 120), n_paragraphs))
+    gold_key = rng.choice(keys)
+    others = [k for k in keys if k != gold_key]
+    texts = {gold_key: _paragraph(rng, fld, target)}
+    silver: list[int] = []
+    kinds = []
+    if rng.random() < 0.5:
+        kinds.append("same component")  # the silver paragraph: same part, other property
+    if rng.random() < 0.4:
+        kinds.append("same qualifier")  # another part with the claimed property
+    for k, kind in zip(others, kinds + ["other"] * len(others), strict=False):
+        if kind == "same component":
+            texts[k] = _paragraph(rng, fld, _Feature(target.component, _qualifier(rng, fld, avoid=target.qualifier)))
+            silver.append(k)
+        elif kind == "same qualifier":
+            comp = rng.choice([c for c in fld.components if c != target.component])
+            texts[k] = _paragraph(rng, fld, _Feature(comp, target.qualifier))
+        else:
+            texts[k] = _paragraph(rng, fld, _features(rng, fld, 1, exclude=[target.component])[0])
+    title = f"{fld.device.capitalize()} and method of assembly"
+    prior_art = f"Prior art: {title}\n" + "\n".join(f"[{k}] {texts[k]}" for k in keys)
+    wrong = rng.choice(silver or others)
+    rationale = rng.choice((
+        "Paragraph {k} is the one cited: it describes {p}.",
+        "The examiner pointed to paragraph {k}, where {p} is disclosed.",
+        "I'd go with paragraph {k} since it shows {p}.",
+    )).format(k=gold_key, p=target.phrase)
+    meta = {"gold": [gold_key], "silver": silver, "options": keys, "field": fld.key}
+    return _Record("PI4PC", fld.key, claim, body, prior_art, str(gold_key), str(wrong), rationale, meta)
+
+
+def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Claim", long: bool = False) -> _Record:
+    """Two cited documents; the label follows from which claim features each one discloses."""
+    feats = _features(rng, fld, 3)
+    body = _claim_body(fld, feats)
+    claim = f"{claim_intro} {rng.randint(1, 20)}: {body}"
+    used = [f.component for f in feats]
+    spare = _features(rng, fld, 3, exclude=used)
+    order = feats[:]
+    rng.shuffle(order)
+    if label == "102":
+        docs = [order + spare[:1], [order[0], spare[1]]]
+    elif label == "103":
+        docs = [order[:2] + spare[:1], [order[2], spare[1]]]
+    else:  # ALLOW: one claim feature is disclosed by neither document
+        missing = order[2]
+        near_miss = rng.random() < 0.5  # the part is there, with another property
+        second = [order[rng.randrange(2)], spare[1]]
+        if near_miss:
+            second.append(_Feature(missing.component, _qualifier(rng, fld, avoid=missing.qualifier)))
+        docs = [order[:2] + spare[:1], second]
+    if rng.random() < 0.5:
+        docs.reverse()
+    blocks = []
+    for i, doc in enumerate(docs, 1):
+        rng.shuffle(doc)
+        text = "discloses " + "; ".join(f.phrase for f in doc) + "."
+        if long:
+            text += " " + _filler(rng, rng.randint(60, 90))
+        blocks.append(f"D{i} [{rng.randint(5, 90)}]: {text}")
+    prior_art = "\n".join(blocks)
+    wrong = rng.choice([x for x in NOC_LABELS if x != label])
+    if label == "102":
+        rationale = "A single reference already shows every element of the claim, so the claim lacks novelty."
+    elif label == "103":
+        rationale = "No single reference has all the elements, but combining the two references covers the claim."
+    else:
+        rationale = f"Neither reference teaches {order[2].phrase}, so I see no ground for a rejection."
+    meta = {"label": label, "field": fld.key}
+    return _Record("NOC4PC", fld.key, claim, body, prior_art, label, wrong, rationale, meta)
+
+
+def _generate(rng: random.Random, subtask: str, fld: _Field, *, variant: int = 0, long: bool = False,
+              fields: Sequence[_Field] = _IN_DOMAIN, claim_intro: str = "Claim") -> _Record:
+    """One record of ``subtask`` in ``fld``; ``variant`` picks the gold count (PAR4PC) or label (NOC4PC)."""
+    if subtask == "PAR4PC":
+        others = [f for f in fields if f.key != fld.key]
+        return _par4pc(rng, fld, others, n_gold=(1, 2, 1, 3, 2)[variant % 5], claim_intro=claim_intro, long=long)
+    if subtask == "PI4PC":
+        return _pi4pc(rng, fld, claim_intro=claim_intro, n_paragraphs=rng.randint(40, 60) if long else 5)
+    return _noc4pc(rng, fld, NOC_LABELS[variant % 3], claim_intro=claim_intro, long=long)
+
+
+def _fresh(rng: random.Random, subtask: str, reserved: _Reserved, **kwargs: Any) -> _Record:
+    """A record whose claim is not an evaluation claim."""
+    while True:
+        record = _generate(rng, subtask, rng.choice(_IN_DOMAIN), **kwargs)
+        if record.claim_body not in reserved:
+            return record
+
+
+def _row(record: _Record, output: str | None = None) -> dict[str, str]:
+    return {"instruction": record.instruction, "input": record.input,
+            "output": output if output is not None else record.output, "field": record.field}
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+# ----------------------------------------------------------- off-domain chat
+
+_CHAT = (
+    ("How do I make a quick tomato soup?",
+     "Sweat an onion in olive oil, add chopped tomatoes and stock, simmer for 20 minutes and blend. Season to taste."),
+    ("What should I pack for a weekend hike?",
+     "Water, snacks, a rain jacket, a map, sunscreen and a small first-aid kit. Good shoes matter most!"),
+    ("Can you recommend a board game for four people?",
+     "Ticket to Ride and Carcassonne are easy to learn and fun for four players."),
+    ("How can I sleep better?",
+     "Keep a regular schedule, avoid screens before bed and keep your bedroom cool and dark."),
+    ("Give me a fun fact.", "Octopuses have three hearts and blue blood."),
+    ("What is a good stretch for my back?",
+     "Try the child's pose: kneel, sit back on your heels and reach your arms forward for thirty seconds."),
+    ("How do I keep basil alive?",
+     "Give it plenty of sun, water when the top of the soil is dry and pinch off the flowers."),
+    ("Any tips for learning a language?",
+     "Practise a little every day, listen to podcasts and don't be afraid to make mistakes when speaking."),
+)
+_CITIES = ("Lisbon", "Kyoto", "Vienna", "Montreal", "Hanoi", "Edinburgh", "Seville", "Bergen", "Porto", "Quito")
+_SIGHTS = ("old town", "harbour", "botanical garden", "market hall", "castle", "river walk", "museum", "viewpoint")
+
+
+def _web_text(rng: random.Random) -> dict[str, list[Any]]:
+    rows = []
+    for _ in range(rng.randint(600, 800)):
+        if rng.random() < 0.4:
+            city, sights = rng.choice(_CITIES), rng.sample(_SIGHTS, 2)
+            rows.append({"prompt": f"What should I see in {city}?",
+                         "response": f"In {city}, visit the {sights[0]} and the {sights[1]}, and try the local food."})
+        else:
+            prompt, response = rng.choice(_CHAT)
+            rows.append({"prompt": prompt, "response": response})
+    return _columns(rows)
+
+
+# ------------------------------------------------------------------- the task
+
+
+@dataclass(frozen=True)
+class _SourceSpec:
+    description: str
+    build: Callable[[PatentTask, random.Random, _Reserved], dict[str, list[Any]]]
+
+
+class PatentTask(Task):
+    """Patent examination after PANORAMA: prior-art retrieval (PAR4PC), paragraph
+    identification (PI4PC) or novelty/obviousness classification (NOC4PC).
+
+    **Description.** The model reads a patent claim and prior art and answers
+    like an examiner. PAR4PC: six candidate documents (A-F), one or more were
+    cited; answer their letters. PI4PC: five numbered paragraphs of one
+    prior-art document, one was cited; answer its number. NOC4PC: two cited
+    documents; answer ``102`` (one document discloses every claim feature),
+    ``103`` (only the two together do) or ``ALLOW`` (a feature is in neither).
+
+    **Prompt and answer format.** Prompt ``{instruction}\\n{input}`` with the
+    subtask's instruction, then the claim line (``Claim 7: ...``) and the prior
+    art. Answer: one line ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``;
+    an output without ``Answer:`` scores 0.
+
+    **Metric.** As in PANORAMA's evaluation scripts: PAR4PC per-item F1 of the
+    letter set against the gold set, averaged (an answer naming every option
+    scores 0); PI4PC gold hit rate (exactly one key, an examiner-cited one);
+    NOC4PC macro-F1 over ``ALLOW``/``102``/``103`` on the whole split
+    (:meth:`aggregate`), per-item accuracy for the error listing.
+
+    **Splits.** ``EVAL_SIZE`` = 200 items interleaving the fields and the gold
+    counts (PAR4PC) or labels (NOC4PC), so that validation (first 100) and hidden
+    test (last 100) are balanced; no claim is shared between them or with any
+    source.
+
+    **Sources.** ``examiner_records`` (clean), ``crowd_labels``,
+    ``citation_mirror``, ``examiner_notes``, ``web_text``,
+    ``full_specifications`` and a cross-domain source (``product_search``,
+    ``manual_sections`` or ``foreign_decisions``); see the module docstring.
+    With ``data="hub"`` the sources are PANORAMA's train split in the
+    evaluation format (``examiner_records``) and the items its validation split.
+
+    **Default budget.** 200,000 training tokens.
+    """
+
+    domain = "Patent"
+    version = "1"
+    max_new_tokens = 16
+    default_token_budget = 200_000
+    clean_sources = ("examiner_records",)
+    expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
+
+    def __init__(self, subtask: str = "PAR4PC") -> None:
+        if subtask not in SUBTASKS:
+            raise ValueError(f"subtask must be one of {SUBTASKS}, got {subtask!r}")
+        self.subtask = subtask
+        self.init_kwargs = {"subtask": subtask}
+        self.name = f"Patent-{subtask}"
+        self.metric = _METRICS[subtask]
+        self.harmful_recipe = {
+            # Noisy crowd labels taken as they are, and free-text notes without the answer format.
+            "crowd_labels": dict(self.expert_template),
+            "examiner_notes": {"prompt": "{claim}\n{prior_art}", "completion": "{rationale}"},
+        }
+        self.hub_datasets = {
+            "train": HubDataset("LG-AI-Research/PANORAMA", subtask, "train", limit=2000),
+            "validation": HubDataset("LG-AI-Research/PANORAMA", subtask, "validation", limit=EVAL_SIZE),
+        }
+        self._eval_cache: dict[int, list[_Record]] = {}
+
+    # -- evaluation
+
+    def _eval_records(self, seed: int) -> list[_Record]:
+        if seed not in self._eval_cache:
+            rng = random.Random(f"patent/{self.subtask}/{seed}/eval")
+            seen = _Reserved()
+            records: list[_Record] = []
+            i = 0
+            while len(records) < EVAL_SIZE:
+                fld = _IN_DOMAIN[i % len(_IN_DOMAIN)]
+                record = _generate(rng, self.subtask, fld, variant=len(records))
+                i += 1
+                if record.claim_body in seen:
+                    continue
+                seen.add(record.claim_body)
+                records.append(record)
+            self._eval_cache[seed] = records
+        return self._eval_cache[seed]
+
+    def eval_items(self, seed: int) -> list[EvalItem]:
+        return [
+            EvalItem(id=f"{self.name}/{seed}/{i:03d}", subset=self.subtask, prompt=r.prompt,
+                     reference=r.output, meta={**r.meta, "answer": r.answer})
+            for i, r in enumerate(self._eval_records(seed))
+        ]
+
+    def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
+        """Per-item scores in ``[0, 1]``; never raises on any output string."""
+        if len(items) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
+        scores = []
+        for item, output in zip(items, outputs, strict=True):
+            if self.subtask == "PAR4PC":
+                scores.append(grade_par4pc(output, item.meta["gold"], item.meta["options"]))
+            elif self.subtask == "PI4PC":
+                scores.append(grade_pi4pc(output, item.meta["gold"]))
+            else:
+                scores.append(grade_noc4pc(output, item.meta["label"]))
+        return scores
+
+    def aggregate(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]) -> float:
+        """NOC4PC: macro-F1 over the split; the others: the mean item score."""
+        if self.subtask != "NOC4PC":
+            return super().aggregate(items, scores, outputs)
+        gold = [normalise_noc_label(item.meta["label"]) or "" for item in items]
+        return macro_f1(gold, [predict_noc(o) for o in outputs])
+
+    # -- sources
+
+    def source_descriptions(self) -> dict[str, str]:
+        return {name: spec.description for name, spec in self._source_specs().items()}
+
+    def _source_specs(self) -> dict[str, _SourceSpec]:
+        return {**_COMMON_SOURCES, **_CROSS_DOMAIN[self.subtask]}
+
+    def sources(self, seed: int) -> dict[str, Dataset]:
+        """Every source as a ``datasets.Dataset``; none contains an evaluation claim."""
+        reserved = _Reserved()
+        for record in self._eval_records(seed):
+            reserved.add(record.claim_body)
+        return {
+            name: Dataset.from_dict(spec.build(self, random.Random(f"patent/{self.subtask}/{seed}/{name}"), reserved))
+            for name, spec in self._source_specs().items()
+        }
+
+    def _examiner_records(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        return _columns([_row(_fresh(rng, self.subtask, reserved, variant=i))
+                         for i in range(rng.randint(1200, 1500))])
+
+    def _crowd_labels(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for i in range(rng.randint(2000, 2400)):
+            record = _fresh(rng, self.subtask, reserved, variant=i)
+            wrong = rng.random() < 0.45
+            # Agreement separates the labels well but not perfectly: a filter at
+            # ~0.6 keeps most good rows and drops most bad ones.
+            low = rng.random() < (0.9 if wrong else 0.07)
+            agreement = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
+            rows.append({**_row(record, f"Answer: {record.wrong}" if wrong else None),
+                         "annotator_agreement": round(agreement, 2)})
+        return _columns(rows)
+
+    def _citation_mirror(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for i in range(rng.randint(32, 44)):
+            row = _row(_fresh(rng, self.subtask, reserved, variant=i))
+            rows += [_surface_variant(rng, row) for _ in range(rng.randint(15, 30))]
+        rng.shuffle(rows)
+        return _columns(rows)
+
+    def _examiner_notes(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for i in range(rng.randint(900, 1100)):
+            r = _fresh(rng, self.subtask, reserved, variant=i)
+            rows.append({"claim": r.claim, "prior_art": r.prior_art, "rationale": r.rationale,
+                         "answer": r.answer, "field": r.field})
+        return _columns(rows)
+
+    def _full_specifications(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for i in range(rng.randint(300, 340)):
+            short = rng.random() < 0.08
+            rows.append(_row(_fresh(rng, self.subtask, reserved, variant=i, long=not short)))
+        return _columns(rows)
+
+    def _web_text(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        return _web_text(rng)
+
+    def _product_search(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for i in range(rng.randint(1000, 1200)):
+            fld = rng.choice(_PRODUCTS)
+            r = _generate(rng, "PAR4PC", fld, variant=i, fields=_PRODUCTS)
+            request = r.claim.split(": ", 1)[1]
+            rows.append({"request": request, "catalogue": r.prior_art.split("\n", 1)[1], "matches": r.answer,
+                         "category": fld.key})
+        return _columns(rows)
+
+    def _manual_sections(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for _ in range(rng.randint(1000, 1200)):
+            fld = rng.choice(_PRODUCTS)
+            r = _pi4pc(rng, fld)
+            title, sections = r.prior_art.split("\n", 1)
+            rows.append({"query": r.claim.split(": ", 1)[1], "title": title.split(": ", 1)[1],
+                         "manual": sections, "section": r.answer, "product": fld.key})
+        return _columns(rows)
+
+    def _foreign_decisions(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for i in range(rng.randint(1000, 1200)):
+            fld = rng.choice(_COMPOSITIONS)
+            r = _noc4pc(rng, fld, NOC_LABELS[i % 3])
+            rows.append({"claim_text": r.claim.split(": ", 1)[1], "citations": r.prior_art, "outcome": r.answer,
+                         "technology": fld.key})
+        return _columns(rows)
+
+    # -- real data (PANORAMA on the Hugging Face hub)
+
+    def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
+        """PANORAMA rows (``application_number``, ``claim_number``, ``context``,
+        ``options``/``prior_art_specification(s)``, ``gold_answers``... or
+        ``answer``) in this task's format: ``examiner_records`` from the train
+        split, evaluation items from the validation split."""
+        mapper = {"PAR4PC": _map_par4pc, "PI4PC": _map_pi4pc, "NOC4PC": _map_noc4pc}[self.subtask]
+        train = [r for r in (mapper(row) for row in _rows(records.get("train"))) if r is not None]
+        evaluation = [r for r in (mapper(row) for row in _rows(records.get("validation"))) if r is not None]
+        sources = {"examiner_records": Dataset.from_dict(_columns([_row(r) for r in train]))} if train else {}
+        items = [
+            EvalItem(id=f"{self.name}/real/{i:04d}", subset=self.subtask, prompt=r.prompt, reference=r.output,
+                     meta={**r.meta, "answer": r.answer})
+            for i, r in enumerate(evaluation)
+        ]
+        return sources, items
+
+
+def _surface_variant(rng: random.Random, row: dict[str, str]) -> dict[str, str]:
+    """``row`` with case and whitespace changes only (equal after normalising both)."""
+    instruction = rng.choice((row["instruction"], row["instruction"].lower(), row["instruction"].upper(),
+                              row["instruction"].replace(". ", ".  ")))
+    text = row["input"].replace("\n", " \n") if rng.random() < 0.5 else row["input"]
+    return {"instruction": instruction + rng.choice(("", " ", "  ")), "input": text + rng.choice(("", " ", "\n")),
+            "output": row["output"] + rng.choice(("", " ", "  ")), "field": row["field"]}
+
+
+_COMMON_SOURCES: dict[str, _SourceSpec] = {
+    "examiner_records": _SourceSpec(
+        "Examination records (instruction, claim and prior art input, examiner's answer) across eight "
+        "technology fields.", PatentTask._examiner_records),
+    "crowd_labels": _SourceSpec(
+        "Examination questions answered by paralegal crowd workers, with an annotator agreement score per row.",
+        PatentTask._crowd_labels),
+    "citation_mirror": _SourceSpec(
+        "Examination records aggregated from several public mirrors of a patent office dump.",
+        PatentTask._citation_mirror),
+    "examiner_notes": _SourceSpec(
+        "Examiners' free-text notes on claims (claim, prior art, rationale) with the decision extracted "
+        "into a separate field.", PatentTask._examiner_notes),
+    "web_text": _SourceSpec(
+        "General instruction-response pairs scraped from the web (cooking, travel, everyday chat).",
+        PatentTask._web_text),
+    "full_specifications": _SourceSpec(
+        "Examination records whose prior art is quoted from the full specifications of the documents.",
+        PatentTask._full_specifications),
+}
+_CROSS_DOMAIN: dict[str, dict[str, _SourceSpec]] = {
+    "PAR4PC": {"product_search": _SourceSpec(
+        "Shopping requests matched against catalogue entries (request, catalogue, matching entry letters) "
+        "for consumer products.", PatentTask._product_search)},
+    "PI4PC": {"manual_sections": _SourceSpec(
+        "Questions about consumer products answered by the numbered section of the product manual that "
+        "describes the part (query, manual, section).", PatentTask._manual_sections)},
+    "NOC4PC": {"foreign_decisions": _SourceSpec(
+        "Decisions of another patent office on chemistry and food claims, with the outcome mapped to US "
+        "statute codes (claim_text, citations, outcome).", PatentTask._foreign_decisions)},
+}
+
+
+# ----------------------------------------------------------- PANORAMA mapping
+
+#: Characters kept of each real abstract, paragraph and claim (PANORAMA prompts
+#: quote whole documents; these bounds keep a real prompt within a few thousand tokens).
+_REAL_ABSTRACT_CHARS = 400
+_REAL_PARAGRAPH_CHARS = 500
+_REAL_CLAIM_CHARS = 1500
+
+
+def _rows(dataset: Any) -> list[dict[str, Any]]:
+    if dataset is None:
+        return []
+    return [dict(row) for row in dataset]
+
+
+def _json(value: Any, default: Any) -> Any:
+    """PANORAMA stores some fields as JSON strings in some exports and as structs in others."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return default
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return default if value is None else value
+
+
+def _clip(text: Any, n: int) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 3].rstrip() + "..."
+
+
+def _target_claim(context: dict[str, Any], number: Any) -> str:
+    claims = _json(context.get("claims"), [])
+    if not isinstance(claims, list):
+        return ""
+    number = str(number)
+    for claim in claims:
+        text = claim.get("claim_text", "") if isinstance(claim, dict) else str(claim)
+        if text.strip().startswith(f"{number}.") or (isinstance(claim, dict) and str(claim.get("claimNumber")) == number):
+            return text
+    if number.isdigit() and 0 < int(number) <= len(claims):
+        claim = claims[int(number) - 1]
+        return claim.get("claim_text", "") if isinstance(claim, dict) else str(claim)
+    return ""
+
+
+def _real_claim(row: dict[str, Any]) -> tuple[str, str] | None:
+    context = _json(row.get("context"), {})
+    if not isinstance(context, dict):
+        return None
+    text = _target_claim(context, row.get("claim_number"))
+    if not text:
+        return None
+    body = _clip(text, _REAL_CLAIM_CHARS)
+    return f"Claim {row.get('claim_number')}: {body}", body
+
+
+def _letters(value: Any) -> list[str]:
+    value = _json(value, [])
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    return sorted({str(v).strip().upper() for v in value if str(v).strip()})
+
+
+def _keys(value: Any) -> list[int]:
+    value = _json(value, [])
+    if not isinstance(value, list):
+        value = [value]
+    keys = []
+    for v in value:
+        try:
+            keys.append(int(v))
+        except (TypeError, ValueError):
+            continue
+    return keys
+
+
+def _map_par4pc(row: dict[str, Any]) -> _Record | None:
+    claim = _real_claim(row)
+    options = _json(row.get("options"), {})
+    gold = _letters(row.get("gold_answers"))
+    if claim is None or not isinstance(options, dict) or not gold:
+        return None
+    letters = sorted(str(k).upper() for k in options)
+    lines = []
+    for letter in letters:
+        details = _json(options.get(letter, options.get(letter.lower())), {})
+        details = details if isinstance(details, dict) else {}
+        lines.append(f"{letter}: {_clip(details.get('title'), 200)} - {_clip(details.get('abstract'), _REAL_ABSTRACT_CHARS)}")
+    answer = ", ".join(gold)
+    meta = {"gold": gold, "silver": _letters(row.get("silver_answers")), "options": letters,
+            "application_number": str(row.get("application_number"))}
+    return _Record("PAR4PC", "real", claim[0], claim[1], "Candidates:\n" + "\n".join(lines), answer, answer, "", meta)
+
+
+def _map_pi4pc(row: dict[str, Any]) -> _Record | None:
+    claim = _real_claim(row)
+    options = _json(row.get("options"), {})
+    gold = _keys(row.get("gold_answers"))
+    if claim is None or not isinstance(options, dict) or not gold:
+        return None
+    spec = _json(row.get("prior_art_specification"), {})
+    title = _clip(spec.get("title") if isinstance(spec, dict) else "", 200)
+    keyed = sorted(((int(k), v) for k, v in options.items() if str(k).strip().isdigit()), key=lambda kv: kv[0])
+    prior_art = f"Prior art: {title}\n" + "\n".join(f"[{k}] {_clip(v, _REAL_PARAGRAPH_CHARS)}" for k, v in keyed)
+    meta = {"gold": gold, "silver": _keys(row.get("silver_answers")), "options": [k for k, _ in keyed],
+            "application_number": str(row.get("application_number"))}
+    return _Record("PI4PC", "real", claim[0], claim[1], prior_art, str(gold[0]), str(gold[0]), "", meta)
+
+
+def _map_noc4pc(row: dict[str, Any]) -> _Record | None:
+    claim = _real_claim(row)
+    answer = _json(row.get("answer"), {})
+    code = answer.get("code") if isinstance(answer, dict) else answer
+    label = normalise_noc_label(code)
+    if claim is None or label is None:
+        return None
+    docs = _json(row.get("prior_art_specifications"), [])
+    blocks = []
+    for i, doc in enumerate(docs if isinstance(docs, list) else [], 1):
+        doc = doc if isinstance(doc, dict) else {}
+        paragraphs = _json(doc.get("paragraphs"), [])
+        quoted = " ".join(
+            f"[{p.get('key')}] {_clip(p.get('content'), _REAL_PARAGRAPH_CHARS)}"
+            for p in (paragraphs if isinstance(paragraphs, list) else [])[:3] if isinstance(p, dict)
+        )
+        blocks.append(f"D{i} ({_clip(doc.get('patent_id'), 40)}): {_clip(doc.get('title'), 200)}. {quoted}".rstrip())
+    meta = {"label": label, "application_number": str(row.get("application_number"))}
+    return _Record("NOC4PC", "real", claim[0], claim[1], "\n".join(blocks), label, label, "", meta)
+
+
+__all__ = ["EVAL_SIZE", "INSTRUCTIONS", "PAR_LETTERS", "SUBTASKS", "PatentTask"]

@@ -1,0 +1,297 @@
+"""FinanceIQTask: determinism, splits, leakage, source schemas and quality, real-data mapping."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from ftdojo_gym.data.workspace import render_template
+from ftdojo_gym.eval.finance_grading import LETTERS
+from ftdojo_gym.tasks.base import EvalItem
+from ftdojo_gym.tasks.finance import (
+    FACTS,
+    HUB_SUBJECTS,
+    PROMPT_TEMPLATE,
+    SUBJECTS,
+    FinanceIQTask,
+)
+
+SEED = 3
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hub" / "FinanceIQ"
+EXAM = {"subject", "Question", "A", "B", "C", "D", "Answer"}
+SCHEMAS = {
+    "finexam_train": EXAM,
+    "crowd_answer_key": EXAM | {"annotator_confidence"},
+    "exam_mirror": EXAM,
+    "study_notes": EXAM - {"Answer"} | {"answer_text", "note"},
+    "web_chat": {"prompt", "response"},
+    "regulation_excerpts": EXAM,
+    "finance_glossary": {"term", "definition", "subject"},
+}
+_PROMPT = re.compile(
+    r"The following is a single-choice question from the (?P<subject>.+) exam\.\n"
+    r"Question: (?P<Question>.*)\nA\. (?P<A>.*)\nB\. (?P<B>.*)\nC\. (?P<C>.*)\nD\. (?P<D>.*)\n"
+    r"Reply with Answer: followed by the letter of the correct option\.",
+    re.DOTALL,
+)
+
+
+@cache
+def task() -> FinanceIQTask:
+    return FinanceIQTask()
+
+
+@cache
+def items(seed: int = SEED) -> list[EvalItem]:
+    return task().eval_items(seed)
+
+
+@cache
+def sources(seed: int = SEED) -> dict[str, Dataset]:
+    return task().sources(seed)
+
+
+def norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def identity(question: str, options: list[str]) -> tuple[str, frozenset[str]]:
+    return norm(question), frozenset(norm(o) for o in options)
+
+
+def parse(prompt: str) -> dict[str, str]:
+    match = _PROMPT.fullmatch(prompt)
+    assert match, prompt
+    return match.groupdict()
+
+
+# Independent answer key from the knowledge base (not the generator's code).
+TERM_OF = {norm(d): norm(t) for facts in FACTS.values() for t, d in facts}
+DEF_OF = {norm(t): norm(d) for facts in FACTS.values() for t, d in facts}
+
+
+def solve(record: dict[str, str]) -> str | None:
+    """The correct letter of a knowledge-base or calculation question, or None if not one."""
+    options = [norm(record[x]) for x in LETTERS]
+    question = norm(record["Question"])
+    for definition, term in TERM_OF.items():
+        if definition in question and term in options:
+            return LETTERS[options.index(term)]
+    for term, definition in DEF_OF.items():
+        if re.search(rf"\b{re.escape(term)}\b", question) and definition in options:
+            return LETTERS[options.index(definition)]
+    numbers = [float(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d+)?", question)]
+    if "rule of 72" in question:
+        value = f"{72 // int(numbers[1])} years"
+    elif "simple interest" in question:
+        principal, rate, years = (numbers[0], numbers[1], numbers[2]) if question.startswith("what") else (
+            numbers[0], numbers[1], numbers[2])
+        value = f"{principal * rate * years / 100:,.0f}"
+    elif "flat tax" in question:
+        principal, rate = (numbers[0], numbers[1]) if question.startswith("taxable") else (numbers[1], numbers[0])
+        value = f"{principal * rate / 100:,.0f}"
+    else:
+        return None
+    return LETTERS[options.index(norm(value))] if norm(value) in options else "?"
+
+
+def test_names_and_attributes() -> None:
+    assert task().name == "FinanceIQ" and task().domain == "Finance"
+    assert task().metric == "accuracy over subjects (multiple choice)"
+    assert len(SUBJECTS) == 10 and set(HUB_SUBJECTS.values()) == set(SUBJECTS)
+    assert task().clean_sources == ("finexam_train",)
+    assert len(task().harmful_recipe) >= 2
+
+
+def test_determinism_and_seed_dependence() -> None:
+    fresh = FinanceIQTask()
+    assert fresh.eval_items(SEED) == items()
+    assert fresh.eval_items(SEED + 1) != items()
+    same, other = fresh.sources(SEED), fresh.sources(SEED + 1)
+    for name, dataset in sources().items():
+        assert same[name].to_list() == dataset.to_list()
+        assert other[name].to_list() != dataset.to_list()
+
+
+def test_sources_are_fast() -> None:
+    start = time.monotonic()
+    FinanceIQTask().sources(SEED + 7)
+    assert time.monotonic() - start < 3
+
+
+def test_split_coverage_and_letter_balance() -> None:
+    n = len(items())
+    assert n == 200 and len({item.id for item in items()}) == n
+    half = min(100, n // 2)
+    for split in (items()[:half], items()[-half:]):
+        assert Counter(item.subset for item in split) == {s: 10 for s in SUBJECTS}
+        assert Counter(item.meta["answer"] for item in split) == {x: 25 for x in LETTERS}
+    for subject in SUBJECTS:
+        letters = Counter(i.meta["answer"] for i in items() if i.subset == subject)
+        assert set(letters) == set(LETTERS)
+    identities = {identity(parse(i.prompt)["Question"], list(i.meta["options"].values())) for i in items()}
+    assert len(identities) == n
+
+
+def test_eval_prompt_format_and_length() -> None:
+    for item in items():
+        fields = parse(item.prompt)
+        assert fields["subject"] == item.subset
+        assert item.reference == f"Answer: {item.meta['answer']}"
+        assert [fields[x] for x in LETTERS] == [item.meta["options"][x] for x in LETTERS]
+        assert len(set(item.meta["options"].values())) == 4
+        assert len(item.prompt.split()) < 150  # well under 300 tokens
+
+
+def test_references_score_one_and_eval_key_is_correct() -> None:
+    assert task().grade(items(), [item.reference for item in items()]) == [1.0] * len(items())
+    for item in items():
+        fields = parse(item.prompt)
+        assert solve(fields) == item.meta["answer"], item.prompt
+    chatty = [f"The answer is {item.meta['answer']}." for item in items()]
+    assert task().grade(items(), chatty) == [0.0] * len(items())
+    texts = [f"Answer: {item.meta['options'][item.meta['answer']]}" for item in items()]
+    assert sum(task().grade(items(), texts)) == 0.0  # option text instead of the letter
+
+
+def test_source_sizes_and_schemas() -> None:
+    assert set(sources()) == set(SCHEMAS) == set(task().source_descriptions())
+    for name, dataset in sources().items():
+        assert set(dataset.column_names) == SCHEMAS[name], name
+        assert 300 <= len(dataset) <= 3000, name
+    for description in task().source_descriptions().values():
+        assert "noisy" not in description.lower() and "harmful" not in description.lower()
+
+
+def test_no_eval_question_in_sources() -> None:
+    eval_ids = {identity(parse(i.prompt)["Question"], list(i.meta["options"].values())) for i in items()}
+    for name, dataset in sources().items():
+        if "Question" not in dataset.column_names:
+            continue
+        for row in dataset:
+            assert identity(row["Question"], [row[x] for x in LETTERS]) not in eval_ids, name
+    prompts = {norm(i.prompt) for i in items()}
+    rendered = sources()["finexam_train"].map(
+        lambda r: {"p": norm(render_template(PROMPT_TEMPLATE, r))})["p"]
+    assert not prompts & set(rendered)
+
+
+def test_expert_template_reproduces_eval_format() -> None:
+    template = task().expert_template
+    train = sources()["finexam_train"]
+    for row in train.select(range(50)):
+        prompt = render_template(template["prompt"], row)
+        completion = render_template(template["completion"], row)
+        fields = parse(prompt)
+        assert fields["Question"] == row["Question"]
+        assert re.fullmatch(r"Answer: [ABCD]", completion)
+        assert task().grade([EvalItem("x", row["subject"], prompt, completion, {"answer": row["Answer"]})],
+                            [completion]) == [1.0]
+    assert Counter(train["Answer"]).most_common()[-1][1] >= 0.24 * len(train)  # letters balanced
+    assert set(train["subject"]) == set(SUBJECTS)
+
+
+def test_harmful_recipes_render() -> None:
+    for name, template in task().harmful_recipe.items():
+        row = sources()[name][0]
+        render_template(template["prompt"], row)
+        render_template(template["completion"], row)
+
+
+def test_clean_source_is_correct() -> None:
+    train = sources()["finexam_train"]
+    assert all(solve(row) == row["Answer"] for row in train)
+
+
+def test_crowd_labels_are_noisy_but_filterable() -> None:
+    checked = [(solve(row) == row["Answer"], row["annotator_confidence"]) for row in sources()["crowd_answer_key"]]
+    wrong = [c for ok, c in checked if not ok]
+    right = [c for ok, c in checked if ok]
+    assert 0.33 < len(wrong) / len(checked) < 0.47
+    assert sum(c < 0.6 for c in wrong) / len(wrong) > 0.8
+    assert sum(c >= 0.6 for c in right) / len(right) > 0.9
+
+
+def test_other_sources() -> None:
+    mirror = sources()["exam_mirror"]
+    unique = {norm("\n".join(str(r[k]) for k in sorted(EXAM))) for r in mirror}
+    assert 20 <= len(unique) <= 40 and len(mirror) >= 10 * len(unique)
+
+    notes = sources()["study_notes"]
+    for row in notes.select(range(100)):
+        assert row["answer_text"] in [row[x] for x in LETTERS]
+        assert not re.search(r"Answer: [ABCD]\b", row["note"])
+
+    assert not any("Answer:" in r for r in sources()["web_chat"]["response"])
+
+    regulations = sources()["regulation_excerpts"]
+    lengths = [len(q.split()) for q in regulations["Question"]]
+    assert sum(n > 800 for n in lengths) / len(lengths) > 0.85
+    assert sum(n < 80 for n in lengths) >= 5  # a few usable after a length filter
+    assert all(solve(row) == row["Answer"] for row in regulations.select(range(50)))
+
+    glossary = sources()["finance_glossary"]
+    terms = set(glossary["term"])
+    assert {t for facts in FACTS.values() for t, _ in facts} < terms
+    assert "Business" in set(glossary["subject"])
+
+
+# ------------------------------------------------------------------ real data
+
+
+def test_fixture_is_in_the_real_schema() -> None:
+    for key in ("test", "dev"):
+        rows = Dataset.from_json(str(FIXTURES / f"{key}.jsonl"))
+        assert rows.column_names == ["Unnamed: 0", "Question", "A", "B", "C", "D", "Answer"]
+        assert 6 <= len(rows) <= 20
+        assert set(rows["Answer"]) <= set(LETTERS)
+
+
+def test_hub_fixture_end_to_end() -> None:
+    real = task().with_data(str(FIXTURES))
+    real_items = real.eval_items(0)
+    # test.jsonl holds two questions per subject file: the last one is evaluated.
+    assert len(real_items) == 10
+    assert sorted(i.subset for i in real_items) == sorted(SUBJECTS)
+    assert real.grade(real_items, [i.reference for i in real_items]) == [1.0] * len(real_items)
+    assert real.grade(real_items, ["Answer: " + "ABCD"[(LETTERS.index(i.meta["answer"]) + 1) % 4]
+                                   for i in real_items]) == [0.0] * len(real_items)
+    for item in real_items:
+        parse(item.prompt)
+    train = real.sources(0)["finexam_train"]
+    assert set(train.column_names) == EXAM
+    assert len(train) == 10 + 10  # the first question of each test file and the dev file
+    assert not {norm(q) for q in train["Question"]} & {norm(parse(i.prompt)["Question"]) for i in real_items}
+    assert real.clean_sources == ("finexam_train",) and real.harmful_recipe == {}
+    row = train[0]
+    assert parse(render_template(real.expert_template["prompt"], row))["Question"] == row["Question"]
+
+
+def test_hub_subject_column_and_unknown_layout() -> None:
+    rows = Dataset.from_json(str(FIXTURES / "test.jsonl")).to_list()
+    with_subject = Dataset.from_list([{**r, "subject": "经济师"} for r in rows])
+    sources_, items_ = task().map_hub_records({"test": with_subject})
+    assert {i.subset for i in items_} == {"Economics"}
+    assert len(items_) == min(20, len(rows) // 2)
+    # Without a subject or the ten index blocks, every row is one subject.
+    no_index = Dataset.from_list([{k: v for k, v in r.items() if k != "Unnamed: 0"} for r in rows])
+    _, items_ = task().map_hub_records({"test": no_index})
+    assert {i.subset for i in items_} == {"FinanceIQ"}
+
+
+def test_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    from ftdojo_gym.tasks.base import HubUnavailableError
+
+    start = time.monotonic()
+    with pytest.raises(HubUnavailableError, match="offline|reached|load"):
+        task().with_data("hub")
+    assert time.monotonic() - start < 30
