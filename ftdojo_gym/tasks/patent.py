@@ -410,7 +410,7 @@ def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragr
     base = rng.randint(1, 3)
     body = f"The {fld.device} of claim {base}, wherein {target.wherein}."
     claim = f"{claim_intro} {rng.randint(base + 1, 25)}: {body}"
-    keys = sorted(rng.sample(range(2, 120), n_paragraphs))
+    keys = sorted(rng.sample(range(2, max(120, 4 * n_paragraphs)), n_paragraphs))
     gold_key = rng.choice(keys)
     others = [k for k in keys if k != gold_key]
     texts = {gold_key: _paragraph(rng, fld, target)}
@@ -468,7 +468,7 @@ def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Cla
         rng.shuffle(doc)
         text = "discloses " + "; ".join(f.phrase for f in doc) + "."
         if long:
-            text += " " + _filler(rng, rng.randint(60, 90))
+            text += " " + _filler(rng, rng.randint(90, 120))
         blocks.append(f"D{i} [{rng.randint(5, 90)}]: {text}")
     prior_art = "\n".join(blocks)
     wrong = rng.choice([x for x in NOC_LABELS if x != label])
@@ -489,7 +489,7 @@ def _generate(rng: random.Random, subtask: str, fld: _Field, *, variant: int = 0
         others = [f for f in fields if f.key != fld.key]
         return _par4pc(rng, fld, others, n_gold=(1, 2, 1, 3, 2)[variant % 5], claim_intro=claim_intro, long=long)
     if subtask == "PI4PC":
-        return _pi4pc(rng, fld, claim_intro=claim_intro, n_paragraphs=rng.randint(40, 60) if long else 5)
+        return _pi4pc(rng, fld, claim_intro=claim_intro, n_paragraphs=rng.randint(90, 120) if long else 5)
     return _noc4pc(rng, fld, NOC_LABELS[variant % 3], claim_intro=claim_intro, long=long)
 
 
