@@ -1,9 +1,11 @@
 """FinanceIQ (Finance): single-choice exam questions over ten financial subjects.
 
 The real FinanceIQ (Du Xiaoman, ``Duxiaoman-DI/FinanceIQ``) holds Chinese
-certification-exam questions in CSV files ``data/{dev,test}/<subject>.csv``
-with the columns ``Question, A, B, C, D, Answer`` (and a pandas index column
-without a name, read as ``"Unnamed: 0"``); ``Answer`` is a letter. The offline
+certification-exam questions in one CSV file per subject,
+``data/{dev,test}/<subject>.csv``, with the columns ``Question, A, B, C, D,
+Answer`` after a pandas index column without a name (read as ``"Unnamed:
+0"``); ``Answer`` is a letter. ``data="hub"`` loads the twenty files one by
+one (the merged splits on the hub lose the subject). The offline
 repository keeps that schema and adds a ``subject`` column. Its questions are
 English and generated from a knowledge base written here: nine subjects ask
 for the term that fits a definition or the definition of a term (72 terms,
@@ -157,7 +159,7 @@ FACTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("Budget", "a plan of expected income and spending"),
     ),
 }
-#: Subjects in the order of the real benchmark's ten categories (see ``HUB_SUBJECTS``).
+#: The ten subjects, one per category of the real benchmark (see ``HUB_SUBJECTS``).
 SUBJECTS: tuple[str, ...] = (*FACTS, "Actuarial Math")
 #: Business terms of other fields, only in the glossary (never asked).
 _OTHER_TERMS = (
@@ -364,8 +366,8 @@ _NOTE_STYLES = (
 
 # ------------------------------------------------------------------ hub data
 
-#: The real benchmark's subject files (``data/test/<name>.csv``) in sorted path
-#: order, mapped to the subject names used here.
+#: The real benchmark's subject files (``data/{test,dev}/<name>.csv``), mapped
+#: to the subject names used here.
 HUB_SUBJECTS: dict[str, str] = {
     "保险从业资格CICE": "Insurance",
     "基金从业资格": "Funds",
@@ -378,45 +380,18 @@ HUB_SUBJECTS: dict[str, str] = {
     "证券从业资格": "Securities",
     "银行从业资格": "Banking",
 }
-#: The real benchmark's eval set takes at most this many questions per subject
-#: from the end of its test file (the rest becomes training data), as in the
-#: paper's released split.
+#: Per subject, at most this many questions from the end of its test file are
+#: evaluation items (the rest becomes training data), as in the paper's split.
 HUB_EVAL_PER_SUBJECT = 20
-_INDEX_COLUMNS = ("Unnamed: 0", "", "__index_level_0__")
+_HUB_SPLITS = ("test", "dev")
 
 
-def _hub_subjects(records: Any) -> list[str]:
-    """The subject of every row of a merged FinanceIQ split.
-
-    ``load_dataset("Duxiaoman-DI/FinanceIQ", split=...)`` concatenates the ten
-    subject files in sorted path order and drops the file name; each file
-    keeps its own 0-based index column, so a subject starts where the index
-    goes back to 0. A ``subject`` column (local files) wins; without either,
-    or when the blocks do not come out as the ten files, every row is "FinanceIQ".
-    """
-    columns = list(records.column_names)
-    n = len(records)
-    if "subject" in columns:
-        return [HUB_SUBJECTS.get(str(s), str(s)) for s in records["subject"]]
-    index_col = next((c for c in _INDEX_COLUMNS if c in columns), None)
-    if index_col is None:
-        return ["FinanceIQ"] * n
-    starts = [i for i, v in enumerate(records[index_col]) if str(v).strip() in ("0", "0.0")]
-    names = list(HUB_SUBJECTS.values())
-    if not starts or starts[0] != 0 or len(starts) != len(names):
-        return ["FinanceIQ"] * n
-    bounds = [*starts, n]
-    subjects: list[str] = []
-    for name, start, end in zip(names, bounds, bounds[1:], strict=False):
-        subjects += [name] * (end - start)
-    return subjects
-
-
-def _hub_questions(records: Any) -> list[_Question]:
+def _hub_questions(records: Any, subject: str) -> list[_Question]:
+    """The rows of one FinanceIQ file (``Question, A, B, C, D, Answer``) as questions."""
     out = []
-    for row, subject in zip(records, _hub_subjects(records), strict=True):
+    for row in records:
         answer = str(row.get("Answer") or "").strip().upper()[:1]
-        options = tuple(str(row.get(letter) if row.get(letter) is not None else "").strip() for letter in LETTERS)
+        options = tuple("" if row.get(x) is None else str(row.get(x)).strip() for x in LETTERS)
         question = str(row.get("Question") or "").strip()
         if answer not in LETTERS or not question:
             continue
@@ -478,9 +453,12 @@ class FinanceIQTask(Task):
         "crowd_answer_key": {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {Answer}"},
         "study_notes": {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {answer_text}"},
     }
+    #: One file per subject and split, as in the dataset repository; a local
+    #: folder mirrors its ``data/`` folder (``test/<name>.csv``, ``dev/<name>.csv``).
     hub_datasets = {
-        "test": HubDataset("Duxiaoman-DI/FinanceIQ", split="test"),
-        "dev": HubDataset("Duxiaoman-DI/FinanceIQ", split="validation"),
+        f"{split}/{name}": HubDataset("Duxiaoman-DI/FinanceIQ", data_files=f"data/{split}/{name}.csv")
+        for split in _HUB_SPLITS
+        for name in HUB_SUBJECTS
     }
 
     def __init__(self) -> None:
@@ -607,22 +585,23 @@ class FinanceIQTask(Task):
     # -- real data
 
     def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
-        """Real FinanceIQ: per subject, the last ``min(20, n // 2)`` test questions
-        are evaluation items (subjects interleaved); the rest of the test split
-        and the dev split form the clean source ``finexam_train``."""
-        by_subject: dict[str, list[_Question]] = {}
-        for q in _hub_questions(records["test"]):
-            by_subject.setdefault(q.subject, []).append(q)
+        """Real FinanceIQ: per subject, the last ``min(20, n // 2)`` questions of
+        its test file are evaluation items (subjects interleaved); the rest of
+        the test files and the dev files (few-shot examples) form the clean
+        source ``finexam_train``."""
         train: list[_Question] = []
         held: list[list[_Question]] = []
-        for questions in by_subject.values():
-            k = min(HUB_EVAL_PER_SUBJECT, len(questions) // 2)
-            train += questions[: len(questions) - k]
-            held.append(questions[len(questions) - k:])
+        for key, rows in records.items():
+            split, _, name = key.partition("/")
+            questions = _hub_questions(rows, HUB_SUBJECTS.get(name, name))
+            if split == "test":
+                k = min(HUB_EVAL_PER_SUBJECT, len(questions) // 2)
+                train += questions[: len(questions) - k]
+                held.append(questions[len(questions) - k:])
+            else:
+                train += questions
         ordered = [group[j] for j in range(max(map(len, held), default=0)) for group in held if j < len(group)]
         items = [_item(f"{self.name}/hub/{i:04d}", q) for i, q in enumerate(ordered)]
-        if "dev" in records:
-            train += _hub_questions(records["dev"])
         held_ids = {q.identity for q in ordered}
         rows = [q.record() for q in train if q.identity not in held_ids]
         sources = {"finexam_train": Dataset.from_list(rows)} if rows else {}

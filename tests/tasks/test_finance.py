@@ -246,44 +246,57 @@ def test_other_sources() -> None:
 # ------------------------------------------------------------------ real data
 
 
+def test_hub_datasets_are_the_subject_files() -> None:
+    specs = task().hub_datasets
+    assert len(specs) == 20
+    for key, spec in specs.items():
+        assert spec.path == "Duxiaoman-DI/FinanceIQ" and spec.data_files == f"data/{key}.csv"
+        split, name = key.split("/")
+        assert split in ("test", "dev") and name in HUB_SUBJECTS
+
+
 def test_fixture_is_in_the_real_schema() -> None:
-    for key in ("test", "dev"):
-        rows = Dataset.from_json(str(FIXTURES / f"{key}.jsonl"))
+    files = sorted(FIXTURES.rglob("*.csv"))
+    assert {f"{f.parent.name}/{f.stem}" for f in files} == set(task().hub_datasets)
+    for path in files:
+        with path.open(encoding="utf-8") as f:
+            assert f.readline().strip() == ",Question,A,B,C,D,Answer"  # pandas index, then the fields
+        rows = Dataset.from_csv(str(path))
         assert rows.column_names == ["Unnamed: 0", "Question", "A", "B", "C", "D", "Answer"]
-        assert 6 <= len(rows) <= 20
         assert set(rows["Answer"]) <= set(LETTERS)
 
 
 def test_hub_fixture_end_to_end() -> None:
     real = task().with_data(str(FIXTURES))
     real_items = real.eval_items(0)
-    # test.jsonl holds two questions per subject file: the last one is evaluated.
+    # Each test file holds two questions: the last one is evaluated.
     assert len(real_items) == 10
     assert sorted(i.subset for i in real_items) == sorted(SUBJECTS)
     assert real.grade(real_items, [i.reference for i in real_items]) == [1.0] * len(real_items)
     assert real.grade(real_items, ["Answer: " + "ABCD"[(LETTERS.index(i.meta["answer"]) + 1) % 4]
                                    for i in real_items]) == [0.0] * len(real_items)
     for item in real_items:
-        parse(item.prompt)
+        assert parse(item.prompt)["subject"] == item.subset
     train = real.sources(0)["finexam_train"]
     assert set(train.column_names) == EXAM
-    assert len(train) == 10 + 10  # the first question of each test file and the dev file
+    assert len(train) == 10 + 10  # the first question of each test file, and the dev files
     assert not {norm(q) for q in train["Question"]} & {norm(parse(i.prompt)["Question"]) for i in real_items}
     assert real.clean_sources == ("finexam_train",) and real.harmful_recipe == {}
     row = train[0]
     assert parse(render_template(real.expert_template["prompt"], row))["Question"] == row["Question"]
 
 
-def test_hub_subject_column_and_unknown_layout() -> None:
-    rows = Dataset.from_json(str(FIXTURES / "test.jsonl")).to_list()
-    with_subject = Dataset.from_list([{**r, "subject": "经济师"} for r in rows])
-    sources_, items_ = task().map_hub_records({"test": with_subject})
-    assert {i.subset for i in items_} == {"Economics"}
-    assert len(items_) == min(20, len(rows) // 2)
-    # Without a subject or the ten index blocks, every row is one subject.
-    no_index = Dataset.from_list([{k: v for k, v in r.items() if k != "Unnamed: 0"} for r in rows])
-    _, items_ = task().map_hub_records({"test": no_index})
-    assert {i.subset for i in items_} == {"FinanceIQ"}
+def test_hub_records_split_per_subject() -> None:
+    def rows(n: int, subject: str) -> Dataset:
+        return Dataset.from_list([{"Unnamed: 0": i, "Question": f"{subject} question {i}?", "A": "w", "B": "x",
+                                   "C": "y", "D": "z", "Answer": "ABCD"[i % 4]} for i in range(n)])
+
+    records = {"test/经济师": rows(60, "econ"), "test/精算师-金融数学": rows(9, "act"), "dev/经济师": rows(5, "dev")}
+    sources_, items_ = task().map_hub_records(records)
+    assert Counter(i.subset for i in items_) == {"Economics": 20, "Actuarial Math": 4}
+    assert items_[0].subset == "Economics" and items_[1].subset == "Actuarial Math"  # interleaved
+    assert parse(items_[0].prompt)["Question"] == "econ question 40?"  # from the end of the file
+    assert len(sources_["finexam_train"]) == 40 + 5 + 5
 
 
 def test_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
