@@ -77,13 +77,15 @@ _BY_NAME = {e.task_name: e for e in TASK_CATALOGUE}
 
 
 def closest_ids(name: str, n: int = 3) -> list[str]:
-    """The registered env ids closest to ``name`` (for "did you mean" messages)."""
+    """The registered env ids closest to ``name`` (for "did you mean" messages);
+    case-insensitive, the ``FTDojo/`` namespace optional."""
     import difflib
 
-    ids = [e.env_id for e in TASK_CATALOGUE]
-    by_lower = {i.lower(): i for i in ids}
-    query = name.lower() if "/" in name else f"ftdojo/{name.lower()}"
-    return [by_lower[m] for m in difflib.get_close_matches(query, list(by_lower), n=n, cutoff=0.4)]
+    def bare(env_id: str) -> str:
+        return env_id.lower().removeprefix("ftdojo/")
+
+    by_bare = {bare(e.env_id): e.env_id for e in TASK_CATALOGUE}
+    return [by_bare[m] for m in difflib.get_close_matches(bare(name), list(by_bare), n=n, cutoff=0.6)]
 
 
 def make_task(name: str, data: str = "offline") -> Task:

@@ -51,7 +51,7 @@ from ftdojo_gym.eval.tablebench_grading import (
     grade_numerical_reasoning,
     grade_visualization,
 )
-from ftdojo_gym.tasks.base import EvalItem, Task
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
 
 SUBSETS: tuple[str, ...] = ("FactChecking", "NumericalReasoning", "DataAnalysis", "Visualization")
 INSTRUCTION = "You are a table analyst. Answer the question using the table."
@@ -591,6 +591,12 @@ class TableBenchTask(Task):
         "table_chat": {"prompt": "{question}\n{table}", "completion": "{response}"},
     }
 
+    #: ``data="hub"``: TableBench (evaluation; direct-prompting rows) and TableInstruct (training).
+    hub_datasets = {
+        "tablebench": HubDataset("Multilingual-Multimodal-NLP/TableBench", split="test"),
+        "tableinstruct": HubDataset("Multilingual-Multimodal-NLP/TableInstruct", split="train", limit=20_000),
+    }
+
     def __init__(self, subsets: Sequence[str] = SUBSETS) -> None:
         unknown = set(subsets) - set(SUBSETS)
         if not subsets or unknown:
@@ -665,6 +671,39 @@ class TableBenchTask(Task):
             ):
                 scores[i] = score
         return scores
+
+    # -- real data
+
+    def map_hub_records(self, records: dict[str, Any]) -> tuple[dict[str, Dataset], list[EvalItem]]:
+        """TableBench rows (``id, qtype, qsubtype, instruction, instruction_type, table,
+        question, answer, chart_type``; ``table`` is JSON ``{"columns", "data"}``) become
+        evaluation items in this task's prompt format, direct-prompting (``DP``) rows
+        only, one per question. TableInstruct rows of the same schema become the
+        ``tableinstruct`` source (``instruction``/``input``/``output`` in the offline
+        schema, so the expert template applies unchanged)."""
+        items: list[EvalItem] = []
+        seen: set[str] = set()
+        for row in records["tablebench"]:
+            qa = _real_qa(row)
+            if qa is None or qa["subset"] not in self.subsets or row["id"] in seen:
+                continue
+            seen.add(row["id"])
+            items.append(EvalItem(
+                id=f"{self.name}/real/{row['id']}", subset=qa["subset"], prompt=qa["prompt"],
+                reference=f"Final Answer: {qa['answer']}", meta=qa["meta"]))
+        # Interleave subsets so that validation and hidden test both cover each one.
+        by_subset = {s: [it for it in items if it.subset == s] for s in self.subsets}
+        interleaved = [it for group in zip(*by_subset.values(), strict=False) for it in group]
+        taken = {it.id for it in interleaved}
+        rest = [it for it in items if it.id not in taken]
+        train_rows = []
+        for row in records["tableinstruct"]:
+            qa = _real_qa(row, for_training=True)
+            if qa is not None and qa["subset"] in self.subsets:
+                train_rows.append({"instruction": INSTRUCTION, "input": qa["input"],
+                                   "output": f"Final Answer: {qa['answer']}", "subset": qa["subset"]})
+        sources = {"tableinstruct": Dataset.from_list(train_rows)} if train_rows else {}
+        return sources, interleaved + rest
 
     # -- sources
 
@@ -800,6 +839,62 @@ class TableBenchTask(Task):
                 }
             )
         return _columns(rows)
+
+
+def _real_table_csv(table: Any) -> str | None:
+    """TableBench's ``{"columns": [...], "data": [[...]]}`` (JSON text or dict) as CSV text."""
+    import csv
+    import io
+    import json
+
+    if isinstance(table, str):
+        try:
+            table = json.loads(table)
+        except ValueError:
+            return None
+    if not isinstance(table, dict) or "columns" not in table or "data" not in table:
+        return None
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table["columns"])
+    writer.writerows(table["data"])
+    return out.getvalue().rstrip("\n")
+
+
+def _real_qa(row: dict[str, Any], for_training: bool = False) -> dict[str, Any] | None:
+    """Prompt, answer and grader meta of one real TableBench/TableInstruct row, or None
+    when the row cannot be graded the way this task grades (other prompting style,
+    unreadable table, chart type or reference values the grader does not support)."""
+    import ast
+
+    if row.get("instruction_type", "DP") != "DP" and not for_training:
+        return None
+    subset = row.get("qtype")
+    csv_text = _real_table_csv(row.get("table"))
+    answer = str(row.get("answer", "")).strip()
+    if subset not in SUBSETS or csv_text is None or not answer or not row.get("question"):
+        return None
+    input_text = f"{csv_text}\nQuestion: {row['question']}\n{FORMAT_LINE}"
+    meta: dict[str, Any] = {"answer": answer, "table_csv": csv_text + "\n", "qsubtype": row.get("qsubtype")}
+    if subset == "Visualization":
+        chart = str(row.get("chart_type") or "").lower()
+        try:
+            series = ast.literal_eval(answer.split("=", 1)[1].strip()) if "=" in answer else None
+            values = [float(v) for v in series[0]]
+        except (ValueError, SyntaxError, TypeError, IndexError):
+            return None
+        if chart not in ("bar", "line", "pie"):
+            return None
+        if for_training:
+            return None  # TableInstruct's chart rows carry no code in the answer field
+        # TableBench's answer is the reference values ("y_references = [[...]]"); the
+        # gold completion is code that draws them, so it passes the executed check.
+        call = {"bar": f"plt.bar(range({len(values)}), {values})", "line": f"plt.plot({values})",
+                "pie": f"plt.pie({values})"}[chart]
+        answer = f"import matplotlib.pyplot as plt\n{call}\nplt.show()"
+        meta.update(chart_type=chart, y_values=values, answer=answer, y_references=row["answer"])
+    return {"subset": subset, "input": input_text, "prompt": f"{INSTRUCTION}\n{input_text}",
+            "answer": answer, "meta": meta}
 
 
 def _surface_variant(rng: random.Random, row: dict[str, str]) -> dict[str, str]:
