@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -869,7 +870,7 @@ def _real_claim(row: dict[str, Any]) -> tuple[str, str] | None:
     text = _target_claim(context, row.get("claim_number"))
     if not text:
         return None
-    body = _clip(text, _REAL_CLAIM_CHARS)
+    body = _clip(re.sub(r"^\s*\d+\s*\.\s*", "", str(text)), _REAL_CLAIM_CHARS)  # drop the claim's own "1."
     return f"Claim {row.get('claim_number')}: {body}", body
 
 
@@ -899,7 +900,7 @@ def _map_par4pc(row: dict[str, Any]) -> _Record | None:
     gold = _letters(row.get("gold_answers"))
     if claim is None or not isinstance(options, dict) or not gold:
         return None
-    letters = sorted(str(k).upper() for k in options)
+    letters = sorted(str(k).upper() for k, v in options.items() if v is not None)
     lines = []
     for letter in letters:
         details = _json(options.get(letter, options.get(letter.lower())), {})
@@ -919,7 +920,10 @@ def _map_pi4pc(row: dict[str, Any]) -> _Record | None:
         return None
     spec = _json(row.get("prior_art_specification"), {})
     title = _clip(spec.get("title") if isinstance(spec, dict) else "", 200)
-    keyed = sorted(((int(k), v) for k, v in options.items() if str(k).strip().isdigit()), key=lambda kv: kv[0])
+    # A JSON-lines export loads ``options`` as a struct whose fields are the keys of
+    # every row; the keys of other rows are None here.
+    keyed = sorted(((int(k), v) for k, v in options.items() if str(k).strip().isdigit() and v is not None),
+                   key=lambda kv: kv[0])
     prior_art = f"Prior art: {title}\n" + "\n".join(f"[{k}] {_clip(v, _REAL_PARAGRAPH_CHARS)}" for k, v in keyed)
     meta = {"gold": gold, "silver": _keys(row.get("silver_answers")), "options": [k for k, _ in keyed],
             "application_number": str(row.get("application_number"))}
