@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.ftdojo-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup demo test test-fast lint format docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(BIN)/ruff format ftdojo_gym agents benchmarks tests
+
+# Task cards in docs/tasks/ are rendered from the task classes' docstrings.
+docs: $(STAMP)
+	$(BIN)/python -m ftdojo_gym.tasks.cards docs/tasks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -564,19 +564,36 @@ class TableBenchTask(Task):
     """TableBench: question answering over small tables, in four subsets.
 
     **Description.** The model reads a table (CSV) and a question and answers
-    in the format ``Final Answer: <answer>``: Yes/No fact checking, numbers
-    (lookups, differences, sums, maxima), one-sentence analyses, or Python
-    code that plots a column of ``table.csv``.
+    in TableBench's format: Yes/No fact checking, numbers (lookups,
+    differences, sums, maxima), one-sentence analyses, or Python code that
+    plots a column of ``table.csv``. The ``-FactChecking``,
+    ``-NumericalReasoning``, ``-DataAnalysis`` and ``-Visualization`` ids are
+    one subset each; ``FTDojo/TableBench-v0`` is all four.
 
-    **Evaluation.** ``EVAL_SIZE`` items, the subsets interleaved so that the
-    first half (validation) and the second half (hidden test) cover each
-    subset evenly. Score per item in ``[0, 1]``: exact match (FactChecking),
-    numeric match within 10 % (NumericalReasoning), ROUGE-L F (DataAnalysis),
-    Pass@1 of the executed code (Visualization); the task score is the mean.
+    **Sources.** ``tableinstruct`` (clean, evaluation format),
+    ``crowd_tableqa`` (about 45 % wrong labels, an agreement score that
+    separates most of them), ``tableqa_mirror`` (a few dozen items repeated
+    with case/whitespace changes), ``table_chat`` (right answers in a chatty
+    format; rescuable from its raw fields), ``web_text`` (off-domain chat),
+    ``long_tables`` (2,000+ token tables), ``wiki_table_lookup`` (helpful
+    lookups over other topics, rescuable into the evaluation format).
 
-    **Sources.** ``tableinstruct`` (clean), ``crowd_tableqa``,
-    ``tableqa_mirror``, ``table_chat``, ``web_text``, ``long_tables``,
-    ``wiki_table_lookup``; see the module docstring for their schemas.
+    **Prompt and answer format.** ``"{instruction}\n{table csv}\nQuestion:
+    {question}\nThe answer should follow the format: Final Answer:
+    <answer>."``; the answer is ``Final Answer: <answer>`` (for
+    Visualization, the code after ``Final Answer:``).
+
+    **Metric.** Per item in ``[0, 1]``: exact match (FactChecking), numeric
+    match within 10 % relative error (NumericalReasoning), ROUGE-L F
+    (DataAnalysis), Pass@1 of the executed plotting code compared with the
+    reference values (Visualization); the task score is the mean.
+
+    **Splits.** ``EVAL_SIZE`` = 200 items, subsets interleaved; validation is
+    the first 100, the hidden test the last 100. No evaluation table occurs
+    in any source.
+
+    **Default budget.** 200,000 training tokens (about 4 full LoRA runs of
+    40 steps x 8 on this data).
     """
 
     domain = "Table QA"
