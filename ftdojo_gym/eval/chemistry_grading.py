@@ -94,6 +94,7 @@ _ANSWER = re.compile(r"answer\s*:", re.IGNORECASE)
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 _INTEGER = re.compile(r"[+]?\d{1,6}(?:\.0+)?")
 _STRIP = " \t\r\n\"'`*"
+_SEPARATORS = re.compile(r"[\s,;]")
 
 
 @lru_cache(maxsize=None)
@@ -153,7 +154,7 @@ def _clean(answer: str) -> str:
 def parse_smiles(answer: str | None) -> Chem.Mol | None:
     """``answer`` as one molecule, or ``None``: empty, too long, several
     whitespace-, comma- or semicolon-separated candidates, or invalid SMILES."""
-    if not answer or len(answer) > MAX_SMILES_CHARS or any(c.isspace() or c in ",;" for c in answer):
+    if not isinstance(answer, str) or not answer or len(answer) > MAX_SMILES_CHARS or _SEPARATORS.search(answer):
         return None
     if not answer.isascii() or not answer.isprintable():
         return None
@@ -163,10 +164,17 @@ def parse_smiles(answer: str | None) -> Chem.Mol | None:
         return None
 
 
+@lru_cache(maxsize=16_384)
+def _mol(smiles: str | None) -> Chem.Mol | None:
+    """:func:`parse_smiles`, cached: the same molecules are checked many times when
+    data is generated. Callers only read the molecule."""
+    return parse_smiles(smiles)
+
+
 @lru_cache(maxsize=65_536)
 def canonical_smiles(smiles: str, isomeric: bool = False) -> str | None:
     """RDKit canonical SMILES of ``smiles`` (no stereochemistry by default), or ``None``."""
-    mol = parse_smiles(smiles)
+    mol = _mol(smiles)
     if mol is None:
         return None
     try:
@@ -267,7 +275,7 @@ def grade_yes_no(output: str, gold: str) -> float:
 def same_molecule(answer: str | None, reference: str) -> bool:
     """Whether the SMILES ``answer`` and ``reference`` are one molecule (canonical
     SMILES without stereochemistry, or InChI, as the official exact match)."""
-    mol, ref = parse_smiles(answer), parse_smiles(reference)
+    mol, ref = _mol(answer), _mol(reference)
     if mol is None or ref is None:
         return False
     if canonical_smiles(answer) == canonical_smiles(reference):
@@ -290,7 +298,7 @@ def edit_succeeds(answer: str | None, source: str, added: str | None = None, rem
     for group in (added, removed):
         if group is not None and group not in GROUP_SMARTS:
             raise ValueError(f"unknown group {group!r}; known: {sorted(GROUP_SMARTS)}")
-    mol, src = parse_smiles(answer), parse_smiles(source)
+    mol, src = _mol(answer), _mol(source)
     if mol is None or src is None or not _related(mol, src):
         return False
     try:
@@ -308,17 +316,26 @@ def grade_edit(output: str, source: str, added: str | None = None, removed: str 
     return float(edit_succeeds(extract_answer(output), source, added, removed))
 
 
+@lru_cache(maxsize=65_536)
+def _source_profile(source: str, prop: str) -> tuple[Chem.Mol | None, float | None, Chem.Mol | None]:
+    """(molecule, property value, Murcko scaffold) of a source SMILES; sources recur, so cached."""
+    src = _mol(source)
+    if src is None:
+        return None, None, None
+    return src, molecular_property(src, prop), murcko_scaffold(src)
+
+
 def optimization_succeeds(answer: str | None, source: str, prop: str) -> bool:
     """Whether the SMILES ``answer`` improves ``prop`` over ``source`` and keeps its scaffold."""
     if prop not in PROPERTIES:
         raise ValueError(f"unknown property {prop!r}; known: {PROPERTIES}")
-    mol, src = parse_smiles(answer), parse_smiles(source)
-    if mol is None or src is None or not _related(mol, src):
+    src, before, scaffold = _source_profile(source, prop)
+    mol = _mol(answer)
+    if mol is None or src is None or before is None or not _related(mol, src):
         return False
-    before, after = molecular_property(src, prop), molecular_property(mol, prop)
-    if before is None or after is None or not after > before:
+    after = molecular_property(mol, prop)
+    if after is None or not after > before:
         return False
-    scaffold = murcko_scaffold(src)
     try:
         return scaffold is None or mol.HasSubstructMatch(scaffold)
     except Exception:  # noqa: BLE001

@@ -1,0 +1,899 @@
+"""ChemCoTBench (chemistry): offline data repositories and RDKit graders for four subtasks.
+
+Mirrors ChemCoTBench (Li et al., "Beyond Chemical QA: Evaluating LLM's Chemical
+Reasoning with Modular Chemical Operations", hub dataset ``OpenMol/ChemCoTBench``):
+
+* ``MolUnd`` — molecule understanding: count a functional group or a ring
+  structure in a molecule, or decide whether a ring system occurs in it.
+* ``MolEdit`` — add, delete or substitute a named functional group.
+* ``MolOpt`` — modify a molecule so that its LogP, aqueous solubility or QED improves.
+* ``Reaction`` — forward prediction of the major product (acylations).
+
+Molecules are assembled from fragment pools in code (rings, linkers, chains,
+functional groups written as SMILES pieces), and every answer is computed
+and checked with RDKit through :mod:`ftdojo_gym.eval.chemistry_grading`, so
+labels are right by construction and the generation is deterministic in the
+seed. The transformations are regular in SMILES text (an edit appends or
+strips the group's SMILES piece at the end of the molecule; an acylation drops
+the leaving group of the acyl reactant and appends the nucleophile), which a
+small model can learn from a few hundred examples, while molecules vary
+enough that memorising answers is no help.
+
+An evaluation prompt is exactly ``"{instruction}\\n{input}"``: ``instruction``
+is a fixed sentence per item kind, ``input`` is the item's line (``Input
+Molecule: <SMILES>, Fragment Name: hydroxyl.``, ``Input Molecule: <SMILES>,
+Functional Group to add: nitrile.``, ``Source Molecule: <SMILES>, Property:
+LogP.``, ``Reactants: <A>.<B>, Reagents: <R>.``) and then the format line
+``The answer should follow the format: Answer: <SMILES>.`` (``<answer>`` for
+MolUnd). The expected completion is ``Answer: <answer>``.
+
+Sources (deterministic in the seed; no evaluation molecule, in the question or
+as an answer, occurs in any of them):
+
+* ``chemcot_sft`` — clean, evaluation format (``instruction``, ``input``, ``output``, ``subtask``).
+* ``crowd_chem_qa`` — same schema plus ``annotator_agreement``; ~45 % wrong answers,
+  mostly with agreement below 0.6.
+* ``chem_qa_mirror`` — a few dozen items repeated many times with case and
+  whitespace changes in the instruction (never in a SMILES).
+* ``chem_chat`` — correct but chatty ``response`` without ``Answer:``; its
+  ``instruction``, ``question`` and ``answer`` fields are rescued by the prompt
+  ``"{instruction}\\n{question}\\n" + FORMAT_LINE`` and the completion ``"Answer: {answer}"``.
+* ``general_chat`` — off-domain ``prompt``/``response`` chat.
+* ``patent_extracts`` — evaluation format behind a long experimental section
+  (2,000+ tokens); a few short rows are usable after a length filter.
+* a cross-domain source per subtask, from other compound families and in
+  another schema, usable after a filter and a transform: ``descriptor_table``
+  (MolUnd), ``matched_pairs`` (MolEdit), ``property_pairs`` (MolOpt, only rows
+  with ``delta > 0`` are improvements), ``uspto_reactions`` (Reaction:
+  sulfonylations, the same leaving-group logic).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from datasets import Dataset
+
+from ftdojo_gym.eval.chemistry_grading import (
+    GROUP_SMARTS,
+    canonical_smiles,
+    count_group,
+    count_substructure,
+    edit_succeeds,
+    grade_item,
+    molecular_property,
+    optimization_succeeds,
+    parse_smiles,
+    same_molecule,
+)
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
+
+SUBTASKS: tuple[str, ...] = ("MolUnd", "MolEdit", "MolOpt", "Reaction")
+#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+EVAL_SIZE = 200
+ASSISTANT = "You are a chemical assistant."
+FORMAT_LINE = {
+    "MolUnd": "The answer should follow the format: Answer: <answer>.",
+    "MolEdit": "The answer should follow the format: Answer: <SMILES>.",
+    "MolOpt": "The answer should follow the format: Answer: <SMILES>.",
+    "Reaction": "The answer should follow the format: Answer: <SMILES>.",
+}
+#: Item kinds of each subtask (reported as the env's subsets).
+KINDS: dict[str, tuple[str, ...]] = {
+    "MolUnd": ("fg_count", "ring_count", "ring_system"),
+    "MolEdit": ("add", "delete", "sub"),
+    "MolOpt": ("logp", "solubility", "qed"),
+    "Reaction": ("esterification", "amide_coupling", "acyl_chloride_amidation", "acyl_chloride_esterification"),
+}
+INSTRUCTIONS: dict[str, str] = {
+    "fg_count": f"{ASSISTANT} Count how many times the named fragment occurs in the input molecule.",
+    "ring_count": f"{ASSISTANT} Count how many times the ring structure occurs in the input molecule.",
+    "ring_system": f"{ASSISTANT} Decide whether the ring system occurs in the input molecule (Yes or No).",
+    "edit": f"{ASSISTANT} Edit the input molecule as requested and give the SMILES of the modified molecule.",
+    "opt": f"{ASSISTANT} Modify the source molecule to improve the property and give the SMILES of the optimized molecule.",
+    "reaction": f"{ASSISTANT} Predict the SMILES of the major product of the reaction.",
+}
+_MAX_NEW_TOKENS = {"MolUnd": 12, "MolEdit": 64, "MolOpt": 64, "Reaction": 64}
+#: Task-level metric names (the catalogue has the long form).
+_METRICS = {"MolUnd": "accuracy", "MolEdit": "success rate", "MolOpt": "success rate", "Reaction": "exact match"}
+
+# ------------------------------------------------------------------ fragments
+# Every SMILES piece below is written so that its *last* atom is where the next
+# piece attaches and still carries a hydrogen; assembled strings are validated
+# with RDKit anyway, and invalid ones are discarded.
+
+#: Functional groups as the SMILES piece appended to a carbon (the edit vocabulary).
+GROUP_PIECES: dict[str, tuple[str, ...]] = {
+    "hydroxyl": ("O",),
+    "amine": ("N",),
+    "halo": ("F", "Cl", "Br"),
+    "nitrile": ("C#N",),
+    "aldehyde": ("C=O",),
+    "carboxyl": ("C(=O)O",),
+    "thiol": ("S",),
+    "nitro": ("[N+](=O)[O-]",),
+    "ketone": ("C(=O)C",),
+    "benzene_ring": ("c1ccccc1",),
+}
+_IN_RINGS = (
+    "c1ccccc1", "c1ccc(F)cc1", "c1ccc(Cl)cc1", "c1ccc(C)cc1", "c1ccc(OC)cc1", "c1cccc(C)c1", "c1ccncc1",
+    "c1cccnc1", "c1ccsc1", "c1ccoc1", "c1cncnc1", "C1CCCCC1", "C1CCCC1", "C1CCOCC1", "c1ccc(C(F)(F)F)cc1",
+    "c1cc(C)cc(C)c1", "c1ccc2ccccc2c1", "C1CC1",
+)
+_IN_PRE = ("", "C", "CO", "CC(=O)N", "O=C(C)")
+_IN_LINKERS = ("", "C", "CC", "O", "S", "C(=O)", "NC(=O)", "C(=O)N", "OC", "N(C)", "CO")
+_IN_TERMINALS = ("C", "CC", "CCC", "C(C)C", "CC(C)C")
+# Other compound families (the cross-domain sources): other ring systems and chains.
+_CROSS_RINGS = (
+    "C1CCCCCC1", "c1ccc2[nH]ccc2c1", "c1ccc2occc2c1", "n1ccncc1", "C1COCCN1", "c1ccc2sccc2c1", "C1CCC2CCCCC2C1",
+    "c1csc(C)n1", "C1CCSC1",
+)
+_CROSS_PRE = ("", "CC", "FC(F)", "N#C")
+_CROSS_LINKERS = ("", "C", "CCC", "OCC", "SC", "C=C")
+_CROSS_TERMINALS = ("C", "CC", "CCCC")
+
+#: Rings that MolUnd asks about (name: SMILES); none contains an NH or a halogen.
+_UND_RINGS = {
+    "benzene": "c1ccccc1", "pyridine": "c1ccncc1", "thiophene": "c1ccsc1", "furan": "c1ccoc1",
+    "cyclohexane": "C1CCCCC1", "cyclopentane": "C1CCCC1", "pyrimidine": "c1cncnc1", "oxane": "C1CCOCC1",
+    "cyclopropane": "C1CC1",
+}
+_CROSS_UND_RINGS = ("C1CCCCCC1", "c1ccc2ccccc2c1", "C1CCSC1", "c1cnccn1")
+#: Fragments that MolUnd counts: the official group name and the branch written on a chain carbon.
+_UND_GROUPS: dict[str, tuple[str, ...]] = {
+    "hydroxyl": ("O",), "halo": ("F", "Cl", "Br"), "amine": ("N",), "nitrile": ("C#N",),
+    "nitro": ("[N+](=O)[O-]",), "carboxyl": ("C(=O)O",), "thiol": ("S",),
+}
+# Distractors that never change the count of the asked group.
+_UND_CONFLICTS = {"hydroxyl": {"carboxyl"}}
+_UND_LINKERS = ("", "C", "CC", "OC", "C(=O)N(C)", "C(C)")
+
+# Reactions: acyl groups R (the acid is R + "C(=O)O", the acyl chloride R + "C(=O)Cl") and nucleophiles.
+_ACYL_R = (
+    "c1ccccc1", "c1ccc(Cl)cc1", "c1ccc(C)cc1", "c1ccc(OC)cc1", "c1ccncc1", "c1cccnc1", "c1ccoc1", "c1ccsc1",
+    "CC", "CCC", "CC(C)", "CCCC", "C1CCCCC1", "C1CCCC1", "C1CC1", "Cc1ccccc1", "C=C", "CC(C)(C)",
+    "c1ccc(F)cc1", "c1ccc([N+](=O)[O-])cc1", "COc1ccccc1", "c1ccc(C#N)cc1", "CCOC", "c1ccc2ccccc2c1",
+    "c1cc(C)cc(C)c1", "CSC", "C(F)(F)", "CCCCC", "c1ccc(Br)cc1", "CC(C)C", "c1cncnc1", "C1CCOCC1",
+    "c1ccc(C(F)(F)F)cc1", "CC=C", "C#CC", "CCCl", "c1ccc(Cc2ccccc2)cc1", "CCC(C)", "c1cccc(Cl)c1", "N#CC",
+)
+_ALCOHOLS = (
+    "OC", "OCC", "OCCC", "OC(C)C", "OCc1ccccc1", "OCC(C)C", "Oc1ccccc1", "OCCOC", "OC1CCCC1", "OCC=C",
+    "OCCCC", "OC(C)(C)C", "OCC(F)(F)F", "Oc1ccc(C)cc1", "OCC1CC1", "OCc1ccncc1", "OC1CCCCC1", "OCCc1ccccc1",
+    "OCC#C", "Oc1ccc(Cl)cc1", "OCCCl", "OC(C)CC", "OCCSC", "OCc1ccco1",
+)
+_AMINES = (
+    "NC", "NCC", "N(C)C", "NCc1ccccc1", "Nc1ccccc1", "N1CCCC1", "N1CCOCC1", "N1CCCCC1", "NC1CC1", "NC(C)C",
+    "NCCC", "N(CC)CC", "NCC(C)C", "Nc1ccc(F)cc1", "NCc1ccncc1", "N1CCN(C)CC1", "NC1CCCCC1", "NCCOC",
+    "Nc1ccncc1", "N(C)Cc1ccccc1", "NCC=C", "NC(C)(C)C", "N1CCSCC1", "NCCc1ccccc1",
+)
+_REACTION_CLASSES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    # kind: (acyl leaving group, nucleophile pool name, reagent sets)
+    "esterification": ("O", "alcohol", ("OS(=O)(=O)O", "Cc1ccc(S(=O)(=O)O)cc1")),
+    "amide_coupling": ("O", "amine", ("CCN=C=NCCCN(C)C.On1nnc2ccccc21", "CN(C)C(On1nnc2cccnc21)=[N+](C)C.CCN(C(C)C)C(C)C")),
+    "acyl_chloride_amidation": ("Cl", "amine", ("CCN(CC)CC", "ClCCl.CCN(CC)CC")),
+    "acyl_chloride_esterification": ("Cl", "alcohol", ("c1ccncc1", "CN(C)c1ccncc1.ClCCl")),
+}
+_CROSS_SULFONYL_R = ("c1ccccc1", "Cc1ccccc1", "C", "CC", "c1ccc(C)cc1", "c1ccc(Cl)cc1", "c1cccs1", "CCC",
+                     "c1ccc(OC)cc1", "C(F)(F)(F)", "c1ccc2ccccc2c1", "CC(C)")
+
+_PROPERTY_NAMES = {"logp": "LogP", "solubility": "aqueous solubility", "qed": "QED"}
+#: Pieces appended to improve each property, tried in a seeded order (any improving one is a right answer).
+_PROPERTY_PIECES = {"logp": ("Cl", "CC", "Br"), "solubility": ("O", "N", "C(=O)O"), "qed": ("C(N)=O", "O", "N")}
+#: A careless edit that goes the wrong way (for noisy labels).
+_PROPERTY_WRONG = {"logp": ("O", "N"), "solubility": ("Cl", "CCC")}
+# The other member of a matched pair that is not an improvement (its delta is still computed).
+_PAIR_OTHER_PIECE = {"logp": "O", "solubility": "Cl", "qed": "CCCCCC"}
+
+
+# ---------------------------------------------------------------- questions
+
+
+@dataclass(frozen=True)
+class _QA:
+    """A question with its answer, a plausible wrong answer and the grader's meta."""
+
+    subtask: str
+    kind: str
+    instruction: str
+    question: str
+    answer: str
+    wrong: str
+    meta: dict[str, Any]
+    #: Canonical SMILES of every molecule of the question and answer (for reservation).
+    molecules: tuple[str, ...]
+    #: Extra fields some sources expose (raw molecules, group, property, ...).
+    raw: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input(self) -> str:
+        return f"{self.question}\n{FORMAT_LINE[self.subtask]}"
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.instruction}\n{self.input}"
+
+
+class _Reserved:
+    """Canonical SMILES that no source may use (the evaluation molecules), and the
+    seed's molecule pools for MolOpt (``bodies`` in-domain, ``cross_bodies``)."""
+
+    def __init__(self, bodies: Sequence[str] = (), cross_bodies: Sequence[str] = ()) -> None:
+        self.molecules: set[str] = set()
+        self.bodies = tuple(bodies)
+        self.cross_bodies = tuple(cross_bodies)
+
+    def add(self, qa: _QA) -> None:
+        self.molecules.update(qa.molecules)
+
+    def clashes(self, qa: _QA) -> bool:
+        return any(m in self.molecules for m in qa.molecules)
+
+
+def _canon(smiles: str) -> str | None:
+    return canonical_smiles(smiles)
+
+
+def _body(rng: random.Random, cross: bool = False) -> str:
+    """A molecule whose SMILES ends with an acyclic carbon bearing hydrogens."""
+    if cross:
+        return rng.choice(_CROSS_PRE) + rng.choice(_CROSS_RINGS) + rng.choice(_CROSS_LINKERS) + rng.choice(_CROSS_TERMINALS)
+    return rng.choice(_IN_PRE) + rng.choice(_IN_RINGS) + rng.choice(_IN_LINKERS) + rng.choice(_IN_TERMINALS)
+
+
+# -- MolUnd
+
+
+def _chain(rng: random.Random, units: list[str]) -> str:
+    rng.shuffle(units)
+    return "C" + "".join(u + rng.choice(_UND_LINKERS) for u in units)
+
+
+def _molund(rng: random.Random, kind: str, target: int | bool | None = None, cross: bool = False) -> _QA | None:
+    rings = _CROSS_UND_RINGS if cross else tuple(_UND_RINGS.values())
+    if kind == "fg_count":
+        group = rng.choice(sorted(_UND_GROUPS))
+        n = target if isinstance(target, int) else rng.randint(1, 4)
+        others = [g for g in _UND_GROUPS if g != group and g not in _UND_CONFLICTS.get(group, ())]
+        units = [f"C({rng.choice(_UND_GROUPS[group])})" for _ in range(n)]
+        units += [f"C({rng.choice(_UND_GROUPS[rng.choice(others)])})" for _ in range(rng.randint(0, 2))]
+        units += [rng.choice(rings) for _ in range(rng.randint(1, 2))]
+        smiles = _chain(rng, units)
+        mol = parse_smiles(smiles)
+        if mol is None or count_group(mol, group) != n:
+            return None
+        question = f"Input Molecule: {smiles}, Fragment Name: {group}."
+        answer, wrong = str(n), str(n + rng.choice((-1, 1)) if n > 1 else n + 1)
+        meta = {"check": "count", "answer": n, "smiles": smiles, "fragment": group}
+        raw = {"smiles": smiles, "fragment": group, "count": str(n)}
+    elif kind == "ring_count":
+        ring = rng.choice(rings)
+        n = target if isinstance(target, int) else rng.randint(1, 4)
+        units = [ring] * n + [rng.choice([r for r in rings if r != ring]) for _ in range(rng.randint(0, 2))]
+        smiles = _chain(rng, units)
+        mol = parse_smiles(smiles)
+        if mol is None or count_substructure(mol, ring) != n:
+            return None
+        question = f"Input Molecule: {smiles}, Ring Structure: {ring}."
+        answer, wrong = str(n), str(n + rng.choice((-1, 1)) if n > 1 else n + 1)
+        meta = {"check": "count", "answer": n, "smiles": smiles, "ring": ring}
+        raw = {"smiles": smiles, "fragment": ring, "count": str(n)}
+    else:
+        ring = rng.choice(rings)
+        present = rng.random() < 0.5 if target is None else bool(target)
+        others = [r for r in rings if r != ring]
+        units = [rng.choice(others) for _ in range(rng.randint(1, 2))] + ([ring] if present else [])
+        units += [f"C({rng.choice(('O', 'C', 'F', 'N', 'OC'))})" for _ in range(rng.randint(0, 2))]
+        smiles = _chain(rng, units)
+        mol = parse_smiles(smiles)
+        if mol is None or (count_substructure(mol, ring) > 0) != present:
+            return None
+        question = f"Input Molecule: {smiles}, Ring System: {ring}."
+        answer, wrong = ("Yes", "No") if present else ("No", "Yes")
+        meta = {"check": "yes_no", "answer": answer, "smiles": smiles, "ring": ring}
+        raw = {"smiles": smiles, "fragment": ring, "count": answer}
+    canon = _canon(smiles)
+    if canon is None:
+        return None
+    return _QA("MolUnd", kind, INSTRUCTIONS[kind], question, answer, wrong, meta, (canon,), raw)
+
+
+# -- MolEdit
+
+
+def _moledit(rng: random.Random, kind: str, cross: bool = False) -> _QA | None:
+    body = _body(rng, cross)
+    groups = sorted(GROUP_PIECES)
+    added = removed = None
+    if kind == "add":
+        added = rng.choice(groups)
+        source, target = body, body + rng.choice(GROUP_PIECES[added])
+        question = f"Input Molecule: {source}, Functional Group to add: {added}."
+    elif kind == "delete":
+        removed = rng.choice(groups)
+        source, target = body + rng.choice(GROUP_PIECES[removed]), body
+        question = f"Input Molecule: {source}, Functional Group to remove: {removed}."
+    else:
+        removed, added = rng.sample(groups, 2)
+        source = body + rng.choice(GROUP_PIECES[removed])
+        target = body + rng.choice(GROUP_PIECES[added])
+        question = f"Input Molecule: {source}, Functional Group to remove: {removed}, Functional Group to add: {added}."
+    if not edit_succeeds(target, source, added, removed):
+        return None
+    # Careless answers: the unchanged input, or the wrong group.
+    wrong_group = rng.choice([g for g in groups if g not in (added, removed)])
+    candidates = [source, body + GROUP_PIECES[wrong_group][0]]
+    wrong = next((w for w in rng.sample(candidates, 2) if not edit_succeeds(w, source, added, removed)), source)
+    canon = (_canon(source), _canon(target))
+    if None in canon:
+        return None
+    meta = {"check": "edit", "source": source, "added": added, "removed": removed, "answer": target}
+    raw = {"source_smiles": source, "target_smiles": target, "group": added or removed or "",
+           "edit": "add" if kind == "add" else "remove" if kind == "delete" else "substitute"}
+    return _QA("MolEdit", kind, INSTRUCTIONS["edit"], question, target, wrong, meta, canon, raw)  # type: ignore[arg-type]
+
+
+# -- MolOpt
+
+
+def _molopt(rng: random.Random, kind: str, cross: bool = False, bodies: Sequence[str] = ()) -> _QA | None:
+    source = rng.choice(bodies) if bodies else _body(rng, cross)
+    target = _improved(source, kind)
+    if target is None:
+        return None
+    # A careless answer: the unchanged source, or an edit in the wrong direction
+    # (more polar for LogP, more lipophilic for solubility).
+    wrong = rng.choice((source, source + rng.choice(_PROPERTY_WRONG[kind]))) if kind != "qed" else source
+    canon = (_canon(source), _canon(target))
+    if None in canon:
+        return None
+    question = f"Source Molecule: {source}, Property: {_PROPERTY_NAMES[kind]}."
+    meta = {"check": "optimize", "source": source, "property": kind, "answer": target}
+    raw = {"smiles_a": source, "smiles_b": target, "property": _PROPERTY_NAMES[kind]}
+    return _QA("MolOpt", kind, INSTRUCTIONS["opt"], question, target, wrong, meta, canon, raw)  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=None)
+def _improved(source: str, kind: str) -> str | None:
+    """``source`` plus the first piece that improves ``kind``; the order of the
+    pieces depends on the molecule, so that answers vary (and checks are cached)."""
+    pieces = _PROPERTY_PIECES[kind]
+    start = zlib.crc32(f"{source}/{kind}".encode()) % len(pieces)
+    for piece in pieces[start:] + pieces[:start]:
+        if optimization_succeeds(source + piece, source, kind):
+            return source + piece
+    return None
+
+
+@lru_cache(maxsize=None)
+def _property_value(smiles: str, kind: str) -> float | None:
+    mol = parse_smiles(smiles)
+    return None if mol is None else molecular_property(mol, kind)
+
+
+def _body_pool(rng: random.Random, n: int, cross: bool = False) -> list[str]:
+    """``n`` distinct bodies: property checks are costly (QED), so a seed draws
+    from a pool whose checks are computed once and cached."""
+    pool: dict[str, None] = {}
+    while len(pool) < n:
+        pool[_body(rng, cross)] = None
+    return list(pool)
+
+
+# -- Reaction
+
+
+def _reaction(rng: random.Random, kind: str, pair: tuple[str, str] | None = None) -> _QA | None:
+    leaving, pool, reagent_sets = _REACTION_CLASSES[kind]
+    if pair is None:
+        r = rng.choice(_ACYL_R)
+        nucleophile = rng.choice(_ALCOHOLS if pool == "alcohol" else _AMINES)
+    else:
+        r, nucleophile = pair
+    acyl = r + "C(=O)" + leaving
+    product = acyl[: -len(leaving)] + nucleophile
+    reagents = rng.choice(reagent_sets)
+    # Careless answers: the nucleophile appended without losing the leaving group, or the acyl reactant.
+    wrong = rng.choice((acyl + nucleophile[1:], acyl, r + nucleophile))
+    if same_molecule(wrong, product) or parse_smiles(wrong) is None:
+        wrong = acyl
+    canon = (_canon(acyl), _canon(nucleophile), _canon(product))
+    if None in canon:
+        return None
+    question = f"Reactants: {acyl}.{nucleophile}, Reagents: {reagents}."
+    meta = {"check": "smiles", "answer": product}
+    raw = {"reactants": f"{acyl}.{nucleophile}", "reagents": reagents, "product": product}
+    # Only the product is reserved: the same reactants recur across the evaluation and the sources.
+    return _QA("Reaction", kind, INSTRUCTIONS["reaction"], question, product, wrong, meta, (canon[2],), raw)  # type: ignore[arg-type]
+
+
+_GENERATORS: dict[str, Callable[..., _QA | None]] = {
+    "MolUnd": _molund, "MolEdit": _moledit, "MolOpt": _molopt, "Reaction": _reaction,
+}
+
+
+def _generate(rng: random.Random, subtask: str, kind: str, reserved: _Reserved | None = None,
+              seen: set[str] | None = None, **kwargs: Any) -> _QA:
+    """A fresh question of ``kind``, none of whose molecules is ``reserved`` (nor ``seen``)."""
+    for _ in range(500):
+        qa = _GENERATORS[subtask](rng, kind, **kwargs)
+        if qa is None or (reserved is not None and reserved.clashes(qa)):
+            continue
+        if seen is not None:
+            if qa.question in seen:
+                continue
+            seen.add(qa.question)
+        return qa
+    raise RuntimeError(f"could not generate a fresh {subtask}/{kind} question")  # pragma: no cover
+
+
+# ------------------------------------------------------------------ sources
+
+_CHAT_STYLES = (
+    "Sure! Looking at the structure, the answer is {answer}. Let me know if you need anything else!",
+    "Great question. Based on the SMILES, I would say {answer}.",
+    "Let me think about the molecule... it looks like {answer}!",
+    "Happy to help! From what I can see, the result is {answer}. Hope that helps.",
+    "Chemistry is fun! My answer would be {answer}, but please double-check it in the lab.",
+)
+_TOPICS = (
+    ("How do I make {x}?", "To make {x}, gather fresh ingredients, follow a simple recipe and taste as you go. Enjoy!",
+     ("pancakes", "lentil soup", "banana bread", "fried rice", "guacamole", "tomato pasta", "apple pie", "hummus")),
+    ("What should I see in {x}?", "In {x}, walk through the old town, visit the main market and try the local food.",
+     ("Lisbon", "Kyoto", "Vienna", "Cape Town", "Montreal", "Istanbul", "Hanoi", "Prague", "Seville", "Bergen")),
+    ("Can you recommend a book about {x}?", "A popular introduction to {x} is a good start; pick one with friendly reviews.",
+     ("gardening", "astronomy", "history", "photography", "jazz", "chess", "birds", "architecture")),
+    ("Give me a tip for {x}.", "For {x}, start small, practise a little every day and celebrate progress.",
+     ("running", "learning a language", "public speaking", "drawing", "saving money", "sleeping better")),
+    ("Write a short poem about {x}.", "{x} in the morning light,\nquiet, simple, bright;\na small and gentle sight.",
+     ("the sea", "autumn", "a cat", "the city", "rain", "mountains", "coffee", "the moon")),
+)
+_PATENT_SENTENCES = (
+    "Example {n}. A mixture of {a} ({m} mmol) and the intermediate was stirred at room temperature for {h} h.",
+    "The residue was purified by column chromatography (hexane/ethyl acetate) to give {a} as a white solid ({y}%).",
+    "Compound {n} ({a}) was dissolved in dichloromethane, washed with brine, dried over sodium sulfate and concentrated.",
+    "According to general procedure B, {a} was obtained in {y}% yield after recrystallisation from ethanol.",
+    "To a solution of {a} in THF at 0 C was added the reagent dropwise; the mixture was warmed and stirred for {h} h.",
+)
+
+
+def _row(qa: _QA, answer: str | None = None) -> dict[str, str]:
+    """A record in the clean (evaluation-format) schema."""
+    return {"instruction": qa.instruction, "input": qa.input,
+            "output": f"Answer: {qa.answer if answer is None else answer}", "subtask": qa.kind}
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+@dataclass(frozen=True)
+class _SourceSpec:
+    description: str
+    build: Callable[[ChemCoTTask, random.Random, _Reserved], dict[str, list[Any]]]
+
+
+class ChemCoTTask(Task):
+    """ChemCoTBench: molecule understanding, editing, optimization and reaction prediction on SMILES.
+
+    **Description.** One of four subtasks of ChemCoTBench (``subtask``):
+    ``MolUnd`` counts a named functional group or a ring structure in a
+    molecule, or decides whether a ring system occurs in it; ``MolEdit`` adds,
+    deletes or substitutes a functional group (hydroxyl, amine, halo, nitrile,
+    aldehyde, carboxyl, thiol, nitro, ketone, benzene ring); ``MolOpt``
+    modifies a molecule to raise its LogP, its aqueous solubility (logS) or its
+    QED; ``Reaction`` predicts the major product of an acylation
+    (esterification, amide coupling, acyl chlorides with amines or alcohols).
+
+    **Prompt and answer format.** ``"{instruction}\\n{input}"``: a fixed
+    instruction per item kind, the item's line (e.g. ``Input Molecule: <SMILES>,
+    Functional Group to add: nitrile.``) and the format line; the model answers
+    ``Answer: <SMILES>`` (``Answer: <number>`` or ``Answer: Yes/No`` for MolUnd).
+
+    **Metric.** Per item 0 or 1, with RDKit (:mod:`ftdojo_gym.eval.chemistry_grading`,
+    after the official ChemCoTBench scripts): MolUnd accuracy (exact count,
+    Yes/No); MolEdit success (valid SMILES whose group counts changed as asked
+    versus the source, one fragment); MolOpt success (valid SMILES whose
+    property is strictly higher than the source's, keeping its Murcko
+    scaffold); Reaction exact match (same molecule as the reference product,
+    by canonical SMILES or InChI). The task score is the mean; the env also
+    reports each item kind as a subset.
+
+    **Splits.** ``EVAL_SIZE`` = 200 items, the kinds interleaved so that the
+    first 100 (validation) and the last 100 (hidden test) cover each kind.
+
+    **Sources.** ``chemcot_sft`` (clean), ``crowd_chem_qa``, ``chem_qa_mirror``,
+    ``chem_chat``, ``general_chat``, ``patent_extracts`` and one cross-domain
+    source (``descriptor_table``, ``matched_pairs``, ``property_pairs`` or
+    ``uspto_reactions``); see the module docstring for their schemas.
+
+    **Real data.** ``data="hub"`` loads ``OpenMol/ChemCoTBench`` (fields ``id``,
+    ``query``, ``gt``, ``task``, ``subtask``, ``meta``) and keeps the items of
+    this subtask that the graders can verify (MolOpt: logp, qed, solubility;
+    Reaction: forward prediction ``fs``).
+
+    **Default budget.** 200,000 training tokens (the expert recipe uses about
+    40,000: 40 steps of 8 examples).
+    """
+
+    domain = "Chemistry"
+    version = "1"
+    default_token_budget = 200_000
+    clean_sources = ("chemcot_sft",)
+    expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
+    harmful_recipe = {
+        "crowd_chem_qa": {"prompt": "{instruction}\n{input}", "completion": "{output}"},
+        "chem_chat": {"prompt": "{instruction}\n{question}", "completion": "{response}"},
+    }
+    hub_datasets = {"chemcotbench": HubDataset("OpenMol/ChemCoTBench", split="train")}
+
+    def __init__(self, subtask: str = "MolUnd") -> None:
+        if subtask not in SUBTASKS:
+            raise ValueError(f"subtask must be one of {SUBTASKS}, got {subtask!r}")
+        self.subtask = subtask
+        self.init_kwargs = {"subtask": subtask}
+        self.name = f"ChemCoT-{subtask}"
+        self.metric = _METRICS[subtask]
+        self.max_new_tokens = _MAX_NEW_TOKENS[subtask]
+        self.kinds = KINDS[subtask]
+        self._eval_cache: dict[int, list[_QA]] = {}
+
+    # -- evaluation
+
+    def _eval_qas(self, seed: int) -> list[_QA]:
+        if seed not in self._eval_cache:
+            rng = random.Random(f"chemcot/{self.subtask}/{seed}/eval")
+            seen: set[str] = set()
+            reserved = _Reserved()
+            if self.subtask == "MolOpt":
+                kwargs_all: dict[str, Any] = {"bodies": self._pools(seed)[0]}
+            else:
+                kwargs_all = {}
+            qas: list[_QA] = []
+            pairs = self._reaction_pairs(rng)
+            for i in range(EVAL_SIZE):
+                kind = self.kinds[i % len(self.kinds)]
+                rnd = i // len(self.kinds)
+                kwargs: dict[str, Any] = dict(kwargs_all)
+                if self.subtask == "MolUnd":
+                    # Balanced answers in both halves: counts 1-4 in turn, Yes and No alternating.
+                    kwargs["target"] = (rnd % 4) + 1 if kind != "ring_system" else rnd % 2 == 0
+                elif self.subtask == "Reaction":
+                    # Each (acyl group, nucleophile) pair once: its product is unique to the item.
+                    pool = pairs[_REACTION_CLASSES[kind][1]]
+                    qa = None
+                    while qa is None:
+                        qa = _reaction(rng, kind, pair=pool.pop())
+                    reserved.add(qa)
+                    qas.append(qa)
+                    continue
+                qa = _generate(rng, self.subtask, kind, reserved, seen, **kwargs)
+                reserved.add(qa)
+                qas.append(qa)
+            self._eval_cache[seed] = qas
+        return self._eval_cache[seed]
+
+    def _pools(self, seed: int) -> tuple[list[str], list[str]]:
+        """MolOpt molecule pools of a seed: in-domain (evaluation and sources) and cross-domain."""
+        rng = random.Random(f"chemcot/{self.subtask}/{seed}/pools")
+        return _body_pool(rng, 450), _body_pool(rng, 160, cross=True)
+
+    def _reaction_pairs(self, rng: random.Random) -> dict[str, list[tuple[str, str]]]:
+        """Distinct (acyl group, nucleophile) pairs for the evaluation reactions."""
+        pairs: dict[str, list[tuple[str, str]]] = {}
+        for pool, nucleophiles in (("alcohol", _ALCOHOLS), ("amine", _AMINES)):
+            combos = [(r, n) for r in _ACYL_R for n in nucleophiles]
+            rng.shuffle(combos)
+            pairs[pool] = combos
+        return pairs
+
+    def eval_items(self, seed: int) -> list[EvalItem]:
+        """``EVAL_SIZE`` items, the kinds interleaved."""
+        return [
+            EvalItem(id=f"{self.name}/{seed}/{i:03d}", subset=qa.kind, prompt=qa.prompt,
+                     reference=f"Answer: {qa.answer}", meta=dict(qa.meta))
+            for i, qa in enumerate(self._eval_qas(seed))
+        ]
+
+    def max_new_tokens_for(self, item: EvalItem) -> int:
+        return self.max_new_tokens
+
+    def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
+        """Per-item scores in ``[0, 1]``; never raises on any output string."""
+        if len(items) != len(outputs):
+            raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
+        return [grade_item(output if isinstance(output, str) else "", item.meta)
+                for item, output in zip(items, outputs, strict=True)]
+
+    # -- sources
+
+    def source_descriptions(self) -> dict[str, str]:
+        return {name: spec.description for name, spec in self._source_specs().items()}
+
+    def _source_specs(self) -> dict[str, _SourceSpec]:
+        return {**_SOURCES, **_CROSS_SOURCES[self.subtask]}
+
+    def sources(self, seed: int) -> dict[str, Dataset]:
+        """Every source as a ``datasets.Dataset``; none contains an evaluation molecule."""
+        reserved = _Reserved(*self._pools(seed)) if self.subtask == "MolOpt" else _Reserved()
+        for qa in self._eval_qas(seed):
+            reserved.add(qa)
+        return {
+            name: Dataset.from_dict(spec.build(self, random.Random(f"chemcot/{self.subtask}/{seed}/{name}"), reserved))
+            for name, spec in self._source_specs().items()
+        }
+
+    def _kind_cycle(self, n: int) -> list[str]:
+        return [self.kinds[i % len(self.kinds)] for i in range(n)]
+
+    def _qas(self, rng: random.Random, reserved: _Reserved, n: int) -> list[_QA]:
+        kwargs = {"bodies": reserved.bodies} if self.subtask == "MolOpt" else {}
+        return [_generate(rng, self.subtask, kind, reserved, **kwargs) for kind in self._kind_cycle(n)]
+
+    def _chemcot_sft(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        return _columns([_row(qa) for qa in self._qas(rng, reserved, rng.randint(1200, 1500))])
+
+    def _crowd_chem_qa(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for qa in self._qas(rng, reserved, rng.randint(2000, 2400)):
+            wrong = rng.random() < 0.45
+            # Agreement separates the labels well but not perfectly: a field
+            # filter at ~0.6 keeps most good rows and drops most bad ones.
+            low = rng.random() < (0.92 if wrong else 0.06)
+            agreement = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
+            rows.append({**_row(qa, qa.wrong if wrong else None), "annotator_agreement": round(agreement, 2)})
+        return _columns(rows)
+
+    def _chem_qa_mirror(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for qa in self._qas(rng, reserved, rng.randint(32, 44)):
+            row = _row(qa)
+            for _ in range(rng.randint(15, 30)):
+                instruction = rng.choice((row["instruction"], row["instruction"].lower(), row["instruction"].upper(),
+                                          row["instruction"].replace(". ", ".  ")))
+                text = row["input"].replace("\nThe answer", rng.choice(("\nThe answer", " \nThe answer", "\n\nThe answer")))
+                rows.append({"instruction": instruction + rng.choice(("", " ", "  ")),
+                             "input": text + rng.choice(("", " ", "\n")),
+                             "output": row["output"] + rng.choice(("", " ", "  ")), "subtask": row["subtask"]})
+        rng.shuffle(rows)
+        return _columns(rows)
+
+    def _chem_chat(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for qa in self._qas(rng, reserved, rng.randint(900, 1100)):
+            rows.append({"instruction": qa.instruction, "question": qa.question,
+                         "response": rng.choice(_CHAT_STYLES).format(answer=qa.answer),
+                         "answer": qa.answer, "subtask": qa.kind})
+        return _columns(rows)
+
+    def _general_chat(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for _ in range(rng.randint(600, 800)):
+            prompt, response, fills = rng.choice(_TOPICS)
+            x = rng.choice(fills)
+            rows.append({"prompt": prompt.format(x=x), "response": response.format(x=x)})
+        return _columns(rows)
+
+    def _patent_extracts(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for qa in self._qas(rng, reserved, rng.randint(300, 340)):
+            row = _row(qa)
+            if rng.random() >= 0.08:
+                # Compound names in the experimental text: bodies from the other families.
+                sentences = [
+                    rng.choice(_PATENT_SENTENCES).format(n=k + 1, a=_body(rng, cross=True), m=rng.randint(1, 50),
+                                                         h=rng.randint(1, 24), y=rng.randint(30, 98))
+                    for k in range(rng.randint(60, 80))
+                ]
+                row["input"] = "Experimental section:\n" + " ".join(sentences) + "\n" + row["input"]
+            rows.append(row)
+        return _columns(rows)
+
+    # cross-domain sources, one per subtask
+
+    def _descriptor_table(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for _ in range(rng.randint(1000, 1200)):
+            qa = _generate(rng, "MolUnd", "fg_count", reserved, cross=True)
+            rows.append({"library": rng.choice(("fragrance", "agrochemical", "dye", "polymer additive")),
+                         "smiles": qa.raw["smiles"], "fragment": qa.raw["fragment"], "count": int(qa.raw["count"])})
+        return _columns(rows)
+
+    def _matched_pairs(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for _ in range(rng.randint(1000, 1200)):
+            qa = _generate(rng, "MolEdit", rng.choice(("add", "add", "delete")), reserved, cross=True)
+            rows.append({"source_smiles": qa.raw["source_smiles"], "target_smiles": qa.raw["target_smiles"],
+                         "edit": qa.raw["edit"], "group": qa.raw["group"]})
+        return _columns(rows)
+
+    def _property_pairs(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        for _ in range(rng.randint(800, 1000)):
+            kind = rng.choice(KINDS["MolOpt"])
+            qa = _generate(rng, "MolOpt", kind, reserved, cross=True, bodies=reserved.cross_bodies)
+            a = qa.raw["smiles_a"]
+            b = qa.raw["smiles_b"] if rng.random() < 0.65 else a + _PAIR_OTHER_PIECE[kind]
+            before, after = _property_value(a, kind), _property_value(b, kind)
+            rows.append({"smiles_a": a, "smiles_b": b, "property": qa.raw["property"],
+                         "delta": round(after - before, 3) if before is not None and after is not None else 0.0})
+        return _columns(rows)
+
+    def _uspto_reactions(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+        rows = []
+        while len(rows) < 1000 + rng.randint(0, 200):
+            r = rng.choice(_CROSS_SULFONYL_R)
+            nucleophile = rng.choice(_AMINES + _ALCOHOLS)
+            chloride = r + "S(=O)(=O)Cl"
+            product = r + "S(=O)(=O)" + nucleophile
+            canon = _canon(product)
+            if canon is None or canon in reserved.molecules:
+                continue
+            reagents = rng.choice(("CCN(CC)CC", "c1ccncc1", "ClCCl.CCN(CC)CC"))
+            rows.append({"rxn_smiles": f"{chloride}.{nucleophile}>{reagents}>{product}",
+                         "reactants": f"{chloride}.{nucleophile}", "reagents": reagents, "product": product,
+                         "rxn_class": "sulfonamide formation" if nucleophile.startswith("N") else "sulfonate ester formation"})
+        return _columns(rows)
+
+    # -- real data
+
+    def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
+        """ChemCoTBench rows (``id``, ``query``, ``gt``, ``task``, ``subtask``, ``meta``) of this
+        subtask as evaluation items; the sources are the offline repository (seed 0),
+        since the benchmark itself is a test set."""
+        family = {"MolUnd": "mol_und", "MolEdit": "mol_edit", "MolOpt": "mol_opt", "Reaction": "reaction"}[self.subtask]
+        items: list[EvalItem] = []
+        for row in records["chemcotbench"]:
+            if row.get("task") != family:
+                continue
+            meta = _hub_meta(self.subtask, row)
+            if meta is None:
+                continue
+            answer = str(meta.pop("reference"))
+            items.append(EvalItem(id=f"{self.name}/hub/{row.get('id') or len(items)}", subset=str(row.get("subtask")),
+                                  prompt=str(row["query"]), reference=f"Answer: {answer}", meta=meta))
+        return self.sources(0), items
+
+
+# -------------------------------------------------------------- real records
+
+_MOLECULE_IN_QUERY = re.compile(r"(?:Input|Source) Molecule:\s*(\S+)")
+_HUB_PROPERTIES = {"logp": "logp", "qed": "qed", "solubility": "solubility"}
+
+
+def _json_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    try:
+        data = json.loads(value) if isinstance(value, str) and value.strip() else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _molecule_in_query(query: str) -> str | None:
+    match = _MOLECULE_IN_QUERY.search(query or "")
+    if not match:
+        return None
+    smiles = match.group(1).rstrip(",.")
+    return smiles if parse_smiles(smiles) is not None else None
+
+
+def _improving_edit(source: str, prop: str) -> str | None:
+    """A reference answer for an optimization item: ``source`` with one small group
+    on some atom that carries a hydrogen, improving ``prop`` (checked by the grader)."""
+    from rdkit import Chem
+
+    mol = parse_smiles(source)
+    if mol is None:
+        return None
+    for piece in _PROPERTY_PIECES[prop]:
+        group = Chem.MolFromSmiles(piece)
+        for atom in mol.GetAtoms():
+            if atom.GetTotalNumHs() == 0:
+                continue
+            combo = Chem.RWMol(Chem.CombineMols(mol, group))
+            combo.AddBond(atom.GetIdx(), mol.GetNumAtoms(), Chem.BondType.SINGLE)
+            try:
+                Chem.SanitizeMol(combo)
+                smiles = Chem.MolToSmiles(combo)
+            except Exception:  # noqa: BLE001 - an impossible valence; try the next atom
+                continue
+            if optimization_succeeds(smiles, source, prop):
+                return smiles
+    return None
+
+
+def _hub_meta(subtask: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The grader meta (plus ``reference``) of one real ChemCoTBench row, or ``None``
+    when the grader cannot verify the item."""
+    gt, meta, query = row.get("gt"), _json_dict(row.get("meta")), str(row.get("query") or "")
+    name = str(row.get("subtask") or "")
+    if subtask == "MolUnd":
+        text = str(gt).strip() if gt is not None else ""
+        if re.fullmatch(r"\d+", text):
+            return {"check": "count", "answer": int(text), "reference": text}
+        if text.casefold() in ("yes", "no"):
+            answer = text.capitalize()
+            return {"check": "yes_no", "answer": answer, "reference": answer}
+        if text and parse_smiles(text) is not None:
+            return {"check": "smiles", "answer": text, "reference": text}
+        return None
+    if subtask == "MolEdit":
+        source = _molecule_in_query(query)
+        added, removed = meta.get("added_group"), meta.get("removed_group")
+        reference = meta.get("reference") or (gt if isinstance(gt, str) else "")
+        if source is None or not reference or any(g is not None and g not in GROUP_SMARTS for g in (added, removed)):
+            return None
+        if added is None and removed is None:
+            return None
+        if not edit_succeeds(reference, source, added, removed):
+            return None
+        return {"check": "edit", "source": source, "added": added, "removed": removed, "reference": reference}
+    if subtask == "MolOpt":
+        prop = _HUB_PROPERTIES.get(name.lower())
+        source = _molecule_in_query(query)
+        if prop is None or source is None:
+            return None
+        reference = _improving_edit(source, prop)
+        if reference is None:
+            return None
+        return {"check": "optimize", "source": source, "property": prop, "reference": reference}
+    if name != "fs":
+        return None
+    product = _json_dict(gt).get("Major Product") if isinstance(gt, str) and gt.strip().startswith("{") else gt
+    if isinstance(product, list):
+        product = ".".join(map(str, product))
+    if not isinstance(product, str) or parse_smiles(product) is None:
+        return None
+    return {"check": "smiles", "answer": product, "reference": product}
+
+
+_SOURCES: dict[str, _SourceSpec] = {
+    "chemcot_sft": _SourceSpec(
+        "Instruction-tuning examples for this chemistry task (instruction, input, output) in the benchmark's format.",
+        ChemCoTTask._chemcot_sft,
+    ),
+    "crowd_chem_qa": _SourceSpec(
+        "Chemistry question-answer pairs collected on a crowd-sourcing platform, with an annotator agreement score.",
+        ChemCoTTask._crowd_chem_qa,
+    ),
+    "chem_qa_mirror": _SourceSpec(
+        "Chemistry examples aggregated from several public mirrors of a benchmark.",
+        ChemCoTTask._chem_qa_mirror,
+    ),
+    "chem_chat": _SourceSpec(
+        "Conversations with a chemistry chat assistant, with the extracted short answer.",
+        ChemCoTTask._chem_chat,
+    ),
+    "general_chat": _SourceSpec(
+        "General instruction-response pairs scraped from the web (cooking, travel, hobbies).",
+        ChemCoTTask._general_chat,
+    ),
+    "patent_extracts": _SourceSpec(
+        "Questions attached to experimental sections extracted from chemistry patents.",
+        ChemCoTTask._patent_extracts,
+    ),
+}
+_CROSS_SOURCES: dict[str, dict[str, _SourceSpec]] = {
+    "MolUnd": {"descriptor_table": _SourceSpec(
+        "Fragment counts from a descriptor database of other compound libraries (smiles, fragment, count).",
+        ChemCoTTask._descriptor_table)},
+    "MolEdit": {"matched_pairs": _SourceSpec(
+        "Matched molecular pairs from other compound families: a source and a target SMILES differing by one group.",
+        ChemCoTTask._matched_pairs)},
+    "MolOpt": {"property_pairs": _SourceSpec(
+        "Pairs of related molecules from other compound families with the change (delta) of a property.",
+        ChemCoTTask._property_pairs)},
+    "Reaction": {"uspto_reactions": _SourceSpec(
+        "Patent reactions of another reaction class as reaction SMILES, with reactants, reagents and product.",
+        ChemCoTTask._uspto_reactions)},
+}
+
+__all__ = ["EVAL_SIZE", "FORMAT_LINE", "INSTRUCTIONS", "KINDS", "SUBTASKS", "ChemCoTTask"]
