@@ -97,7 +97,7 @@ _STRIP = " \t\r\n\"'`*"
 _SEPARATORS = re.compile(r"[\s,;]")
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=256)
 def _pattern(smarts: str) -> Chem.Mol:
     pattern = Chem.MolFromSmarts(smarts)
     if pattern is None:  # pragma: no cover - the table above is fixed
@@ -118,10 +118,9 @@ def extract_answer(output: str, json_keys: Sequence[str] = JSON_KEYS) -> str | N
     if not isinstance(output, str):
         return None
     text = output[-MAX_SCORED_CHARS:]
-    last = None
-    for last in _ANSWER.finditer(text):
-        pass
-    if last is not None:
+    markers = list(_ANSWER.finditer(text))
+    if markers:
+        last = markers[-1]
         rest = text[last.end():]
         for line in rest.split("\n"):
             if line.strip(_STRIP):

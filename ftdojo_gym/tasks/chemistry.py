@@ -359,7 +359,7 @@ def _molopt(rng: random.Random, kind: str, cross: bool = False, bodies: Sequence
     return _QA("MolOpt", kind, INSTRUCTIONS["opt"], question, target, wrong, meta, canon, raw)  # type: ignore[arg-type]
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=65_536)
 def _improved(source: str, kind: str) -> str | None:
     """``source`` plus the first piece that improves ``kind``; the order of the
     pieces depends on the molecule, so that answers vary (and checks are cached)."""
@@ -371,7 +371,7 @@ def _improved(source: str, kind: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=65_536)
 def _property_value(smiles: str, kind: str) -> float | None:
     mol = parse_smiles(smiles)
     return None if mol is None else molecular_property(mol, kind)
