@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from ftdojo_gym.train.sft import MAX_SAMPLES
+from ftdojo_gym.train.sft import TrainRequest
 
 EventFn = Callable[[dict[str, Any]], None]
 ProgressFn = Callable[[int, int], None]
@@ -40,24 +40,6 @@ ProgressFn = Callable[[int, int], None]
 STDERR_TAIL_CHARS = 4000
 #: The folder holding the ``ftdojo_gym`` package; the child needs it on its path.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """One SFT run: base model, JSONL data of prompt/completion rows, output folder, config.
-
-    ``config`` holds :class:`ftdojo_gym.train.config.TrainConfig` fields.
-    ``debug`` makes it a fail-fast run (about 100 samples, a few steps);
-    ``max_tokens`` stops training once that many tokens were processed.
-    """
-
-    base_model: str
-    data_path: str
-    output_dir: str
-    config: dict[str, Any]
-    debug: bool = False
-    max_tokens: int | None = None
-    max_samples: int = MAX_SAMPLES
 
 
 @dataclass

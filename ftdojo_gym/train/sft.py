@@ -78,8 +78,15 @@ class TrainProgress:
 
 
 @dataclass(frozen=True)
-class SFTRequest:
-    """A training request, as sent to the worker (mirrors ``client.TrainRequest``)."""
+class TrainRequest:
+    """One SFT run: base model, JSONL data of prompt/completion rows, output folder, config.
+
+    ``config`` holds :class:`ftdojo_gym.train.config.TrainConfig` fields.
+    ``debug`` makes it a fail-fast run (about 100 samples, a few steps);
+    ``max_tokens`` stops training once that many tokens were processed. The env
+    builds it, the client sends it as JSON, the worker rebuilds it with
+    :meth:`from_mapping`.
+    """
 
     base_model: str
     data_path: str
@@ -90,7 +97,7 @@ class SFTRequest:
     max_samples: int = MAX_SAMPLES
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> SFTRequest:
+    def from_mapping(cls, data: Mapping[str, Any]) -> TrainRequest:
         """Build from a JSON request; unknown keys (``op``) are ignored."""
         names = cls.__dataclass_fields__.keys()
         missing = [n for n in ("base_model", "data_path", "output_dir") if n not in data]
@@ -176,7 +183,7 @@ def parse_config(config: Mapping[str, Any] | TrainConfig) -> TrainConfig:
         raise ConfigError(f"invalid training config: {exc}") from None
 
 
-def run_sft(request: Mapping[str, Any] | SFTRequest, emit: Emit,
+def run_sft(request: Mapping[str, Any] | TrainRequest, emit: Emit,
             progress: TrainProgress | None = None) -> TrainProgress:
     """Fine-tune ``request.base_model`` on ``request.data_path`` and save to ``output_dir``.
 
@@ -196,7 +203,7 @@ def run_sft(request: Mapping[str, Any] | SFTRequest, emit: Emit,
     """
     t_start = time.monotonic()
     progress = progress if progress is not None else TrainProgress()
-    req = request if isinstance(request, SFTRequest) else SFTRequest.from_mapping(request)
+    req = request if isinstance(request, TrainRequest) else TrainRequest.from_mapping(request)
     cfg = parse_config(req.config)
     if req.max_tokens is not None and req.max_tokens < 1:
         raise ConfigError("max_tokens must be positive (or null for no budget)")
