@@ -787,7 +787,7 @@ def _molecule_in_query(query: str) -> str | None:
 
 def _improving_edit(source: str, prop: str) -> str | None:
     """A reference answer for an optimization item: ``source`` with one small group
-    on some atom that carries a hydrogen, improving ``prop`` (checked by the grader)."""
+    on a carbon that carries a hydrogen, improving ``prop`` (checked by the grader)."""
     from rdkit import Chem
 
     mol = parse_smiles(source)
@@ -796,7 +796,7 @@ def _improving_edit(source: str, prop: str) -> str | None:
     for piece in _PROPERTY_PIECES[prop]:
         group = Chem.MolFromSmiles(piece)
         for atom in mol.GetAtoms():
-            if atom.GetTotalNumHs() == 0:
+            if atom.GetAtomicNum() != 6 or atom.GetTotalNumHs() == 0:
                 continue
             combo = Chem.RWMol(Chem.CombineMols(mol, group))
             combo.AddBond(atom.GetIdx(), mol.GetNumAtoms(), Chem.BondType.SINGLE)
