@@ -373,9 +373,8 @@ def _par4pc(rng: random.Random, fld: _Field, others: Sequence[_Field], n_gold: i
             lines[letter] = _candidate(rng, other, _features(rng, other, 2), long)
     prior_art = "Candidates:\n" + "\n".join(f"{x}: {lines[x]}" for x in letters)
     answer = ", ".join(gold_letters)
-    wrong_set = sorted(rng.sample(letters, rng.choice((1, 1, 2))))
-    while wrong_set == gold_letters:
-        wrong_set = sorted(rng.sample(letters, len(wrong_set)))
+    # The typical careless citation: the documents of the same device, whatever their parts.
+    wrong_set = sorted(same_field)
     cited = " and ".join(gold_letters)
     rationale = rng.choice((
         "Looking at the candidates, {c} disclose the claimed features, so those were cited.",
@@ -416,6 +415,7 @@ def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragr
     others = [k for k in keys if k != gold_key]
     texts = {gold_key: _paragraph(rng, fld, target)}
     silver: list[int] = []
+    decoy: list[int] = []
     kinds = []
     if rng.random() < 0.5:
         kinds.append("same component")  # the silver paragraph: same part, other property
@@ -428,11 +428,13 @@ def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragr
         elif kind == "same qualifier":
             comp = rng.choice([c for c in fld.components if c != target.component])
             texts[k] = _paragraph(rng, fld, _Feature(comp, target.qualifier))
+            decoy.append(k)
         else:
             texts[k] = _paragraph(rng, fld, _features(rng, fld, 1, exclude=[target.component])[0])
     title = f"{fld.device.capitalize()} and method of assembly"
     prior_art = f"Prior art: {title}\n" + "\n".join(f"[{k}] {texts[k]}" for k in keys)
-    wrong = rng.choice(silver or others)
+    # The typical confusion: the same part with another property, or the property on another part.
+    wrong = silver[0] if silver else (decoy[0] if decoy else rng.choice(others))
     rationale = rng.choice((
         "Paragraph {k} is the one cited: it describes {p}.",
         "The examiner pointed to paragraph {k}, where {p} is disclosed.",
@@ -472,7 +474,9 @@ def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Cla
             text += " " + _filler(rng, rng.randint(90, 120))
         blocks.append(f"D{i} [{rng.randint(5, 90)}]: {text}")
     prior_art = "\n".join(blocks)
-    wrong = rng.choice([x for x in NOC_LABELS if x != label])
+    # The typical confusions: anticipation and obviousness swapped, allowable claims rejected as obvious.
+    wrong = {"102": "103", "103": "102", "ALLOW": "103"}[label] if rng.random() < 0.8 else \
+        rng.choice([x for x in NOC_LABELS if x != label])
     if label == "102":
         rationale = "A single reference already shows every element of the claim, so the claim lacks novelty."
     elif label == "103":
