@@ -60,6 +60,7 @@ from functools import lru_cache
 from typing import Any
 
 from datasets import Dataset
+from rdkit import Chem
 
 from ftdojo_gym.eval.chemistry_grading import (
     GROUP_SMARTS,
@@ -298,9 +299,7 @@ def _molund(rng: random.Random, kind: str, target: int | bool | None = None, cro
         answer, wrong = ("Yes", "No") if present else ("No", "Yes")
         meta = {"check": "yes_no", "answer": answer, "smiles": smiles, "ring": ring}
         raw = {"smiles": smiles, "fragment": ring, "count": answer}
-    canon = _canon(smiles)
-    if canon is None:
-        return None
+    canon = Chem.MolToSmiles(mol, isomericSmiles=False)
     return _QA("MolUnd", kind, INSTRUCTIONS[kind], question, answer, wrong, meta, (canon,), raw)
 
 
@@ -788,8 +787,6 @@ def _molecule_in_query(query: str) -> str | None:
 def _improving_edit(source: str, prop: str) -> str | None:
     """A reference answer for an optimization item: ``source`` with one small group
     on a carbon that carries a hydrogen, improving ``prop`` (checked by the grader)."""
-    from rdkit import Chem
-
     mol = parse_smiles(source)
     if mol is None:
         return None
