@@ -55,6 +55,10 @@ class ConfigError(ValueError):
     """The hyper-parameters (or the trl/peft set-up they imply) are invalid."""
 
 
+class TrainingDiverged(ConfigError):
+    """The loss became NaN or infinite: the run stopped (a CONFIG error: lower the learning rate)."""
+
+
 class DataError(ValueError):
     """The training data file is missing, malformed or has no usable sample."""
 
@@ -74,6 +78,8 @@ class TrainProgress:
     #: wall-clock seconds of the whole request
     seconds: float = 0.0
     stopped_budget: bool = False
+    #: Step at which the loss became NaN/inf (the run stops there), else None.
+    diverged_step: int | None = None
     model_dir: str | None = None
 
 
@@ -266,6 +272,9 @@ def run_sft(request: Mapping[str, Any] | TrainRequest, emit: Emit,
             eval_strategy="no",
             logging_strategy="steps",
             logging_steps=1,
+            # Report a NaN/inf loss as it is (the default hides it behind a running mean),
+            # so that a diverging run stops at once; see TrainingDiverged.
+            logging_nan_inf_filter=False,
             report_to="none",
             disable_tqdm=True,
             dataloader_num_workers=0,
@@ -305,6 +314,11 @@ def run_sft(request: Mapping[str, Any] | TrainRequest, emit: Emit,
     finally:
         progress.train_seconds = time.monotonic() - t_train
         progress.steps = trainer.state.global_step
+    if progress.diverged_step is not None:
+        raise TrainingDiverged(
+            f"training diverged: the loss became non-finite at step {progress.diverged_step} "
+            f"(learning_rate={cfg.learning_rate}); no model was saved. Lower the learning rate "
+            "or add warm-up.")
     out = Path(req.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out)
@@ -410,6 +424,10 @@ def _trainer_classes() -> tuple[type, type]:
             if "loss" not in logs:  # the end-of-training summary carries train_loss instead
                 return control
             loss = float(logs["loss"])
+            if not math.isfinite(loss) and self.progress.diverged_step is None:
+                # Nothing useful can come after a NaN/inf loss: stop now, not at max_steps.
+                self.progress.diverged_step = state.global_step
+                control.should_training_stop = True
             self.progress.losses.append((state.global_step, loss))
             self.emit({"event": "log", "step": state.global_step,
                        "loss": loss if math.isfinite(loss) else None,

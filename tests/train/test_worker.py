@@ -216,3 +216,26 @@ def test_worker_exits_when_its_parent_dies():
             return
         time.sleep(0.2)
     pytest.fail(f"worker {pid} outlived its parent")
+
+
+def test_a_diverging_run_stops_at_the_first_nonfinite_loss_as_a_config_error(tiny_model, data, tmp_path, monkeypatch):
+    """In-process: the loss turns NaN at step 2; the run stops there, saves nothing, and says why."""
+    from ftdojo_gym.train import sft
+
+    trainer_cls, _ = sft._trainer_classes()
+    original = trainer_cls.compute_loss
+
+    def nan_from_step_2(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = original(self, model, inputs, return_outputs, num_items_in_batch)
+        return loss * float("nan") if self.state.global_step >= 1 else loss
+
+    monkeypatch.setattr(trainer_cls, "compute_loss", nan_from_step_2)
+    progress = sft.TrainProgress()
+    req = request(tiny_model, data, tmp_path / "nan", config={"max_steps": 6})
+    with pytest.raises(sft.TrainingDiverged, match="non-finite at step 2"):
+        sft.run_sft(req, lambda event: None, progress=progress)
+    assert progress.diverged_step == 2 and progress.steps == 2
+    assert not (tmp_path / "nan" / "adapter_model.safetensors").exists()
+    from ftdojo_gym.train.worker import classify_exception
+
+    assert classify_exception(sft.TrainingDiverged("x")) == "CONFIG"
