@@ -67,8 +67,8 @@ def extract_boxed(text: str) -> str | None:
         return None
     text = text[-MAX_SCORED_CHARS:]
     last = None
-    for last in _BOX_OPEN.finditer(text):
-        pass
+    for match in _BOX_OPEN.finditer(text):
+        last = match
     if last is None:
         return None
     depth = 1

@@ -776,8 +776,9 @@ class AIMETask(Task):
 
 
 def _problem_key(problem: str) -> str:
-    """A key under which re-typeset copies of one problem collide (letters and digits only)."""
-    return re.sub(r"[^0-9a-z]", "", problem.casefold())[:300]
+    """A key under which re-typeset copies of one problem collide: LaTeX commands dropped,
+    then letters and digits only."""
+    return re.sub(r"[^0-9a-z]", "", re.sub(r"\\[A-Za-z]+", "", problem).casefold())[:300]
 
 
 def _aime_subset(url: Any) -> str:
