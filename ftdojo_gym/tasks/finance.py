@@ -11,9 +11,13 @@ English and generated from a knowledge base written here: nine subjects ask
 for the term that fits a definition or the definition of a term (72 terms,
 distractors from the same subject), and "Actuarial Math" asks calculations
 (rule of 72, simple interest, flat-rate tax) whose options follow fixed rules.
-The same terms recur across sources and evaluation in other question
-phrasings, option sets and option orders, so a model can learn them; an
-evaluation question (stem with its set of options) occurs in no source.
+Each definition echoes a word of its term, as exam definitions often do, and
+distractors never share a content word with the question, so the answer of
+a knowledge question follows from its wording by a regular rule that a small
+model can learn from a few hundred examples (and better with the glossary's
+facts). The same terms recur across sources and evaluation in other question
+phrasings, option sets and option orders; an evaluation question (stem with
+its set of options) occurs in no source.
 
 The prompt of an evaluation item is :data:`PROMPT_TEMPLATE` filled with the
 item's ``subject``, ``Question`` and options; the expected completion is
@@ -33,7 +37,7 @@ Sources (deterministic in the seed):
   text of the correct option (``answer_text``), not as a letter.
 * ``web_chat`` — off-domain ``prompt``/``response`` chat (cooking, travel).
 * ``regulation_excerpts`` — evaluation schema, but each ``Question`` starts
-  with a long excerpt of (invented) regulations, 1,500+ tokens; a few short
+  with a long excerpt of (invented) regulations, 1,000-2,000 tokens; a few short
   ones are usable after a length filter.
 * ``finance_glossary`` — ``term``/``definition``/``subject`` glossary entries
   (plus related business terms never asked); e.g. the transform prompt
@@ -66,97 +70,100 @@ EVAL_SIZE = 200
 
 # ------------------------------------------------------------ knowledge base
 
-#: subject -> ((term, definition as a noun phrase), ...)
+#: subject -> ((term, definition as a noun phrase), ...). Every definition shares
+#: a word with its own term (the way exam definitions echo the term they
+#: define); questions are built so that no distractor shares one (see
+#: :func:`_cue_words`), which makes the answer learnable from the wording.
 FACTS: dict[str, tuple[tuple[str, str], ...]] = {
     "Banking": (
-        ("Mortgage", "a loan secured by real estate"),
-        ("Overdraft", "a withdrawal of more money than the account balance holds"),
-        ("Reserve requirement", "the share of deposits a bank must hold and may not lend out"),
+        ("Mortgage loan", "a loan secured by real estate"),
+        ("Account overdraft", "a withdrawal of more money than the account balance holds"),
+        ("Reserve requirement", "the share of deposits a bank must keep in reserve and may not lend out"),
         ("Certificate of deposit", "a time deposit that pays a fixed rate until a set maturity date"),
-        ("Collateral", "an asset pledged to a lender to secure a loan"),
-        ("Prime rate", "the interest rate banks charge their most creditworthy customers"),
-        ("Bank run", "a rush of depositors withdrawing money for fear the bank will fail"),
-        ("Deposit insurance", "a guarantee that repays depositors if their bank fails"),
+        ("Collateral", "an asset pledged to a lender as collateral to secure a borrowing"),
+        ("Prime rate", "the interest rate banks charge their prime, most creditworthy customers"),
+        ("Bank run", "a run of depositors withdrawing money for fear a bank will fail"),
+        ("Deposit insurance", "a guarantee that repays each insured deposit if a bank fails"),
     ),
     "Securities": (
-        ("Dividend", "a share of company profits paid out to shareholders"),
-        ("Bond", "a debt security that pays interest and repays the principal at maturity"),
-        ("Initial public offering", "the first sale of a company's shares to the public"),
-        ("Market capitalization", "the share price multiplied by the number of shares outstanding"),
-        ("Short selling", "the sale of borrowed shares in the hope of buying them back cheaper"),
-        ("Stock split", "the division of each existing share into several cheaper shares"),
-        ("Blue-chip stock", "a share of a large, well-established and financially sound company"),
-        ("Insider trading", "trading on material information that is not yet public"),
+        ("Cash dividend", "a share of company profits paid to shareholders in cash"),
+        ("Government bond", "a debt security issued by a government that pays fixed interest"),
+        ("Initial public offering", "the first offering of a company's shares to the public"),
+        ("Market capitalization", "the total market value of all of a company's shares"),
+        ("Short selling", "the selling of borrowed shares in the hope of buying them back cheaper"),
+        ("Stock split", "a split of each existing share into several cheaper shares"),
+        ("Blue-chip stock", "a stock of a large, well-established and financially sound company"),
+        ("Insider trading", "trading by company insiders on information that is not yet public"),
     ),
     "Funds": (
-        ("Mutual fund", "a pool of money from many investors run by a professional manager"),
+        ("Mutual fund", "a fund that pools cash from many investors under mutual ownership"),
         ("Index fund", "a fund built to track the performance of a market index"),
         ("Net asset value", "the value of a fund's assets minus its liabilities, per share"),
-        ("Expense ratio", "the yearly cost of running a fund as a percentage of its assets"),
-        ("Exchange-traded fund", "a fund whose shares trade on a stock exchange during the day"),
-        ("Closed-end fund", "a fund with a fixed number of shares that it does not redeem"),
-        ("Money market fund", "a fund that holds only short-term, high-quality debt"),
-        ("Sales load", "a commission charged when buying or selling fund shares"),
+        ("Expense ratio", "the yearly running expenses of a fund as a ratio of its size"),
+        ("Exchange-traded fund", "a fund whose shares are traded on a stock exchange all day"),
+        ("Closed-end fund", "a fund with a closed, fixed number of shares that it does not redeem"),
+        ("Money market fund", "a fund that holds only short-term, high-quality money market debt"),
+        ("Sales load", "a commission charged on each sale of fund shares"),
     ),
     "Futures": (
-        ("Futures contract", "a standardized agreement to trade an asset at a set price on a future date"),
-        ("Margin call", "a demand to add funds after an account falls below the maintenance margin"),
-        ("Hedging", "a position taken to offset the risk of adverse price moves"),
-        ("Contango", "a market in which futures prices are above the spot price"),
-        ("Backwardation", "a market in which futures prices are below the spot price"),
-        ("Open interest", "the number of futures contracts outstanding and not yet settled"),
-        ("Mark to market", "the daily settlement of gains and losses on futures positions"),
-        ("Speculator", "a trader who takes on price risk in the hope of a profit"),
+        ("Futures contract", "a standardized contract to trade an asset at a set price on a later date"),
+        ("Margin call", "a call to add funds after an account falls below the maintenance margin"),
+        ("Short hedge", "a short futures position that protects a holder against falling prices"),
+        ("Spot market", "a market for immediate delivery and payment on the spot"),
+        ("Delivery month", "the month in which an expiring futures position must be settled"),
+        ("Open interest", "the number of futures positions still open and not yet settled"),
+        ("Mark to market", "the daily settlement of gains and losses at current market prices"),
+        ("Day trader", "a trader who closes all positions within the same day"),
     ),
     "Insurance": (
-        ("Premium", "the amount paid to the insurer for an insurance policy"),
-        ("Deductible", "the amount the insured pays before the insurer covers a loss"),
-        ("Beneficiary", "the person who receives the payout of a life insurance policy"),
-        ("Underwriting", "the assessment of risk to decide whether and at what price to insure"),
-        ("Reinsurance", "insurance bought by insurers to spread their own risk"),
-        ("Moral hazard", "the tendency to take more risk when protected from its cost"),
-        ("Term life insurance", "life cover for a fixed period that builds no cash value"),
-        ("Claim", "a formal request to the insurer for payment under a policy"),
+        ("Premium", "the premium, or price, a policyholder pays for cover"),
+        ("Deductible", "the deductible part of a loss that the insured pays before the insurer does"),
+        ("Beneficiary", "the beneficiary, the person who receives the payout of a life policy"),
+        ("Underwriting", "the underwriting of risk: deciding whether and at what price to insure"),
+        ("Reinsurance", "the reinsurance an insurer buys to pass on part of its own risk"),
+        ("Moral hazard", "the moral hazard of taking more risk when protected from its cost"),
+        ("Whole life insurance", "life cover that lasts for the whole of the insured's life"),
+        ("Insurance claim", "a formal claim to the insurer for payment under a policy"),
     ),
     "Accounting": (
-        ("Accounts receivable", "money owed to a company by its customers"),
-        ("Accounts payable", "money a company owes to its suppliers"),
-        ("Depreciation", "the allocation of a fixed asset's cost over its useful life"),
-        ("Accrual basis", "the recording of revenue when earned and expenses when incurred"),
-        ("Balance sheet", "a statement of assets, liabilities and equity at one point in time"),
-        ("Retained earnings", "profits kept in the business rather than paid as dividends"),
-        ("Goodwill", "the excess of a purchase price over the fair value of net assets acquired"),
-        ("Inventory", "goods a company holds for sale"),
+        ("Accounts receivable", "amounts receivable from customers who bought on credit"),
+        ("Accounts payable", "amounts payable to suppliers for goods bought on credit"),
+        ("Straight-line depreciation", "the spreading of an asset's cost in a straight line over its useful life"),
+        ("Accrual basis", "the basis that records revenue when earned and expenses when incurred"),
+        ("Balance sheet", "a sheet listing assets, liabilities and equity, which must balance"),
+        ("Retained earnings", "the earnings a business has retained rather than paid as dividends"),
+        ("Goodwill", "the excess of a purchase price over net assets, reflecting customer goodwill"),
+        ("Finished goods", "goods that are completed and held for sale"),
     ),
     "Tax": (
-        ("Value-added tax", "a tax on the value added at each stage of production and sale"),
-        ("Progressive tax", "a tax whose rate rises as income rises"),
-        ("Tax deduction", "an amount subtracted from income before the tax is computed"),
-        ("Tax credit", "an amount subtracted directly from the tax owed"),
-        ("Withholding tax", "tax deducted from pay at the source by the employer"),
-        ("Capital gains tax", "a tax on the profit from selling an asset"),
-        ("Excise tax", "a tax on specific goods such as fuel, alcohol or tobacco"),
-        ("Tax evasion", "the illegal non-payment of taxes that are owed"),
+        ("Value-added tax", "a tax on the value added at each stage of production"),
+        ("Progressive tax", "a tax with a progressive rate that rises with income"),
+        ("Tax deduction", "a deduction subtracted from income before the tax is computed"),
+        ("Tax credit", "a credit subtracted directly from the tax owed"),
+        ("Withholding tax", "tax collected by withholding part of each pay cheque at the source"),
+        ("Capital gains tax", "a tax on the gains from selling a capital asset"),
+        ("Excise tax", "an excise duty on specific goods such as fuel, alcohol or tobacco"),
+        ("Tax evasion", "the illegal evasion of taxes that are owed"),
     ),
     "Economics": (
-        ("Inflation", "a general rise in the price level"),
-        ("Recession", "a significant decline in economic activity lasting months"),
-        ("Gross domestic product", "the total value of final goods and services produced in a country"),
-        ("Opportunity cost", "the value of the next best alternative given up"),
-        ("Monetary policy", "central bank action on the money supply and interest rates"),
-        ("Fiscal policy", "government decisions on public spending and taxation"),
-        ("Externality", "a cost or benefit that falls on a third party"),
+        ("Price inflation", "a general, sustained rise in the price level"),
+        ("Economic recession", "a significant decline in economic activity lasting months"),
+        ("Gross domestic product", "the total value of final goods and services produced in a domestic economy"),
+        ("Opportunity cost", "the cost of the next best alternative given up"),
+        ("Monetary policy", "the monetary decisions of a central bank on money supply and interest rates"),
+        ("Fiscal policy", "the fiscal decisions of a government on public spending and taxation"),
+        ("Negative externality", "a negative side effect of a deal that falls on a third party"),
         ("Price elasticity", "the responsiveness of quantity demanded to a change in price"),
     ),
     "Financial Planning": (
-        ("Emergency fund", "savings set aside for unexpected expenses"),
-        ("Diversification", "the spreading of investments to reduce risk"),
+        ("Emergency fund", "savings set aside for an unexpected emergency"),
+        ("Portfolio diversification", "the spreading of a portfolio across many assets to reduce risk"),
         ("Compound interest", "interest earned on both the principal and past interest"),
-        ("Asset allocation", "the division of a portfolio among stocks, bonds and cash"),
-        ("Liquidity", "the ease of turning an asset into cash without loss"),
-        ("Net worth", "total assets minus total liabilities"),
-        ("Annuity", "a series of regular payments, often bought for retirement"),
-        ("Budget", "a plan of expected income and spending"),
+        ("Asset allocation", "the division of a portfolio among asset classes such as stocks, bonds and cash"),
+        ("Liquid asset", "an asset that can be turned into cash quickly without loss"),
+        ("Net worth", "what a person is worth: total assets minus total liabilities"),
+        ("Retirement annuity", "a series of regular payments bought to fund retirement"),
+        ("Household budget", "a household plan of expected income and spending"),
     ),
 }
 #: The ten subjects, one per category of the real benchmark (see ``HUB_SUBJECTS``).
@@ -257,22 +264,58 @@ def _place(rng: random.Random, correct: str, distractors: Sequence[str], letter:
     return (others[0], others[1], others[2], others[3])
 
 
+_STOPWORDS = frozenset(
+    "a an the of to on in for and or by as at its it is that which what who with from each all any this be are"
+    " has not no must may their after before per than rather when does do how much".split()
+)
+# Words of the question templates and words shared by a whole subject carry no cue.
+_NEUTRAL_WORDS = frozenset(
+    "term refers refer name called following describes describe mean meaning statement best fund tax bank".split()
+)
+
+
+def _cue_words(text: str) -> frozenset[str]:
+    """The content words of ``text``, lower-case, a plural ``s`` dropped."""
+    words = set()
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        if word in _STOPWORDS or word in _NEUTRAL_WORDS:
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        if len(word) > 2 and word not in _STOPWORDS and word not in _NEUTRAL_WORDS:
+            words.add(word)
+    return frozenset(words)
+
+
+def _distractor_pool(subject: str, index: int, kind: str) -> list[tuple[str, str]]:
+    """The other facts of ``subject`` that may be distractors of fact ``index``:
+    for ``kind="term"`` (the question holds the definition, the options are
+    terms) terms that share no word with the definition; for ``"definition"``
+    (the question holds the term) definitions that share no word with the term."""
+    facts = FACTS[subject]
+    term, definition = facts[index]
+    if kind == "term":
+        cue = _cue_words(definition)
+        return [f for i, f in enumerate(facts) if i != index and not cue & _cue_words(f[0])]
+    cue = _cue_words(term)
+    return [f for i, f in enumerate(facts) if i != index and not cue & _cue_words(f[1])]
+
+
 def _fact_question(rng: random.Random, subject: str, letter: str) -> _Question:
     facts = FACTS[subject]
     index = rng.randrange(len(facts))
     term, definition = facts[index]
-    others = rng.sample([f for i, f in enumerate(facts) if i != index], 3)
-    if rng.random() < 0.5:
+    kind = rng.choice(("term", "definition"))
+    others = rng.sample(_distractor_pool(subject, index, kind), 3)
+    if kind == "term":
         stem = rng.choice(_TERM_STEMS)
         question = _cap(stem.format(definition=definition, Definition=_cap(definition)))
         options = _place(rng, term, [t for t, _ in others], letter)
-        kind = "term"
     else:
         stem = rng.choice(_DEFINITION_STEMS)
-        lowered = term if term.isupper() or term[1:2].isupper() else term[:1].lower() + term[1:]
+        lowered = term if term[1:2].isupper() else term[:1].lower() + term[1:]
         question = stem.format(term=lowered, Term=term)
         options = _place(rng, _cap(definition), [_cap(d) for _, d in others], letter)
-        kind = "definition"
     return _Question(subject, question, options, letter, kind, term)
 
 

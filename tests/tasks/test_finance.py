@@ -160,6 +160,20 @@ def test_references_score_one_and_eval_key_is_correct() -> None:
     assert sum(task().grade(items(), texts)) == 0.0  # option text instead of the letter
 
 
+def test_answer_follows_from_the_wording() -> None:
+    """Knowledge-base questions are learnable: only the correct option shares a content word with the question."""
+    from ftdojo_gym.tasks.finance import _cue_words
+
+    rows = [parse(i.prompt) | {"Answer": i.meta["answer"]} for i in items() if i.subset in FACTS]
+    rows += sources()["finexam_train"].select(range(300)).to_list()
+    for row in rows:
+        if row["subject"] not in FACTS:
+            continue
+        question = _cue_words(row["Question"])
+        shared = {x: bool(question & _cue_words(row[x])) for x in LETTERS}
+        assert shared == {x: x == row["Answer"] for x in LETTERS}, row
+
+
 def test_source_sizes_and_schemas() -> None:
     assert set(sources()) == set(SCHEMAS) == set(task().source_descriptions())
     for name, dataset in sources().items():
