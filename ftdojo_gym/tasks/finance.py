@@ -226,10 +226,6 @@ class _Question:
     key: str  # the fact or calculation asked about
 
     @property
-    def option_set(self) -> frozenset[str]:
-        return frozenset(self.options)
-
-    @property
     def identity(self) -> tuple[str, frozenset[str]]:
         """What makes two questions the same question: the stem and the set of options."""
         return (_norm(self.question), frozenset(_norm(o) for o in self.options))
