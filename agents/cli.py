@@ -3,6 +3,7 @@
     ftdojo run --task FTDojo/TableBench-v0 --agent ft-agent \\
         --base-url http://127.0.0.1:8000/v1 --model smollm2 [--base-model tiny] [--out traj.jsonl]
     python -m agents.cli run ...          # the same without the console script
+    ftdojo run --agent react --local-model smollm2-135m --base-model tiny   # no network: a local LLM
     ftdojo list                           # tasks and agents
 
 The trajectory is JSONL, one object a line, flushed as it is written:
@@ -12,6 +13,12 @@ step, then ``{"type": "summary", ...}``. With ``--episodes N`` the three
 repeat per episode (FT-Agent's experiment tree carries over). Ctrl-C stops
 cleanly: the env is closed, an ``interrupted`` summary is written, and every
 line written before stays. Exit codes: 0 done, 1 error, 130 interrupted.
+
+``--local-model NAME`` serves NAME (``smollm2-135m``, a HF folder) with
+``transformers serve`` on 127.0.0.1 for the run (:mod:`agents.local_server`),
+points the agent at it and stops it at the end; its log goes to
+``<out>.server.log``. Models whose chat template has no tools get JSON-in-text
+tool calls, and the model's own context window, unless the options say otherwise.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from agents.episode import (
     run_episode,
 )
 from agents.llm_client import LLMError
+from agents.local_server import LocalServerError, serve_local_model
 
 #: Agents that talk to an LLM and take the ``--base-url``/``--model`` options.
 LLM_AGENTS = frozenset({"ft-agent", "react", "openhands-like"})
@@ -60,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     llm.add_argument("--model", default=None, help="model name at the endpoint (default: $FTDOJO_LLM_MODEL)")
     llm.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY; local servers need none)")
-    llm.add_argument("--context-window", type=int, default=32_768, help="the LLM's context window in tokens")
+    llm.add_argument("--context-window", type=int, default=None,
+                     help="the LLM's context window in tokens (default: 32768, or the local model's)")
     llm.add_argument("--max-tokens", type=int, default=1024, help="completion tokens per LLM request")
     llm.add_argument("--temperature", type=float, default=0.2)
     llm.add_argument("--timeout", type=float, default=120.0, help="seconds per LLM request")
@@ -68,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="native function calling, JSON in text, or auto (native, text if refused)")
     llm.add_argument("--price-in", type=float, default=None, help="USD per 1M prompt tokens (for cost accounting)")
     llm.add_argument("--price-out", type=float, default=None, help="USD per 1M completion tokens")
+    llm.add_argument("--local-model", default=None, metavar="NAME",
+                     help="serve NAME (smollm2-135m or a HF folder) with `transformers serve` on 127.0.0.1 "
+                          "for this run, with no network; replaces --base-url/--model")
+    llm.add_argument("--local-threads", type=int, default=None, help="torch threads of the local server "
+                     "(default: half the cores)")
     env = run.add_argument_group("environment")
     env.add_argument("--base-model", default=None, help="model to fine-tune (default: the task's, smollm2-135m)")
     env.add_argument("--seed", type=int, default=0)
@@ -91,7 +105,7 @@ def _agent_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if args.agent in LLM_AGENTS:
         kwargs.update(base_url=args.base_url, model=args.model, api_key=args.api_key,
-                      context_window=args.context_window, max_tokens=args.max_tokens, temperature=args.temperature,
+                      context_window=args.context_window or 32_768, max_tokens=args.max_tokens, temperature=args.temperature,
                       timeout=args.timeout, tool_mode=args.tool_mode, price_input_per_1m=args.price_in,
                       price_output_per_1m=args.price_out)
     if args.agent == "ft-agent":
@@ -193,6 +207,23 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
+    """``ftdojo run``: with ``--local-model``, inside a local LLM server started for the run."""
+    if not args.local_model:
+        return _run(args, console, err)
+    if args.agent not in LLM_AGENTS:
+        raise ValueError(f"--local-model is for the LLM agents ({', '.join(sorted(LLM_AGENTS))}), not {args.agent!r}")
+    log_path = Path(args.out).with_suffix(".server.log")
+    err.print(f"Starting `transformers serve` on {args.local_model} (log: {log_path}) ...")
+    with serve_local_model(args.local_model, threads=args.local_threads, log_path=log_path) as server:
+        err.print(f"Local LLM ready at {server.base_url} in {server.startup_seconds:.1f} s")
+        args.base_url, args.model = server.base_url, server.model
+        if args.tool_mode == "auto" and not server.supports_tools:
+            args.tool_mode = "text"
+        args.context_window = args.context_window or server.context_window
+        return _run(args, console, err)
+
+
+def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
     import gymnasium as gym
 
     import ftdojo_gym
@@ -276,9 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_list(console)
     try:
         return cmd_run(args, console, err)
-    except (ValueError, OSError, LLMError) as exc:
+    except (ValueError, OSError, LLMError, LocalServerError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 1
+    except KeyboardInterrupt:  # before the episode loop (e.g. while the local server starts)
+        err.print("[yellow]Interrupted[/yellow]")
+        return 130
 
 
 if __name__ == "__main__":
