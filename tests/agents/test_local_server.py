@@ -118,3 +118,42 @@ def test_model_properties_of_a_model_folder(tmp_path: Path) -> None:
 def test_cli_local_model_options() -> None:
     args = build_parser().parse_args(["run", "--agent", "react", "--local-model", "smollm2-135m"])
     assert args.local_model == "smollm2-135m" and args.base_url is None and args.context_window is None
+
+
+def test_cli_local_model_is_for_llm_agents_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from agents.cli import main
+
+    assert main(["run", "--agent", "manual-sft", "--local-model", "smollm2-135m", "--out", str(tmp_path / "t.jsonl")]) == 1
+    assert "--local-model is for the LLM agents" in capsys.readouterr().err
+
+
+def test_cli_local_model_points_the_agent_at_the_server(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wiring of ``--local-model``, with the scripted server standing in for ``transformers serve``."""
+    import contextlib
+
+    from openai_test_server import tool_call
+
+    import agents.cli
+    from agents.local_server import LocalServer
+
+    started: dict = {}
+
+    @contextlib.contextmanager
+    def fake_serve(model, threads=None, log_path=None):
+        started.update(model=model, threads=threads, log_path=log_path)
+        yield LocalServer(base_url=server.base_url, model="/models/smollm2-135m", host="127.0.0.1", port=0,
+                          process=None, log_path=Path(log_path), context_window=8192, supports_tools=False)  # type: ignore[arg-type]
+        started["stopped"] = True
+
+    monkeypatch.setattr(agents.cli, "serve_local_model", fake_serve)
+    server.push(tool_call("submit", {}))
+    out = tmp_path / "traj.jsonl"
+    assert agents.cli.main(["run", "--agent", "react", "--local-model", "smollm2-135m", "--local-threads", "1",
+                            "--base-model", "tiny", "--eval-limit", "2", "--max-steps", "3", "--no-progress",
+                            "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
+    assert started == {"model": "smollm2-135m", "threads": 1, "log_path": tmp_path / "traj.server.log", "stopped": True}
+    header = json.loads(out.read_text().splitlines()[0])
+    assert header["args"]["base_url"] == server.base_url and header["args"]["model"] == "/models/smollm2-135m"
+    assert header["args"]["tool_mode"] == "text" and header["args"]["context_window"] == 8192
+    body = server.requests[0]
+    assert body["model"] == "/models/smollm2-135m" and "tools" not in body  # JSON-in-text tool calls
