@@ -526,10 +526,9 @@ class ChemCoTTask(Task):
     default_token_budget = 200_000
     clean_sources = ("chemcot_sft",)
     expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
-    harmful_recipe = {
-        "crowd_chem_qa": {"prompt": "{instruction}\n{input}", "completion": "{output}"},
-        "chem_chat": {"prompt": "{instruction}\n{question}", "completion": "{response}"},
-    }
+    #: Noisy crowd labels taken as they are, and chatty answers put behind the
+    #: evaluation prompt (the model learns to chat instead of answering in format).
+    harmful_recipe: dict[str, dict[str, str]] = {}
     hub_datasets = {"chemcotbench": HubDataset("OpenMol/ChemCoTBench", split="train")}
 
     def __init__(self, subtask: str = "MolUnd") -> None:
@@ -541,6 +540,10 @@ class ChemCoTTask(Task):
         self.metric = _METRICS[subtask]
         self.max_new_tokens = _MAX_NEW_TOKENS[subtask]
         self.kinds = KINDS[subtask]
+        self.harmful_recipe = {
+            "crowd_chem_qa": {"prompt": "{instruction}\n{input}", "completion": "{output}"},
+            "chem_chat": {"prompt": "{instruction}\n{question}\n" + FORMAT_LINE[subtask], "completion": "{response}"},
+        }
         self._eval_cache: dict[int, list[_QA]] = {}
 
     # -- evaluation
