@@ -214,9 +214,12 @@ def serve_local_model(model: str = "smollm2-135m", port: int | None = None, *, h
         if missing:
             raise LocalServerError(f"`transformers serve` needs {', '.join(missing)}: "
                                    "pip install 'ftdojo-gym[serve]' (or 'transformers[serving]')")
-        from ftdojo_gym.models import resolve_model
+        from ftdojo_gym.models import ModelNotFoundError, resolve_model
 
-        served = str(resolve_model(model))
+        try:
+            served = str(resolve_model(model))
+        except ModelNotFoundError as exc:
+            raise LocalServerError(f"no local model {model!r}: {exc}") from exc
     else:
         served = str(model)
     port = port or free_port(host)

@@ -157,3 +157,8 @@ def test_cli_local_model_points_the_agent_at_the_server(server, tmp_path: Path, 
     assert header["args"]["tool_mode"] == "text" and header["args"]["context_window"] == 8192
     body = server.requests[0]
     assert body["model"] == "/models/smollm2-135m" and "tools" not in body  # JSON-in-text tool calls
+
+
+def test_an_unknown_model_is_a_clear_error() -> None:
+    with pytest.raises(LocalServerError, match="no local model 'no-such-model'"), serve_local_model("no-such-model"):
+        pass
