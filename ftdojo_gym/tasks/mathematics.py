@@ -35,6 +35,8 @@ Sources (deterministic in the seed; no evaluation problem occurs in any):
 * ``forum_solutions`` — same schema plus ``votes``; about 45 % of the
   solutions make a systematic slip (one digit too few, a forgotten ``+1`` or
   ``/2``...) and end in a wrong box; most of those have fewer than 3 votes.
+  The slips concentrate on half of the families (three posts in four wrong
+  there, so training on the raw posts teaches the slip).
 * ``contest_mirror`` — a few dozen problems repeated many times with case and
   whitespace changes only.
 * ``tutor_chat`` — correct but chatty ``response`` without a box (half of them
@@ -538,11 +540,19 @@ def _competition_math(rng: random.Random, reserved: frozenset[str]) -> dict[str,
     return _columns([_clean_row(_generate(rng, SUBSETS[i % 4], reserved=reserved)) for i in range(n)])
 
 
+# Forum posters make the same slip again and again on some problem types: on
+# these, three posts in four are wrong, so a model trained on the raw posts
+# learns the slip (greedy decoding follows the majority), while a vote filter
+# recovers the right rule. Elsewhere one post in seven is wrong.
+_SLIPPY_FAMILIES = frozenset(
+    ("remainder", "units_digit", "multiples", "arrangements", "reverse", "extreme_number"))
+
+
 def _forum_solutions(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
     rows = []
     for i in range(rng.randint(2000, 2400)):
         p = _generate(rng, SUBSETS[i % 4], reserved=reserved)
-        wrong = rng.random() < 0.45
+        wrong = rng.random() < (0.75 if p.family in _SLIPPY_FAMILIES else 0.15)
         low = rng.random() < (0.9 if wrong else 0.08)
         votes = rng.randint(0, 2) if low else rng.randint(3, 9 if wrong else 40)
         rows.append({"problem": p.problem, "solution": p.wrong_solution if wrong else p.solution,
