@@ -476,7 +476,7 @@ class FinanceIQTask(Task):
     letters balanced, so the validation half (first 100) and the hidden-test
     half (last 100) both hold 10 questions per subject and 25 per letter.
 
-    **Default budget.** 200,000 training tokens; prompts are ~90-150 tokens.
+    **Default budget.** 200,000 training tokens; prompts are ~85-105 tokens.
     """
 
     name = "FinanceIQ"
