@@ -453,22 +453,21 @@ def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Cla
     spare = _features(rng, fld, 3, exclude=used)
     order = feats[:]
     rng.shuffle(order)
-    if label == "102":
-        docs = [order + spare[:1], [order[0], spare[1]]]
+    # Every document discloses three features, so only their content tells the labels apart.
+    if label == "102":  # one document describes the claimed combination as such, in the claim's order
+        docs = [list(feats), _shuffled(rng, [order[0], spare[1], spare[2]])]
     elif label == "103":
-        docs = [order[:2] + spare[:1], [order[2], spare[1]]]
+        docs = [_shuffled(rng, order[:2] + spare[:1]), _shuffled(rng, [order[2], spare[1], spare[2]])]
     else:  # ALLOW: one claim feature is disclosed by neither document
         missing = order[2]
-        near_miss = rng.random() < 0.5  # the part is there, with another property
-        second = [order[rng.randrange(2)], spare[1]]
-        if near_miss:
-            second.append(_Feature(missing.component, _qualifier(rng, fld, avoid=missing.qualifier)))
-        docs = [order[:2] + spare[:1], second]
+        # Half the time the part is there, with another property (a near miss).
+        third = (_Feature(missing.component, _qualifier(rng, fld, avoid=missing.qualifier))
+                 if rng.random() < 0.5 else spare[2])
+        docs = [_shuffled(rng, order[:2] + spare[:1]), _shuffled(rng, [order[rng.randrange(2)], spare[1], third])]
     if rng.random() < 0.5:
         docs.reverse()
     blocks = []
     for i, doc in enumerate(docs, 1):
-        rng.shuffle(doc)
         text = "discloses " + "; ".join(f.phrase for f in doc) + "."
         if long:
             text += " " + _filler(rng, rng.randint(90, 120))
@@ -485,6 +484,11 @@ def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Cla
         rationale = f"Neither reference teaches {order[2].phrase}, so I see no ground for a rejection."
     meta = {"label": label, "field": fld.key}
     return _Record("NOC4PC", fld.key, claim, body, prior_art, label, wrong, rationale, meta)
+
+
+def _shuffled(rng: random.Random, feats: list[_Feature]) -> list[_Feature]:
+    rng.shuffle(feats)
+    return feats
 
 
 def _generate(rng: random.Random, subtask: str, fld: _Field, *, variant: int = 0, long: bool = False,
