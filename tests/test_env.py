@@ -16,7 +16,7 @@ from gymnasium.utils.env_checker import check_env
 import ftdojo_gym
 from ftdojo_gym.actions import TOOLS
 from ftdojo_gym.env import METRIC_FIELDS, FTDojoEnv
-from ftdojo_gym.tasks import TASK_CATALOGUE
+from ftdojo_gym.tasks import TASK_CATALOGUE, make_task
 
 ENV_IDS = [e.env_id for e in TASK_CATALOGUE]
 QUICK = {"base_model": "tiny", "eval_limit": 8}
@@ -56,11 +56,12 @@ def test_both_id_forms_make_the_env(tiny_model, isolated_cache):
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_reset_and_step_are_deterministic_under_a_seed_and_samples_never_crash(env_id, tiny_model, isolated_cache, tmp_path):
+    clean = make_task(env_id).clean_sources[0]
     actions = [
         {"tool": "list_sources", "args": {}},
-        {"tool": "fetch", "args": {"source": "tableinstruct", "limit": 50, "shuffle": True, "seed": 1}},
-        {"tool": "inspect", "args": {"name": "tableinstruct", "n": 2}},
-        {"tool": "filter", "args": {"dataset": "tableinstruct", "max_tokens": 300, "dedupe": True}},
+        {"tool": "fetch", "args": {"source": clean, "limit": 50, "shuffle": True, "seed": 1}},
+        {"tool": "inspect", "args": {"name": clean, "n": 2}},
+        {"tool": "filter", "args": {"dataset": clean, "max_tokens": 300, "dedupe": True}},
         {"tool": "set_config", "args": {"learning_rate": 5e-4}},
     ]
     runs = []

@@ -73,14 +73,25 @@ def extract_final_answer(text: str) -> str | None:
 
     Returns the first non-empty line after the marker with surrounding
     whitespace and a trailing period removed (``""`` if nothing follows), or
-    ``None`` when ``text`` has no ``Final Answer:``. Later lines are ignored:
-    a model that keeps talking after its answer is not penalised for it.
+    ``None`` when ``text`` has no ``Final Answer:`` or hedges: several
+    ``Final Answer:`` lines that disagree (listing every option must not pass).
+    Later lines are ignored: a model that keeps talking after its answer is not
+    penalised for it; repeating the same answer is fine.
     """
+    text = text[-MAX_SCORED_CHARS:]
+    marks = list(_FINAL_ANSWER.finditer(text))
+    ends = [m.start() for m in marks[1:]] + [len(text)] if marks else []
+    answers = {_first_line(text[m.end():end]).casefold() for m, end in zip(marks, ends, strict=True)}
+    if len(answers) > 1:
+        return None
     rest = _answer_text(text)
     if rest is None:
         return None
-    first_line = rest.split("\n", 1)[0]
-    return first_line.strip().rstrip(".").strip()
+    return _first_line(rest)
+
+
+def _first_line(rest: str) -> str:
+    return rest.strip().split("\n", 1)[0].strip().rstrip(".").strip()
 
 
 def _normalise(text: str) -> str:

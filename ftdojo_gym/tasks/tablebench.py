@@ -597,7 +597,7 @@ class TableBenchTask(Task):
     """
 
     domain = "Table QA"
-    version = "1"
+    version = "2"
     #: The sources a careful expert starts from (the "Manual SFT" recipe).
     clean_sources = ("tableinstruct",)
     #: How the clean source becomes training pairs in the evaluation format.

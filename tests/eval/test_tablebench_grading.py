@@ -37,7 +37,8 @@ ADVERSARIAL = [
         ("Final Answer: Yes", "Yes"),
         ("reasoning...\nFinal Answer: 42.", "42"),
         ("final answer:   No  \nmore text", "No"),
-        ("FINAL ANSWER: No\nFinal Answer: Yes", "Yes"),
+        ("FINAL ANSWER: No\nFinal Answer: Yes", None),  # disagreeing answers: a hedge, no answer
+        ("Final Answer: Yes\nso, Final Answer: yes.", "yes"),  # the same answer repeated is fine
         ("Final Answer:\n  Yes", "Yes"),
         ("Final Answer:", ""),
         ("The answer is Yes", None),
@@ -54,7 +55,7 @@ def test_fact_checking() -> None:
     assert grade_fact_checking("Final Answer: No", "Yes") == 0.0
     assert grade_fact_checking("Yes", "Yes") == 0.0  # no "Final Answer:"
     # The last "Final Answer:" counts.
-    assert grade_fact_checking("Final Answer: Yes\nFinal Answer: No", "No") == 1.0
+    assert grade_fact_checking("Final Answer: Yes\nFinal Answer: No", "No") == 0.0  # hedging both ways
     assert grade_fact_checking("Final Answer: No\nFinal Answer: Yes", "No") == 0.0
     assert grade_fact_checking("Final Answer: Yes No", "Yes") == 0.0  # hedging both ways
     assert grade_fact_checking("Final Answer: Yes/No", "No") == 0.0
@@ -93,7 +94,7 @@ def test_numerical_reasoning() -> None:
     assert grade_numerical_reasoning("Final Answer: 0.01", "0") == 0.0
     assert grade_numerical_reasoning("Final Answer: twelve", "12") == 0.0
     assert grade_numerical_reasoning("12", "12") == 0.0  # no "Final Answer:"
-    assert grade_numerical_reasoning("Final Answer: 5\nFinal Answer: 12", "12") == 1.0
+    assert grade_numerical_reasoning("Final Answer: 5\nFinal Answer: 12", "12") == 0.0  # two answers
     assert grade_numerical_reasoning("Final Answer: " + "9" * 400, "12") == 0.0  # overflows to inf
 
 
