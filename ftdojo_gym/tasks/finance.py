@@ -57,6 +57,7 @@ from datasets import Dataset
 
 from ftdojo_gym.eval.finance_grading import LETTERS, grade_choice
 from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
+from ftdojo_gym.tasks.offdomain import web_chat_rows
 
 #: The prompt of every evaluation item (and of the expert recipe's training pairs).
 PROMPT_TEMPLATE = (
@@ -379,23 +380,8 @@ def _letters(rng: random.Random, n: int) -> list[str]:
     return letters
 
 
-# ------------------------------------------------------------ off-domain text
+# ------------------------------------------------------------ note styles
 
-_DISHES = ("pancakes", "lentil soup", "banana bread", "fried rice", "guacamole", "tomato pasta",
-           "apple pie", "chicken curry", "omelette", "pumpkin soup", "fish tacos", "risotto")
-_STEPS = ("chop the vegetables finely", "heat a little oil in a pan", "whisk the eggs with a pinch of salt",
-          "simmer for twenty minutes", "preheat the oven to 180 degrees", "mix the dry ingredients first",
-          "stir in the spices", "season to taste", "bake until golden brown", "serve warm with fresh herbs")
-_PLACES = ("Lisbon", "Kyoto", "Vienna", "Cape Town", "Montreal", "Istanbul", "Hanoi", "Edinburgh", "Prague")
-_SIGHTS = ("old town", "harbour", "botanical garden", "main market", "castle", "river walk", "art museum")
-_CHITCHAT = (
-    ("Hi! How are you today?", "I'm doing great, thanks for asking! Anything fun planned for the day?"),
-    ("Can you recommend a good book?", "Sure! A cozy mystery or a classic adventure story is always a nice choice."),
-    ("I can't sleep, any tips?", "Keep your room cool and dark, avoid screens before bed, and read something calm."),
-    ("Tell me a joke.", "Why did the scarecrow win an award? Because he was outstanding in his field!"),
-    ("What should I name my cat?", "How about Biscuit, Luna or Pepper? Pick something that matches their personality!"),
-    ("Any ideas for a rainy day?", "Watch a movie marathon, try a new recipe, or finally do that jigsaw puzzle."),
-)
 _NOTE_STYLES = (
     "The correct answer is {answer}.",
     "Answer: {answer}",
@@ -582,21 +568,7 @@ class FinanceIQTask(Task):
         return rows
 
     def _web_chat(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
-        rows = []
-        for _ in range(rng.randint(600, 800)):
-            kind = rng.random()
-            if kind < 0.4:
-                dish, steps = rng.choice(_DISHES), rng.sample(_STEPS, 3)
-                prompt = rng.choice(("How do I make {d}?", "Give me a simple recipe for {d}.")).format(d=dish)
-                response = f"To make {dish}, first {steps[0]}, then {steps[1]}. Finally, {steps[2]}. Enjoy!"
-            elif kind < 0.7:
-                place, sights = rng.choice(_PLACES), rng.sample(_SIGHTS, 2)
-                prompt = f"What should I see in {place}?"
-                response = f"In {place}, don't miss the {sights[0]} and the {sights[1]}. Go early to avoid crowds."
-            else:
-                prompt, response = rng.choice(_CHITCHAT)
-            rows.append({"prompt": prompt, "response": response})
-        return rows
+        return web_chat_rows(rng, rng.randint(600, 800))
 
     def _regulation_excerpts(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
         rows = []
