@@ -392,16 +392,19 @@ def _candidate(rng: random.Random, fld: _Field, feats: Sequence[_Feature], long:
     return text
 
 
+# A dependent claim usually copies its wording from the specification: every
+# paragraph states its part as "the <part> is <property>", and the cited one
+# states exactly the claimed clause.
 _PARAGRAPH_TEMPLATES = (
-    "In one embodiment, {phrase} is provided.",
-    "As shown in FIG. {fig}, the device includes {phrase}.",
-    "The {device} further comprises {phrase}.",
-    "According to this example, {phrase} is mounted in the {device}.",
+    "In one embodiment, {clause}.",
+    "As shown in FIG. {fig}, {clause}.",
+    "In the {device}, {clause}.",
+    "According to this example, {clause}.",
 )
 
 
 def _paragraph(rng: random.Random, fld: _Field, feat: _Feature) -> str:
-    return rng.choice(_PARAGRAPH_TEMPLATES).format(phrase=feat.phrase, fig=rng.randint(1, 9), device=fld.device)
+    return rng.choice(_PARAGRAPH_TEMPLATES).format(clause=feat.wherein, fig=rng.randint(1, 9), device=fld.device)
 
 
 def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragraphs: int = 5) -> _Record:
@@ -417,9 +420,9 @@ def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragr
     silver: list[int] = []
     decoy: list[int] = []
     kinds = []
-    if rng.random() < 0.5:
+    if rng.random() < 0.35:
         kinds.append("same component")  # the silver paragraph: same part, other property
-    if rng.random() < 0.4:
+    if rng.random() < 0.25:
         kinds.append("same qualifier")  # another part with the claimed property
     for k, kind in zip(others, kinds + ["other"] * len(others), strict=False):
         if kind == "same component":
@@ -498,7 +501,7 @@ def _generate(rng: random.Random, subtask: str, fld: _Field, *, variant: int = 0
         others = [f for f in fields if f.key != fld.key]
         return _par4pc(rng, fld, others, n_gold=(1, 2, 1, 3, 2)[variant % 5], claim_intro=claim_intro, long=long)
     if subtask == "PI4PC":
-        return _pi4pc(rng, fld, claim_intro=claim_intro, n_paragraphs=rng.randint(90, 120) if long else 5)
+        return _pi4pc(rng, fld, claim_intro=claim_intro, n_paragraphs=rng.randint(150, 200) if long else 5)
     return _noc4pc(rng, fld, NOC_LABELS[variant % 3], claim_intro=claim_intro, long=long)
 
 

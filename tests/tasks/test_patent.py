@@ -81,7 +81,7 @@ def solve(subtask: str, prompt_input: str) -> str:
     if subtask == "PI4PC":
         component, qualifier = re.search(r"wherein the (.+?) is ((?:made of|configured to) .+)\.$", claim).groups()
         hits = [m.group(1) for m in re.finditer(r"^\[(\d+)\] (.*)$", rest, re.MULTILINE)
-                if f" {component} {qualifier}" in m.group(2)]
+                if f"the {component} is {qualifier}." in m.group(2)]
         assert len(hits) == 1, (claim, rest)
         return hits[0]
     feats = claim_features(claim)
