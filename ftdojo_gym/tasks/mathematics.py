@@ -23,6 +23,13 @@ offline repository is a proxy with the AIME answer format (integer 0-999 in
 ``\\boxed{}``) on which curation and training measurably matter. The real
 problems are one ``data="hub"`` away.
 
+Measured (SmolLM2-135M-Instruct, 40 steps x 8, LoRA r16, 50 hidden-test
+items): base 0.0 (it never writes a box), expert 18.0 (validation 24.0),
+harmful recipe 18.0 (validation 6.0-10.0). The expert learns the format and
+some digit families but not the arithmetic ones (Algebra 0 %); the harmful
+recipe still picks up correct steps from ``tutor_chat``'s worked replies, so
+on this hidden test it ties the expert.
+
 The prompt of an evaluation item is exactly ``"{problem}\\n" + FORMAT_LINE``
 (:data:`FORMAT_LINE` asks for step-by-step reasoning and the final answer in
 ``\\boxed{}``); the reference completion is the worked solution. The clean
