@@ -24,11 +24,13 @@ offline repository is a proxy with the AIME answer format (integer 0-999 in
 problems are one ``data="hub"`` away.
 
 Measured (SmolLM2-135M-Instruct, 40 steps x 8, LoRA r16, 50 hidden-test
-items): base 0.0 (it never writes a box), expert 18.0 (validation 24.0),
-harmful recipe 18.0 (validation 6.0-10.0). The expert learns the format and
-some digit families but not the arithmetic ones (Algebra 0 %); the harmful
-recipe still picks up correct steps from ``tutor_chat``'s worked replies, so
-on this hidden test it ties the expert.
+items): base 0.0 (it never writes a box), expert 18.0 (validation 24.0).
+The expert learns the format and some digit families but not the arithmetic
+ones (Algebra 0 %). A harmful recipe of ``forum_solutions`` plus
+``tutor_chat`` tied the expert on the hidden test (18.0; validation 6-10):
+the chat's worked replies teach correct steps. The harmful recipe is now
+``forum_solutions`` plus the near-duplicate ``contest_mirror``; see
+docs/tasks/results.md for its measurement.
 
 The prompt of an evaluation item is exactly ``"{problem}\\n" + FORMAT_LINE``
 (:data:`FORMAT_LINE` asks for step-by-step reasoning and the final answer in
@@ -699,7 +701,7 @@ class AIMETask(Task):
     #: Forum posts taken with their wrong answers, plus chat replies without a box.
     harmful_recipe = {
         "forum_solutions": {"prompt": "{problem}\n" + _FORMAT_IN_TEMPLATE, "completion": "{solution}"},
-        "tutor_chat": {"prompt": "{question}\n" + _FORMAT_IN_TEMPLATE, "completion": "{response}"},
+        "contest_mirror": {"prompt": "{problem}\n" + _FORMAT_IN_TEMPLATE, "completion": "{solution}"},
     }
     hub_datasets = {
         "aime": HubDataset("AI-MO/aimo-validation-aime", split="train"),

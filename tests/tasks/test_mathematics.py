@@ -110,7 +110,7 @@ def test_names_and_attributes() -> None:
     assert task().metric == "exact answer, verified with math-verify"
     assert make_task("FTDojo/AIME-v0").name == "AIME"
     assert task().clean_sources == ("competition_math",)
-    assert set(task().harmful_recipe) == {"forum_solutions", "tutor_chat"}
+    assert set(task().harmful_recipe) == {"forum_solutions", "contest_mirror"}
 
 
 def test_determinism_and_seed_dependence() -> None:
