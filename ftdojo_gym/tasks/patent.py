@@ -624,8 +624,8 @@ class PatentTask(Task):
             "examiner_notes": {"prompt": "{claim}\n{prior_art}", "completion": "{rationale}"},
         }
         self.hub_datasets = {
-            "train": HubDataset("LG-AI-Research/PANORAMA", subtask, "train", limit=2000),
-            "validation": HubDataset("LG-AI-Research/PANORAMA", subtask, "validation", limit=EVAL_SIZE),
+            "train": HubDataset("LG-AI-Research/PANORAMA", split="train", data_dir=subtask, limit=2000),
+            "validation": HubDataset("LG-AI-Research/PANORAMA", split="validation", data_dir=subtask, limit=EVAL_SIZE),
         }
         self._eval_cache: dict[int, list[_Record]] = {}
 
