@@ -40,13 +40,18 @@ DEFAULT_OUT = Path("benchmarks/results/task_table.json")
 DEFAULT_TABLE = Path("docs/tasks/results.md")
 
 
-def task_fingerprint(task_id: str, seed: int = 0) -> str:
-    """A hash of the task's evaluation items and sources under ``seed``: results of a
-    task whose data has changed since they were measured are stale."""
+def task_fingerprint(task_id: str, seed: int = 0, recipe: str | None = None) -> str:
+    """A hash of the task's evaluation items and sources under ``seed`` and, with
+    ``recipe``, of that recipe's sources and templates: results measured on other
+    data or with another recipe are stale. (Grader changes are not covered.)"""
     from ftdojo_gym.tasks import make_task
 
     task = make_task(task_id)
     digest = hashlib.sha256()
+    if recipe == "expert":
+        digest.update(json.dumps([task.clean_sources, task.expert_template]).encode())
+    elif recipe == "harmful":
+        digest.update(json.dumps(task.harmful_recipe, sort_keys=True).encode())
     for item in task.eval_items(seed):
         digest.update(f"{item.id}\x00{item.prompt}\x00{item.reference}\x00".encode())
     for name, ds in task.sources(seed).items():
@@ -86,7 +91,7 @@ def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Con
         "base_hidden_test": sub["base_hidden_test_score"], "hidden_test": sub["hidden_test_score"],
         "validation": sub["validation_score"], "hidden_test_subsets": sub["hidden_test_subsets"],
         "run": sub["run"], "tokens_trained": sub["tokens_used"], "wall_seconds": round(time.monotonic() - start, 1),
-        "errors": errors, "versions": sub["versions"], "task_fingerprint": task_fingerprint(task_id, args.seed),
+        "errors": errors, "versions": sub["versions"], "task_fingerprint": task_fingerprint(task_id, args.seed, recipe),
     }
     console.print(f"{task_id} {recipe}: base {_pct(result['base_hidden_test'])}, "
                   f"{recipe} {_pct(result['hidden_test'])} (hidden test), {result['wall_seconds']:.0f} s"
@@ -113,11 +118,12 @@ def save_results(path: Path, results: list[dict[str, Any]]) -> None:
 def render_table(results: list[dict[str, Any]]) -> str:
     """Markdown table: one row per task, the latest result of each recipe."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
-    current: dict[str, str] = {}
+    current: dict[tuple[str, str], str] = {}
     for r in results:
-        if r["task"] not in current:
-            current[r["task"]] = task_fingerprint(r["task"], r.get("seed", 0))
-        if r.get("task_fingerprint") == current[r["task"]]:  # results on older task data are stale
+        key = (r["task"], r["recipe"])
+        if key not in current:
+            current[key] = task_fingerprint(r["task"], r.get("seed", 0), r["recipe"])
+        if r.get("task_fingerprint") == current[key]:  # results on older data or recipes are stale
             latest[(r["task"], r["recipe"])] = r
     lines = [
         "# Base model vs expert vs harmful recipe, per task",
@@ -132,7 +138,7 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "|---|---|---:|---:|---:|---:|:---:|---|---:|",
     ]
     metrics = {t["env_id"]: t["metric"] for t in ftdojo_gym.list_tasks()}
-    n_gain = n_harm = n_rows = 0
+    n_gain = n_harm = n_rows = n_both = 0
     for task_id in metrics:
         e, h = latest.get((task_id, "expert")), latest.get((task_id, "harmful"))
         if not e and not h:
@@ -143,6 +149,7 @@ def render_table(results: list[dict[str, Any]]) -> str:
         harm_ok = None if (e is None or h is None) else h["hidden_test"] < e["hidden_test"]
         n_gain += gain is not None and gain >= 10
         n_harm += bool(harm_ok)
+        n_both += harm_ok is not None
         ref = e or h
         lines.append(
             f"| {task_id} | {metrics[task_id]} | {_pct(base)} | {_pct(e and e['hidden_test'])} | "
@@ -150,8 +157,8 @@ def render_table(results: list[dict[str, Any]]) -> str:
             f"{'-' if harm_ok is None else ('yes' if harm_ok else 'no')} | {ref['max_steps']} x 8 | "
             f"{ref['eval_items'] or 100} |"
         )
-    lines += ["", f"Expert at least 10 points above base: {n_gain} of {n_rows} tasks; "
-              f"harmful below expert: {n_harm} of {n_rows}.", ""]
+    lines += ["", f"Expert at least 10 points above base: {n_gain} of {n_rows} tasks measured; "
+              f"harmful below expert: {n_harm} of {n_both} tasks with both recipes measured.", ""]
     return "\n".join(lines)
 
 
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         for task_id in tasks:
             for recipe in recipes:
-                fingerprint = task_fingerprint(task_id, args.seed)
+                fingerprint = task_fingerprint(task_id, args.seed, recipe)
                 done = any(r["task"] == task_id and r["recipe"] == recipe and r["model"] == args.model
                            and r["max_steps"] == args.max_steps and r["eval_items"] == args.eval_limit
                            and r["seed"] == args.seed and r.get("task_fingerprint") == fingerprint
