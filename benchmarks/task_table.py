@@ -59,8 +59,10 @@ def task_fingerprint(task_id: str, seed: int = 0, recipe: str | None = None) -> 
     return digest.hexdigest()[:12]
 
 
-def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    """One episode of ``recipe`` on ``task_id``; returns the scores and costs."""
+def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Console,
+               fingerprint: str) -> dict[str, Any]:
+    """One episode of ``recipe`` on ``task_id``; returns the scores and costs, stamped
+    with ``fingerprint`` (:func:`task_fingerprint` of the task, seed and recipe)."""
     env = gym.make(task_id, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress)
     task = env.unwrapped.task
     agent = ManualSFTAgent(max_steps=args.max_steps, learning_rate=args.lr, curate=recipe == "expert",
@@ -91,7 +93,7 @@ def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Con
         "base_hidden_test": sub["base_hidden_test_score"], "hidden_test": sub["hidden_test_score"],
         "validation": sub["validation_score"], "hidden_test_subsets": sub["hidden_test_subsets"],
         "run": sub["run"], "tokens_trained": sub["tokens_used"], "wall_seconds": round(time.monotonic() - start, 1),
-        "errors": errors, "versions": sub["versions"], "task_fingerprint": task_fingerprint(task_id, args.seed, recipe),
+        "errors": errors, "versions": sub["versions"], "task_fingerprint": fingerprint,
     }
     console.print(f"{task_id} {recipe}: base {_pct(result['base_hidden_test'])}, "
                   f"{recipe} {_pct(result['hidden_test'])} (hidden test), {result['wall_seconds']:.0f} s"
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 if done and not args.rerun:
                     console.print(f"{task_id} {recipe}: done, skipped (--rerun to repeat)")
                     continue
-                results.append(run_recipe(task_id, recipe, args, console))
+                results.append(run_recipe(task_id, recipe, args, console, fingerprint))
                 save_results(args.out, results)
                 args.table.parent.mkdir(parents=True, exist_ok=True)
                 args.table.write_text(render_table(results))

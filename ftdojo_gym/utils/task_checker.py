@@ -211,8 +211,10 @@ def check_task(task: str | Task, *, seed: int = 0, registered: bool | None = Non
 def _rebuild(task: Task) -> Task:
     """A fresh instance of ``task`` (no caches shared), for the determinism checks."""
     entry = next((e for e in TASK_CATALOGUE if e.task_name == task.name), None)
-    if entry is not None and task.version == entry.build().version:
-        return entry.build()
+    if entry is not None:
+        fresh = entry.build()
+        if fresh.version == task.version:
+            return fresh
     try:
         return type(task)(**getattr(task, "init_kwargs", {}))
     except TypeError:
