@@ -1,21 +1,13 @@
-"""Fixtures of the agent tests: a scripted OpenAI-compatible server on 127.0.0.1.
-
-The server module is a plain file beside the tests (``--import-mode=importlib``
-puts no test directory on ``sys.path``), so it is loaded here once and made
-importable as ``openai_test_server``.
-"""
+"""Fixtures of the agent tests: a scripted OpenAI-compatible server on 127.0.0.1
+(:mod:`agents.scripted_server`)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from openai_test_server import OpenAITestServer  # noqa: E402
+from agents.scripted_server import OpenAITestServer
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from openai_test_server import OpenAITestServer, slow, tool_call
 
 from agents.cli import build_parser, main
+from agents.scripted_server import OpenAITestServer, slow, tool_call
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai_test_server import OpenAITestServer, Scripted, http_error, last_user_text, text
 
 import agents
 from agents.episode import run_episode
 from agents.ft_agent import ExperimentNode, ExperimentTree, FTAgent, PlanError, plan_from_json
+from agents.scripted_server import OpenAITestServer, Scripted, http_error, last_user_text, text
 
 TEMPLATE = {"prompt_template": "{instruction}\n{input}", "completion_template": "{output}"}
 

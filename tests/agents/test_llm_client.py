@@ -6,7 +6,6 @@ import json
 import time
 
 import pytest
-from openai_test_server import OpenAITestServer, http_error, raw, refusal, slow, text, tool_call
 
 import ftdojo_gym
 from agents.llm_client import (
@@ -21,6 +20,7 @@ from agents.llm_client import (
     parse_json_object,
     parse_tool_call,
 )
+from agents.scripted_server import OpenAITestServer, http_error, raw, refusal, slow, text, tool_call
 
 TOOLS = ftdojo_gym.tool_schemas()
 NAMES = [t["function"]["name"] for t in TOOLS]

@@ -131,10 +131,9 @@ def test_cli_local_model_points_the_agent_at_the_server(server, tmp_path: Path, 
     """The wiring of ``--local-model``, with the scripted server standing in for ``transformers serve``."""
     import contextlib
 
-    from openai_test_server import tool_call
-
     import agents.cli
     from agents.local_server import LocalServer
+    from agents.scripted_server import tool_call
 
     started: dict = {}
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from openai_test_server import (
+import agents
+from agents.episode import run_episode
+from agents.react import ReActAgent
+from agents.scripted_server import (
     OpenAITestServer,
     Scripted,
     http_error,
@@ -13,10 +16,6 @@ from openai_test_server import (
     text,
     tool_call,
 )
-
-import agents
-from agents.episode import run_episode
-from agents.react import ReActAgent
 
 
 def _actions(result: Any) -> list[str]:

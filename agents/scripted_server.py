@@ -1,4 +1,8 @@
-"""A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted replies, for agent tests.
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted replies.
+
+Used by the agent tests, and by benchmarks that hold an LLM's decisions fixed
+(``benchmarks/fail_fast.py``) so that two agents' loops can be compared on
+the same decisions.
 
 The server speaks ``POST /v1/chat/completions`` (and ``GET /v1/models``) over
 real HTTP, so tests exercise the ``openai`` client, its timeouts and retries
@@ -195,7 +199,7 @@ class OpenAITestServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True  # a slow reply must not block shutdown
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-test-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-openai-server", daemon=True)
         self._thread.start()
         return self
 

@@ -1,0 +1,415 @@
+"""Fail-fast figure: FT-Agent's debug-first loop against the ReAct baseline under injected faults.
+
+The paper credits FT-Agent's fail-fast debug runs with 2.2x more effective
+training iterations than an OpenHands-style agent. This script measures the
+same quantities here, with real training:
+
+* both agents run episodes of one task with the same token budget and the
+  same faults: :class:`ftdojo_gym.wrappers.FaultInjection` corrupts a share
+  ``--fault-rate`` of experiments with a config fault (a diverging learning
+  rate, a ``max_len`` no prompt fits in) or a data fault (blank completions),
+  the *i*-th experiment of either agent meeting the same fault;
+* **full runs completed** in the budget (the effective iterations), failed
+  full and debug runs, and the tokens and seconds each kind of run took;
+* **a debug run's cost as a share of a full run** (mean tokens and mean
+  seconds of the successful debug runs over those of the successful full runs).
+
+The agents are the real :class:`agents.ft_agent.FTAgent` and
+:class:`agents.react.ReActAgent`, talking HTTP to an OpenAI-compatible
+endpoint. By default that endpoint is a *scripted oracle policy*
+(:class:`OraclePolicy`, served by :mod:`agents.scripted_server` on
+127.0.0.1): it makes the same decisions for both agents (the *i*-th
+experiment's recipe; a repair that restores the intended recipe once a run
+fails), so the figure isolates the loops themselves -- FT-Agent's executor
+makes a debug run before every full run, the ReAct baseline trains directly --
+from the quality of an LLM's decisions. With ``--base-url``/``--model`` a
+real LLM drives both agents instead, under the same fault injection.
+
+    python -m benchmarks.fail_fast                          # SmolLM2, ChemCoT-Reaction, 2 seeds
+    python -m benchmarks.fail_fast --base-model tiny --full-steps 8 --token-budget 20000 --seeds 1
+    python -m benchmarks.fail_fast --table-only             # re-render table and plot
+
+Results are appended to ``benchmarks/results/fail_fast.json`` after every
+episode (a rerun skips the episodes already there with the same settings);
+the table goes to ``docs/benchmarks/fail_fast.md`` and the plot next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from rich.console import Console
+
+from agents.episode import run_episode
+from agents.ft_agent import FTAgent
+from agents.llm_client import LLMClient
+from agents.react import ReActAgent
+from agents.scripted_server import (
+    OpenAITestServer,
+    Scripted,
+    last_user_text,
+    system_text,
+    text,
+    tool_call,
+)
+from ftdojo_gym.data.workspace import atomic_write_text
+from ftdojo_gym.wrappers.faults import FAULTS, FaultInjection
+
+AGENTS = ("ft-agent", "react")
+DEFAULT_OUT = Path("benchmarks/results/fail_fast.json")
+DEFAULT_TABLE = Path("docs/benchmarks/fail_fast.md")
+#: Learning rates the oracle cycles through, one per experiment (all sane for LoRA on SmolLM2).
+ORACLE_LRS = (1e-3, 5e-4, 2e-3)
+
+
+# --------------------------------------------------------------------------- the scripted oracle policy
+class OraclePolicy:
+    """Scripted decisions for FT-Agent's prompts and for ReAct's tool calls, the same for both.
+
+    Experiment *i* (1-based, counted per agent) uses :meth:`recipe` ``(i)``: the
+    task's clean sources, length filter and dedupe, the expert template, a mix
+    of ``8 * full_steps`` rows, and a LoRA config with ``max_steps=full_steps``
+    and the *i*-th learning rate of :data:`ORACLE_LRS`. After a failure the
+    repair is the intended recipe again (data steps and config), which undoes
+    any injected fault: both agents repair perfectly, at the first attempt.
+    """
+
+    def __init__(self, clean_sources: list[str], template: dict[str, str], full_steps: int, batch_size: int = 8):
+        self.sources, self.template = list(clean_sources), dict(template)
+        self.full_steps, self.batch_size = full_steps, batch_size
+        self.ft_experiment = 0
+        self.react_experiment = 0
+        self.react_queue: deque[dict[str, Any]] = deque()
+        self.react_last: dict[str, Any] | None = None
+        self.calls = {"plan": 0, "repair": 0, "evaluate": 0, "judge": 0, "react": 0}
+
+    # -- the recipe
+    def data_steps(self) -> list[dict[str, Any]]:
+        steps: list[dict[str, Any]] = []
+        for src in self.sources:
+            steps += [
+                {"tool": "fetch", "args": {"source": src}},
+                {"tool": "filter", "args": {"dataset": src, "max_tokens": 512, "dedupe": True, "rules": ["non_empty"]}},
+                {"tool": "transform", "args": {"dataset": src, "prompt_template": self.template["prompt"],
+                                               "completion_template": self.template["completion"], "output": f"{src}_sft"}},
+            ]
+        steps.append({"tool": "mix", "args": {"datasets": [{"name": f"{s}_sft", "weight": 1.0} for s in self.sources],
+                                              "n": self.full_steps * self.batch_size, "output": "train_mix", "seed": 0}})
+        return steps
+
+    def config(self, i: int) -> dict[str, Any]:
+        return {"method": "lora", "learning_rate": ORACLE_LRS[(i - 1) % len(ORACLE_LRS)], "lr_scheduler": "linear",
+                "warmup_ratio": 0.05, "max_steps": self.full_steps, "batch_size": self.batch_size, "max_len": 512,
+                "lora_r": 16, "lora_alpha": 32, "seed": i}
+
+    def recipe(self, i: int) -> dict[str, Any]:
+        return {"hypothesis": f"experiment {i}: clean sources, expert template, lr {self.config(i)['learning_rate']}",
+                "data_steps": self.data_steps(), "dataset": "train_mix", "config": self.config(i)}
+
+    # -- the endpoint
+    def __call__(self, body: dict[str, Any]) -> Scripted:
+        if system_text(body).startswith("You are FT-Agent"):
+            return self._ft_agent(last_user_text(body))
+        return self._react(body)
+
+    def _ft_agent(self, prompt: str) -> Scripted:
+        if prompt.startswith("# Plan the next experiment"):
+            self.calls["plan"] += 1
+            if "## Your previous answer was not usable" not in prompt:
+                self.ft_experiment += 1
+            return text(json.dumps(self.recipe(self.ft_experiment)))
+        if prompt.startswith("# Repair a failed experiment"):
+            self.calls["repair"] += 1
+            r = self.recipe(self.ft_experiment)
+            return text(json.dumps({"diagnosis": "restore the intended recipe", "data_steps": r["data_steps"],
+                                    "dataset": r["dataset"], "config": r["config"]}))
+        if prompt.startswith("# Evaluate an experiment"):
+            self.calls["evaluate"] += 1
+            return text(json.dumps({"diagnosis": "scripted oracle: no diagnosis", "error_patterns": [], "next_ideas": []}))
+        if prompt.startswith("# Judge an experiment"):
+            self.calls["judge"] += 1
+            return text(json.dumps({"accept": None, "reason": "scripted oracle: the numeric rule decides"}))
+        return text("{}")
+
+    def _react(self, body: dict[str, Any]) -> Scripted:
+        self.calls["react"] += 1
+        messages = body.get("messages", [])
+        result = last_user_text(body) if messages and messages[-1].get("role") == "tool" else ""
+        last = self.react_last
+        if last is None:
+            action = {"tool": "list_sources", "args": {}}
+        else:
+            failed = " FAILED (" in result or result.lstrip().startswith("ERROR") or "\nERROR" in result[:400]
+            if failed and last["tool"] != "evaluate":
+                i = self.react_experiment  # repair: the intended recipe again, then the full run
+                self.react_queue = deque([*self.data_steps(), {"tool": "set_config", "args": self.config(i)},
+                                          {"tool": "train", "args": {"dataset": "train_mix"}}])
+            elif last["tool"] == "train":
+                self.react_queue = deque([{"tool": "evaluate", "args": {}}])
+            if not self.react_queue:
+                self.react_experiment += 1
+                i = self.react_experiment
+                self.react_queue = deque([*self.data_steps(), {"tool": "set_config", "args": self.config(i)},
+                                          {"tool": "train", "args": {"dataset": "train_mix"}}])
+            action = self.react_queue.popleft()
+        self.react_last = action
+        return tool_call(action["tool"], action["args"])
+
+
+# --------------------------------------------------------------------------- one episode
+def settings_key(args: argparse.Namespace) -> str:
+    fields = {k: getattr(args, k) for k in ("task", "base_model", "fault_rate", "faults", "full_steps", "token_budget",
+                                            "eval_limit", "base_url", "model")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Console) -> dict[str, Any]:
+    """One episode of ``agent_name`` under fault injection; returns its record."""
+    workdir = tempfile.mkdtemp(prefix=f"ftdojo-failfast-{agent_name}-")
+    base = gym.make(args.task, base_model=args.base_model, token_budget=args.token_budget, max_episode_steps=1000,
+                    eval_limit=args.eval_limit, workdir=workdir, progress=args.progress)
+    env = FaultInjection(base, rate=args.fault_rate, kinds=args.faults, seed=seed)
+    task = env.unwrapped.task
+    policy = OraclePolicy(list(task.clean_sources), dict(task.expert_template), args.full_steps)
+    server = None
+    try:
+        if args.base_url:
+            llm = LLMClient(base_url=args.base_url, model=args.model, api_key=args.api_key)
+        else:
+            server = OpenAITestServer(default=policy, model="oracle-policy").start()
+            llm = LLMClient(base_url=server.base_url, model="oracle-policy", api_key="none", timeout=30.0)
+        if agent_name == "ft-agent":
+            agent = FTAgent(llm, max_iterations=1000, evaluate_base=False)
+        else:
+            agent = ReActAgent(llm)
+        t0 = time.monotonic()
+        result = run_episode(env, agent, seed=seed)
+        wall = time.monotonic() - t0
+        runs = [vars(r) for r in env.unwrapped.runs.values()]
+    finally:
+        if server is not None:
+            server.close()
+        env.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    full = [r for r in runs if not r["debug"]]
+    debug = [r for r in runs if r["debug"]]
+
+    def total(rs: list[dict[str, Any]], key: str) -> float:
+        return float(sum(r[key] for r in rs))
+
+    record = {
+        "agent": agent_name, "seed": seed, "settings": settings_key(args), "task": args.task,
+        "base_model": args.base_model, "fault_rate": args.fault_rate, "faults": list(args.faults),
+        "full_steps": args.full_steps, "token_budget": args.token_budget, "llm": args.model or "oracle-policy",
+        "full_ok": sum(r["status"] == "ok" for r in full),
+        "full_stopped_budget": sum(r["status"] == "stopped_budget" for r in full),
+        "full_failed": sum(r["status"] == "error" for r in full),
+        "debug_ok": sum(r["status"] != "error" for r in debug),
+        "debug_failed": sum(r["status"] == "error" for r in debug),
+        "tokens": {"full_ok": total([r for r in full if r["status"] == "ok"], "train_tokens"),
+                   "full_failed": total([r for r in full if r["status"] == "error"], "train_tokens"),
+                   "full_stopped_budget": total([r for r in full if r["status"] == "stopped_budget"], "train_tokens"),
+                   "debug": total(debug, "train_tokens")},
+        "seconds": {"full_ok": total([r for r in full if r["status"] == "ok"], "seconds"),
+                    "full_failed": total([r for r in full if r["status"] == "error"], "seconds"),
+                    "full_stopped_budget": total([r for r in full if r["status"] == "stopped_budget"], "seconds"),
+                    "debug": total(debug, "seconds"), "episode": round(wall, 1)},
+        "debug_share": _debug_share(runs),
+        "faults_injected": env.fault_summary(),
+        "runs": [{k: r[k] for k in ("run_id", "debug", "status", "error_class", "train_tokens", "seconds")} for r in runs],
+        "hidden_test_score": result.reward, "steps": result.steps, "policy_calls": dict(policy.calls),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    console.print(f"{agent_name} seed {seed}: {record['full_ok']} full runs completed, {record['full_failed']} failed, "
+                  f"{record['debug_ok'] + record['debug_failed']} debug runs; {len(record['faults_injected'])} faults; "
+                  f"{wall:.0f} s")
+    return record
+
+
+def _debug_share(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    ok_full = [r for r in runs if not r["debug"] and r["status"] == "ok"]
+    ok_debug = [r for r in runs if r["debug"] and r["status"] == "ok"]
+    if not ok_full or not ok_debug:
+        return {"train_tokens": None, "seconds": None}
+    return {k: statistics.mean(r[k] for r in ok_debug) / max(1e-9, statistics.mean(r[k] for r in ok_full))
+            for k in ("train_tokens", "seconds")}
+
+
+# --------------------------------------------------------------------------- results
+def load_results(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text(encoding="utf-8"))["results"] if path.exists() else []
+
+
+def save_results(path: Path, results: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, json.dumps({"format": "ftdojo-fail-fast/1", "results": results}, indent=1, default=str))
+
+
+def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per agent: sums over the seeds of the newest settings, and the debug-share means."""
+    out: dict[str, dict[str, Any]] = {}
+    for agent in AGENTS:
+        rs = [r for r in results if r["agent"] == agent]
+        if not rs:
+            continue
+        shares_t = [r["debug_share"]["train_tokens"] for r in rs if r["debug_share"].get("train_tokens") is not None]
+        shares_s = [r["debug_share"]["seconds"] for r in rs if r["debug_share"].get("seconds") is not None]
+        faults = [f for r in rs for f in r["faults_injected"]]
+        out[agent] = {
+            "episodes": len(rs), "full_ok": sum(r["full_ok"] for r in rs), "full_failed": sum(r["full_failed"] for r in rs),
+            "full_stopped_budget": sum(r["full_stopped_budget"] for r in rs),
+            "debug_runs": sum(r["debug_ok"] + r["debug_failed"] for r in rs),
+            "debug_failed": sum(r["debug_failed"] for r in rs),
+            "tokens": {k: sum(r["tokens"][k] for r in rs) for k in rs[0]["tokens"]},
+            "seconds": {k: sum(r["seconds"][k] for r in rs) for k in rs[0]["seconds"]},
+            "debug_share_tokens": statistics.mean(shares_t) if shares_t else None,
+            "debug_share_seconds": statistics.mean(shares_s) if shares_s else None,
+            "faults": len(faults),
+            "faults_surfaced": {where: sum(f["surfaced_in"] == where for f in faults) for where in ("debug", "full")},
+            "faults_by_kind": {k: sum(f["kind"] == k for f in faults) for k in FAULTS},
+            "tokens_lost": sum(f["tokens_lost"] for f in faults), "seconds_lost": sum(f["seconds_lost"] for f in faults),
+        }
+    return out
+
+
+def render(results: list[dict[str, Any]], table: Path) -> str:
+    """The markdown table (and the plot beside it) from the results of the newest settings."""
+    if not results:
+        return "No results yet."
+    newest = results[-1]["settings"]
+    rs = [r for r in results if r["settings"] == newest]
+    agg = aggregate(rs)
+    head = rs[-1]
+    lines = [
+        "# Fail-fast: debug-first (FT-Agent) vs direct training (ReAct) under injected faults",
+        "",
+        f"Task `{head['task']}`, base model `{head['base_model']}`, decisions by `{head['llm']}`; "
+        f"fault rate {head['fault_rate']} per experiment ({', '.join(head['faults'])}); full runs of "
+        f"{head['full_steps']} steps x 8; token budget {head['token_budget']:,} per episode; "
+        f"seeds {sorted({r['seed'] for r in rs})}. Generated by `python -m benchmarks.fail_fast`.",
+        "",
+        "| agent | episodes | full runs completed | failed full runs | cut by budget | debug runs (failed) | "
+        "faults injected | faults caught by a debug run | tokens: completed / failed / debug | "
+        "training seconds: completed / failed / debug | episode seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for agent, a in agg.items():
+        t, s = a["tokens"], a["seconds"]
+        lines.append(
+            f"| {agent} | {a['episodes']} | {a['full_ok']} | {a['full_failed']} | {a['full_stopped_budget']} | "
+            f"{a['debug_runs']} ({a['debug_failed']}) | {a['faults']} | {a['faults_surfaced']['debug']} | "
+            f"{t['full_ok']:,.0f} / {t['full_failed']:,.0f} / {t['debug']:,.0f} | "
+            f"{s['full_ok']:.0f} / {s['full_failed']:.0f} / {s['debug']:.0f} | {s['episode']:.0f} |")
+    lines.append("")
+    if "ft-agent" in agg and "react" in agg and agg["react"]["full_ok"]:
+        ratio = agg["ft-agent"]["full_ok"] / agg["react"]["full_ok"]
+        lines.append(f"**Effective iterations, FT-Agent / ReAct: {ratio:.2f}x** (full runs completed in the same budget; "
+                     "the paper reports 2.2x).")
+    ft = agg.get("ft-agent", {})
+    if ft.get("debug_share_tokens") is not None:
+        lines.append(f"**A debug run costs {100 * ft['debug_share_tokens']:.1f} % of a full run in training tokens and "
+                     f"{100 * ft['debug_share_seconds']:.1f} % in wall-clock seconds** (means over FT-Agent's successful runs).")
+    lines += ["", "Where each injected fault surfaced (failed runs, tokens they trained):", "",
+              "| agent | fault | experiments | caught by debug run | failed a full run | tokens lost | seconds lost |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for agent in agg:
+        faults = [f for r in rs if r["agent"] == agent for f in r["faults_injected"]]
+        for kind in FAULTS:
+            fs = [f for f in faults if f["kind"] == kind]
+            if fs:
+                lines.append(f"| {agent} | {kind} | {len(fs)} | {sum(f['surfaced_in'] == 'debug' for f in fs)} | "
+                             f"{sum(f['surfaced_in'] == 'full' for f in fs)} | {sum(f['tokens_lost'] for f in fs):,} | "
+                             f"{sum(f['seconds_lost'] for f in fs):.1f} |")
+    plot = _plot(agg, table.with_suffix(".png"))
+    if plot is not None:
+        lines += ["", f"![Budget use per agent]({plot.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(agg: dict[str, dict[str, Any]], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    agents = list(agg)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    kinds = [("full_ok", "completed full runs", "tab:green"), ("full_failed", "failed full runs", "tab:red"),
+             ("full_stopped_budget", "full run cut by budget", "tab:gray"), ("debug", "debug runs", "tab:blue")]
+    for ax, unit in ((ax1, "tokens"), (ax2, "seconds")):
+        left = [0.0] * len(agents)
+        for key, label, color in kinds:
+            vals = [agg[a][unit][key] for a in agents]
+            ax.barh(agents, vals, left=left, label=label, color=color)
+            left = [x + v for x, v in zip(left, vals, strict=True)]
+        ax.set_xlabel(f"training {unit} (all episodes)")
+    for i, a in enumerate(agents):
+        ax1.text(0, i, f" {agg[a]['full_ok']} completed", va="center", color="white", fontsize=9)
+    ax2.legend(loc="lower right", fontsize=8)
+    fig.suptitle("Budget use under injected faults")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="FTDojo/ChemCoT-Reaction-v0")
+    p.add_argument("--base-model", default="smollm2-135m")
+    p.add_argument("--agent", action="append", choices=AGENTS, help="repeatable; default: both")
+    p.add_argument("--seeds", type=int, default=2, help="episodes per agent (fault seeds 0..N-1)")
+    p.add_argument("--fault-rate", type=float, default=0.4)
+    p.add_argument("--faults", nargs="+", default=list(FAULTS), choices=list(FAULTS))
+    p.add_argument("--full-steps", type=int, default=100, help="optimizer steps of a full run (batch 8)")
+    p.add_argument("--token-budget", type=int, default=300_000)
+    p.add_argument("--eval-limit", type=int, default=10, help="validation items per evaluation (hidden test too)")
+    p.add_argument("--base-url", help="a real OpenAI-compatible endpoint instead of the scripted oracle")
+    p.add_argument("--model", help="model name at --base-url")
+    p.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "none"))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    p.add_argument("--rerun", action="store_true", help="repeat episodes already in --out")
+    p.add_argument("--table-only", action="store_true")
+    p.add_argument("--progress", action="store_true", help="progress bars of training and evaluation")
+    args = p.parse_args(argv)
+    if args.base_url and not args.model:
+        p.error("--base-url needs --model")
+    console = Console()
+    results = load_results(args.out)
+    if not args.table_only:
+        key = settings_key(args)
+        for seed in range(args.seeds):
+            for agent in args.agent or AGENTS:
+                done = any(r["agent"] == agent and r["seed"] == seed and r["settings"] == key for r in results)
+                if done and not args.rerun:
+                    console.print(f"{agent} seed {seed}: done, skipped (--rerun to repeat)")
+                    continue
+                rec = run_one(args, agent, seed, console)
+                results = [r for r in results if not (r["agent"] == agent and r["seed"] == seed and r["settings"] == key)]
+                results.append(rec)
+                save_results(args.out, results)
+                atomic_write_text(args.table, render(results, args.table))
+    atomic_write_text(args.table, render(results, args.table))
+    console.print(args.table.read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
