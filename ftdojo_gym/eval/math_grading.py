@@ -42,6 +42,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from ftdojo_gym.eval.child_source import PRELUDE
+
 #: Only the last this many characters of an output are searched for the box:
 #: an output is bounded by its token limit, so more is garbage.
 MAX_SCORED_CHARS = 20_000
@@ -133,23 +135,12 @@ def grade_answers(
 # work there). One JSON request per line on stdin, [gold, box content]; one
 # JSON reply per line, true/false. Stray output of the libraries goes to
 # /dev/null, never into the reply channel.
-_CHILD_SOURCE = r"""
-import json, os, resource, sys
-reply = os.fdopen(os.dup(1), "w")
-devnull = os.open(os.devnull, os.O_RDWR)
-os.dup2(devnull, 1)
-os.dup2(devnull, 2)
+_CHILD_SOURCE = PRELUDE + r"""
 sys.path[:0] = json.loads(sys.argv[1])
 import logging
 logging.disable(logging.CRITICAL)
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-try:
-    with open("/proc/self/statm") as f:
-        size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    cap = size + (1 << 30)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-except (OSError, ValueError):
-    pass
+cap_memory()
 GOLD = [LatexExtractionConfig(), ExprExtractionConfig()]
 PRED = [LatexExtractionConfig(boxed_match_priority=0)]
 reply.write("ready\n")

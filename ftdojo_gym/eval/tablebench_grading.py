@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
+from ftdojo_gym.eval.child_source import PRELUDE
+
 ChartType = Literal["bar", "line", "pie"]
 
 #: Relative tolerance when comparing plotted values with the reference.
@@ -205,12 +207,8 @@ def chart_matches(chart_type: str, predicted: Sequence[float], reference: Sequen
 # JSON reply per line on the original stdout, {"ok", "values"} or {"ok": false,
 # "error"}. Stray prints of the code or of imports go to /dev/null, never into
 # the reply channel.
-_RUNNER_SOURCE = r"""
-import json, os, resource, select, signal, sys, time
-reply = os.fdopen(os.dup(1), "w")
-devnull = os.open(os.devnull, os.O_RDWR)
-os.dup2(devnull, 1)
-os.dup2(devnull, 2)
+_RUNNER_SOURCE = PRELUDE + r"""
+import select, signal, time
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -245,13 +243,7 @@ def limit_resources(timeout):
     resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
     cpu = int(timeout) + 2
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    try:
-        with open("/proc/self/statm") as f:
-            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        cap = size + (1 << 30)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    except (OSError, ValueError):
-        pass
+    cap_memory()
 
 def child(request, out):
     try:

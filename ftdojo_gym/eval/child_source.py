@@ -1,0 +1,26 @@
+"""Source code shared by the grading children (``python -I -c <source>``).
+
+The children of :mod:`ftdojo_gym.eval.math_grading` and
+:mod:`ftdojo_gym.eval.tablebench_grading` run untrusted or pathological input;
+both start with :data:`PRELUDE`: the reply channel is a duplicate of the
+original stdout, stdout and stderr go to /dev/null (stray prints of the
+libraries or of the graded code never reach the reply channel), and
+``cap_memory()`` limits the address space to the current size plus 1 GiB.
+"""
+
+PRELUDE = r"""
+import json, os, resource, sys
+reply = os.fdopen(os.dup(1), "w")
+devnull = os.open(os.devnull, os.O_RDWR)
+os.dup2(devnull, 1)
+os.dup2(devnull, 2)
+
+def cap_memory(extra=1 << 30):
+    try:
+        with open("/proc/self/statm") as f:
+            size = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        cap = size + extra
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    except (OSError, ValueError):
+        pass
+"""
