@@ -7,8 +7,12 @@ One iteration of the loop (``FTAgent._episode``, read top to bottom):
    also from earlier episodes) it proposes one hypothesis as a recipe: data
    steps (fetch/filter/transform/mix), a training config and the dataset.
 2. **Executor**: runs the data steps, sets the config, and *always* makes a
-   ``debug`` run (about 100 samples, a few steps) before the full run. When a
-   step, the debug run or the full run fails, the **repair** prompt
+   ``debug`` run (about 100 samples, a few steps) before the full run. A debug
+   run fails when the env reports an error *or* when its loss explodes
+   (:func:`loss_explosion`): a too-high learning rate often keeps the loss
+   finite, so the run "succeeds" with a useless model, and only its first
+   steps show it cheaply. When a step, the debug run or the full run fails,
+   the **repair** prompt
    (``prompts/ft_repair.md``) gets the error class and traceback and returns a
    fix; at most ``max_repairs`` repairs per experiment, each followed by a new
    debug run.
@@ -166,6 +170,38 @@ def _node_text(n: ExperimentNode, episode: int, full: bool = False) -> str:
     return line
 
 
+# --------------------------------------------------------------------------- run health
+def run_losses(result: dict[str, Any]) -> list[float]:
+    """The losses of a run result's ``loss_head`` and ``loss_tail`` (``[step, loss]`` pairs), in step order."""
+    by_step: dict[int, float] = {}
+    for point in [*(result.get("loss_head") or []), *(result.get("loss_tail") or [])]:
+        if isinstance(point, (list, tuple)) and len(point) == 2:
+            try:
+                by_step[int(point[0])] = float(point[1])
+            except (TypeError, ValueError):
+                continue
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def loss_explosion(result: dict[str, Any], factor: float = 2.0) -> str | None:
+    """Why a finished run's losses show divergence, or None when they look healthy.
+
+    Divergent: a non-finite loss, or a later loss above ``factor * first + 1``
+    (noise on a few steps stays well below that; a learning rate 100x too high
+    took SmolLM2 from 0.8 to 14 in three steps).
+    """
+    losses = run_losses(result)
+    if len(losses) < 2:
+        return None
+    if not all(math.isfinite(x) for x in losses):
+        return f"the loss became non-finite ({losses})"
+    first, peak = losses[0], max(losses[1:])
+    if peak > factor * first + 1.0:
+        return (f"the loss rose from {first:.3f} to {peak:.3f} within {len(losses)} logged steps: training is "
+                "diverging (the learning rate is probably too high)")
+    return None
+
+
 # --------------------------------------------------------------------------- plans
 @dataclass
 class Plan:
@@ -251,7 +287,8 @@ class FTAgent:
     ``tree_path`` keeps the experiment tree across agent objects (JSON).
     ``config_overrides`` are applied on top of every planned config (e.g. a
     step cap on a CPU). ``evaluate_base`` scores the base model first, the
-    reference for the first judgement.
+    reference for the first judgement. ``loss_explosion_factor`` sets when a
+    debug run whose loss rises counts as failed (None turns the check off).
     """
 
     name = "ft-agent"
@@ -259,7 +296,8 @@ class FTAgent:
     def __init__(self, llm: LLMClient | None = None, *, tree_path: str | Path | None = None,
                  max_iterations: int = 8, max_repairs: int = 3, max_plan_attempts: int = 2,
                  evaluate_base: bool = True, config_overrides: dict[str, Any] | None = None,
-                 min_tokens_per_run: int = 1, prompt_chars: int | None = None, **llm_kwargs: Any):
+                 min_tokens_per_run: int = 1, prompt_chars: int | None = None,
+                 loss_explosion_factor: float | None = 2.0, **llm_kwargs: Any):
         self.llm = llm or LLMClient(**llm_kwargs)
         self.tree = ExperimentTree(tree_path)
         self.max_iterations = max_iterations
@@ -268,6 +306,7 @@ class FTAgent:
         self.evaluate_base = evaluate_base
         self.config_overrides = validate_config(config_overrides or {})
         self.min_tokens_per_run = min_tokens_per_run
+        self.loss_explosion_factor = loss_explosion_factor  # None: a debug run only fails on an env error
         # Characters of prompt sections: derived from the context window unless given.
         cfg = self.llm.config
         self.prompt_chars = prompt_chars or int((cfg.context_window - cfg.max_tokens) * cfg.chars_per_token * 0.8)
@@ -290,7 +329,7 @@ class FTAgent:
         self.datasets: dict[str, int] = {}
         self.run_tokens: list[int] = []
         self.stats = {"llm_calls": 0, "llm_errors": 0, "plans": 0, "plan_errors": 0, "debug_runs": 0,
-                      "full_runs": 0, "failed_runs": 0, "repairs": 0}
+                      "full_runs": 0, "failed_runs": 0, "diverging_debug_runs": 0, "repairs": 0}
         self._obs: dict[str, Any] = {}
         self._info: dict[str, Any] = {}
         self._gen = self._episode()
@@ -415,6 +454,12 @@ class FTAgent:
                 if not info.get("ok"):
                     self.stats["failed_runs"] += 1
                     failure = ("debug run", self._error_text(obs, info))
+                elif self.loss_explosion_factor is not None:
+                    why = loss_explosion(info.get("result") or {}, self.loss_explosion_factor)
+                    if why:
+                        self.stats["diverging_debug_runs"] += 1
+                        failure = ("debug run", f"error class CONFIG (the debug run finished but {why})\n"
+                                   + clip_middle(latest_result(obs.get("log", "")), 3000))
             if failure is None:
                 self.phase = "train"
                 obs, info = yield from self._do({"tool": "train", "args": {"dataset": dataset,

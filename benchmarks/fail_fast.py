@@ -9,8 +9,11 @@ same quantities here, with real training:
   ``--fault-rate`` of experiments with a config fault (a diverging learning
   rate, a ``max_len`` no prompt fits in) or a data fault (blank completions),
   the *i*-th experiment of either agent meeting the same fault;
-* **full runs completed** in the budget (the effective iterations), failed
-  full and debug runs, and the tokens and seconds each kind of run took;
+* **effective full runs** in the budget: full runs that finished *and*
+  trained (final loss below the first; a learning rate 1000x too high often
+  finishes with an exploded loss and a useless model), next to all finished,
+  failed and budget-cut runs, and the tokens and seconds each kind took;
+* per fault, whether it cost a full run or was caught by a debug run;
 * **a debug run's cost as a share of a full run** (mean tokens and mean
   seconds of the successful debug runs over those of the successful full runs).
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -52,7 +56,7 @@ import gymnasium as gym
 from rich.console import Console
 
 from agents.episode import run_episode
-from agents.ft_agent import FTAgent
+from agents.ft_agent import FTAgent, loss_explosion, run_losses
 from agents.llm_client import LLMClient
 from agents.react import ReActAgent
 from agents.scripted_server import (
@@ -196,7 +200,7 @@ def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Conso
         t0 = time.monotonic()
         result = run_episode(env, agent, seed=seed)
         wall = time.monotonic() - t0
-        runs = [vars(r) for r in env.unwrapped.runs.values()]
+        runs = [_with_losses(vars(r), env.unwrapped.workdir) for r in env.unwrapped.runs.values()]
     finally:
         if server is not None:
             server.close()
@@ -204,6 +208,7 @@ def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Conso
         shutil.rmtree(workdir, ignore_errors=True)
     full = [r for r in runs if not r["debug"]]
     debug = [r for r in runs if r["debug"]]
+    effective = [r for r in full if r["effective"]]
 
     def total(rs: list[dict[str, Any]], key: str) -> float:
         return float(sum(r[key] for r in rs))
@@ -212,29 +217,51 @@ def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Conso
         "agent": agent_name, "seed": seed, "settings": settings_key(args), "task": args.task,
         "base_model": args.base_model, "fault_rate": args.fault_rate, "faults": list(args.faults),
         "full_steps": args.full_steps, "batch_size": args.batch_size, "token_budget": args.token_budget, "llm": args.model or "oracle-policy",
+        "full_effective": len(effective),
         "full_ok": sum(r["status"] == "ok" for r in full),
         "full_stopped_budget": sum(r["status"] == "stopped_budget" for r in full),
         "full_failed": sum(r["status"] == "error" for r in full),
         "debug_ok": sum(r["status"] != "error" for r in debug),
         "debug_failed": sum(r["status"] == "error" for r in debug),
-        "tokens": {"full_ok": total([r for r in full if r["status"] == "ok"], "train_tokens"),
+        "debug_diverging": sum(r["exploded"] for r in debug),
+        "tokens": {"full_effective": total(effective, "train_tokens"),
+                   "full_ok": total([r for r in full if r["status"] == "ok"], "train_tokens"),
                    "full_failed": total([r for r in full if r["status"] == "error"], "train_tokens"),
                    "full_stopped_budget": total([r for r in full if r["status"] == "stopped_budget"], "train_tokens"),
                    "debug": total(debug, "train_tokens")},
-        "seconds": {"full_ok": total([r for r in full if r["status"] == "ok"], "seconds"),
+        "seconds": {"full_effective": total(effective, "seconds"),
+                    "full_ok": total([r for r in full if r["status"] == "ok"], "seconds"),
                     "full_failed": total([r for r in full if r["status"] == "error"], "seconds"),
                     "full_stopped_budget": total([r for r in full if r["status"] == "stopped_budget"], "seconds"),
                     "debug": total(debug, "seconds"), "episode": round(wall, 1)},
         "debug_share": _debug_share(runs),
         "faults_injected": env.fault_summary(),
-        "runs": [{k: r[k] for k in ("run_id", "debug", "status", "error_class", "train_tokens", "seconds")} for r in runs],
+        "runs": [{k: r[k] for k in ("run_id", "debug", "status", "error_class", "train_tokens", "seconds", "learning_rate",
+                                    "first_loss", "final_loss", "effective", "exploded", "val_score")} for r in runs],
         "hidden_test_score": result.reward, "steps": result.steps, "policy_calls": dict(policy.calls),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    console.print(f"{agent_name} seed {seed}: {record['full_ok']} full runs completed, {record['full_failed']} failed, "
+    console.print(f"{agent_name} seed {seed}: {record['full_effective']} effective full runs ({record['full_ok']} "
+                  f"finished), {record['full_failed']} failed, "
                   f"{record['debug_ok'] + record['debug_failed']} debug runs; {len(record['faults_injected'])} faults; "
                   f"{wall:.0f} s")
     return record
+
+
+def _with_losses(run: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """A run record plus its learning rate, first and final loss, and whether it was effective
+    (finished, and the loss went down)."""
+    try:
+        result = json.loads((Path(workdir) / "runs" / run["run_id"] / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        result = {}
+    losses = run_losses(result)
+    first = losses[0] if losses else None
+    final = run.get("final_loss")
+    effective = (run["status"] == "ok" and first is not None and final is not None
+                 and math.isfinite(final) and final < first)
+    return {**run, "learning_rate": run["config"].get("learning_rate"), "first_loss": first, "effective": effective,
+            "exploded": run["status"] == "ok" and loss_explosion(result) is not None}
 
 
 def _debug_share(runs: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -266,16 +293,19 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         shares_s = [r["debug_share"]["seconds"] for r in rs if r["debug_share"].get("seconds") is not None]
         faults = [f for r in rs for f in r["faults_injected"]]
         out[agent] = {
-            "episodes": len(rs), "full_ok": sum(r["full_ok"] for r in rs), "full_failed": sum(r["full_failed"] for r in rs),
+            "episodes": len(rs), "full_effective": sum(r["full_effective"] for r in rs),
+            "full_ok": sum(r["full_ok"] for r in rs), "full_failed": sum(r["full_failed"] for r in rs),
             "full_stopped_budget": sum(r["full_stopped_budget"] for r in rs),
             "debug_runs": sum(r["debug_ok"] + r["debug_failed"] for r in rs),
             "debug_failed": sum(r["debug_failed"] for r in rs),
+            "diverging_debug_runs": sum(r["debug_diverging"] for r in rs),
             "tokens": {k: sum(r["tokens"][k] for r in rs) for k in rs[0]["tokens"]},
             "seconds": {k: sum(r["seconds"][k] for r in rs) for k in rs[0]["seconds"]},
             "debug_share_tokens": statistics.mean(shares_t) if shares_t else None,
             "debug_share_seconds": statistics.mean(shares_s) if shares_s else None,
             "faults": len(faults),
-            "faults_surfaced": {where: sum(f["surfaced_in"] == where for f in faults) for where in ("debug", "full")},
+            "faults_caught_by_debug": sum(f["caught_by_debug_run"] for f in faults),
+            "faults_reached_full": sum(f["reached_full_run"] for f in faults),
             "faults_by_kind": {k: sum(f["kind"] == k for f in faults) for k in FAULTS},
             "tokens_lost": sum(f["tokens_lost"] for f in faults), "seconds_lost": sum(f["seconds_lost"] for f in faults),
         }
@@ -298,38 +328,45 @@ def render(results: list[dict[str, Any]], table: Path) -> str:
         f"{head['full_steps']} steps x {head.get('batch_size', 8)} samples (a debug run: 4 steps); token budget {head['token_budget']:,} per episode; "
         f"seeds {sorted({r['seed'] for r in rs})}. Generated by `python -m benchmarks.fail_fast`.",
         "",
-        "| agent | episodes | full runs completed | failed full runs | cut by budget | debug runs (failed) | "
-        "faults injected | faults caught by a debug run | tokens: completed / failed / debug | "
-        "training seconds: completed / failed / debug | episode seconds |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "| agent | episodes | effective full runs | finished full runs | failed full runs | cut by budget | "
+        "debug runs (failed / diverging) | faults injected | caught by a debug run | cost a full run | "
+        "tokens: effective / other full / debug | training seconds: effective / other full / debug | episode seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for agent, a in agg.items():
         t, s = a["tokens"], a["seconds"]
+        other_t = t["full_ok"] + t["full_failed"] + t["full_stopped_budget"] - t["full_effective"]
+        other_s = s["full_ok"] + s["full_failed"] + s["full_stopped_budget"] - s["full_effective"]
         lines.append(
-            f"| {agent} | {a['episodes']} | {a['full_ok']} | {a['full_failed']} | {a['full_stopped_budget']} | "
-            f"{a['debug_runs']} ({a['debug_failed']}) | {a['faults']} | {a['faults_surfaced']['debug']} | "
-            f"{t['full_ok']:,.0f} / {t['full_failed']:,.0f} / {t['debug']:,.0f} | "
-            f"{s['full_ok']:.0f} / {s['full_failed']:.0f} / {s['debug']:.0f} | {s['episode']:.0f} |")
+            f"| {agent} | {a['episodes']} | **{a['full_effective']}** | {a['full_ok']} | {a['full_failed']} | "
+            f"{a['full_stopped_budget']} | {a['debug_runs']} ({a['debug_failed']} / {a['diverging_debug_runs']}) | "
+            f"{a['faults']} | {a['faults_caught_by_debug']} | {a['faults_reached_full']} | "
+            f"{t['full_effective']:,.0f} / {other_t:,.0f} / {t['debug']:,.0f} | "
+            f"{s['full_effective']:.0f} / {other_s:.0f} / {s['debug']:.0f} | {s['episode']:.0f} |")
     lines.append("")
-    if "ft-agent" in agg and "react" in agg and agg["react"]["full_ok"]:
-        ratio = agg["ft-agent"]["full_ok"] / agg["react"]["full_ok"]
-        lines.append(f"**Effective iterations, FT-Agent / ReAct: {ratio:.2f}x** (full runs completed in the same budget; "
-                     "the paper reports 2.2x).")
+    if "ft-agent" in agg and "react" in agg:
+        ft_n, re_n = agg["ft-agent"]["full_effective"], agg["react"]["full_effective"]
+        ratio = f"{ft_n / re_n:.2f}x" if re_n else "n/a (no effective ReAct run)"
+        lines.append(f"**Effective iterations, FT-Agent / ReAct: {ratio}** ({ft_n} vs {re_n} full runs that finished "
+                     "and trained, in the same token budget; the paper reports 2.2x).")
     ft = agg.get("ft-agent", {})
     if ft.get("debug_share_tokens") is not None:
         lines.append(f"**A debug run costs {100 * ft['debug_share_tokens']:.1f} % of a full run in training tokens and "
                      f"{100 * ft['debug_share_seconds']:.1f} % in wall-clock seconds** (means over FT-Agent's successful runs).")
     lines += ["", "Where each injected fault surfaced (failed runs, tokens they trained):", "",
-              "| agent | fault | experiments | caught by debug run | failed a full run | tokens lost | seconds lost |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+              "| agent | fault | experiments | caught by a debug run | cost a full run | runs under the fault "
+              "(failed with an error) | tokens lost | seconds lost |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for agent in agg:
         faults = [f for r in rs if r["agent"] == agent for f in r["faults_injected"]]
         for kind in FAULTS:
             fs = [f for f in faults if f["kind"] == kind]
             if fs:
-                lines.append(f"| {agent} | {kind} | {len(fs)} | {sum(f['surfaced_in'] == 'debug' for f in fs)} | "
-                             f"{sum(f['surfaced_in'] == 'full' for f in fs)} | {sum(f['tokens_lost'] for f in fs):,} | "
-                             f"{sum(f['seconds_lost'] for f in fs):.1f} |")
+                n_runs = sum(len(f["runs"]) for f in fs)
+                n_err = sum(not run["ok"] for f in fs for run in f["runs"])
+                lines.append(f"| {agent} | {kind} | {len(fs)} | {sum(f['caught_by_debug_run'] for f in fs)} | "
+                             f"{sum(f['reached_full_run'] for f in fs)} | {n_runs} ({n_err}) | "
+                             f"{sum(f['tokens_lost'] for f in fs):,} | {sum(f['seconds_lost'] for f in fs):.1f} |")
     plot = _plot(agg, table.with_suffix(".png"))
     if plot is not None:
         lines += ["", f"![Budget use per agent]({plot.name})"]
@@ -345,21 +382,24 @@ def _plot(agg: dict[str, dict[str, Any]], path: Path) -> Path | None:
     except ImportError:
         return None
     agents = list(agg)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    kinds = [("full_ok", "completed full runs", "tab:green"), ("full_failed", "failed full runs", "tab:red"),
-             ("full_stopped_budget", "full run cut by budget", "tab:gray"), ("debug", "debug runs", "tab:blue")]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    kinds = [("full_effective", "effective full runs", "tab:green"),
+             ("full_useless", "finished full runs that did not train (exploded loss)", "tab:orange"),
+             ("full_failed", "failed full runs", "tab:red"), ("full_stopped_budget", "full run cut by budget", "tab:gray"),
+             ("debug", "debug runs", "tab:blue")]
     for ax, unit in ((ax1, "tokens"), (ax2, "seconds")):
         left = [0.0] * len(agents)
         for key, label, color in kinds:
-            vals = [agg[a][unit][key] for a in agents]
+            vals = [agg[a][unit]["full_ok"] - agg[a][unit]["full_effective"] if key == "full_useless"
+                    else agg[a][unit][key] for a in agents]
             ax.barh(agents, vals, left=left, label=label, color=color)
             left = [x + v for x, v in zip(left, vals, strict=True)]
         ax.set_xlabel(f"training {unit} (all episodes)")
     for i, a in enumerate(agents):
-        ax1.text(0, i, f" {agg[a]['full_ok']} completed", va="center", color="white", fontsize=9)
-    ax2.legend(loc="lower right", fontsize=8)
+        ax1.text(0, i, f" {agg[a]['full_effective']} effective", va="center", color="white", fontsize=9)
+    fig.legend(*ax1.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
     fig.suptitle("Budget use under injected faults")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -71,11 +71,12 @@ def test_a_fault_is_written_into_the_agents_action_and_fails_the_run_until_repai
         assert rows and all(not r["completion"].strip() for r in rows)
     [rec] = env.records
     assert (rec.kind, rec.experiment, rec.surfaced_in, rec.error_class) == (kind, 1, "debug", error_class)
-    assert len(rec.failed_runs) == 2  # the full run of the same broken experiment failed too
+    # The full run of the same broken experiment failed too.
+    assert [(r["debug"], r["ok"]) for r in rec.runs] == [(True, False), (False, False)] and rec.reached_full_run
     # The agent's repair (the same actions again) passes through unchanged: the experiment succeeds.
     infos = experiment(env, debug=False)
     assert infos[-1]["ok"], infos[-1]
-    assert len(env.records) == 1
+    assert len(env.records) == 1 and len(rec.runs) == 2  # the repaired runs are not under the fault
     # The next experiment draws its own fault (rate 1: another one) and it is written again.
     experiment(env, debug=False)
     assert [r.experiment for r in env.records] == [1, 2]
@@ -86,13 +87,25 @@ def test_a_fault_is_written_into_the_agents_action_and_fails_the_run_until_repai
     env.close()
 
 
-def test_lr_fault_rewrites_the_learning_rate_only(tiny_model, tmp_path):
+def test_lr_fault_is_tracked_through_runs_that_finish_until_the_agent_resets_the_rate(tiny_model, tmp_path):
     env = make_env(tiny_model, tmp_path, rate=1.0, kinds=["lr_diverge"], seed=0)
     env.reset(seed=0)
     env.step({"tool": "fetch", "args": {"source": "chemcot_sft", "limit": 8}})
+    env.step({"tool": "transform", "args": {"dataset": "chemcot_sft", "prompt_template": "{input}",
+                                            "completion_template": "{output}", "output": "sft"}})
     _, _, _, _, info = env.step({"tool": "set_config", "args": CONFIG})
     assert info["result"]["config"]["learning_rate"] == 1.0
     assert info["result"]["config"]["max_len"] == CONFIG["max_len"]
+    _, _, _, _, info = env.step({"tool": "train", "args": {"dataset": "sft", "debug": True}})
+    [rec] = env.records
+    # The tiny random model does not blow up: the run finishes, yet it trained under the fault.
+    assert info["ok"] and [(r["debug"], r["ok"]) for r in rec.runs] == [(True, True)] and rec.surfaced_in is None
+    env.step({"tool": "set_config", "args": {"learning_rate": 1e-3}})  # the agent's repair
+    env.step({"tool": "train", "args": {"dataset": "sft", "debug": True}})
+    _, _, _, _, info = env.step({"tool": "train", "args": {"dataset": "sft"}})
+    assert info["ok"] and len(rec.runs) == 1 and rec.caught_by_debug_run and not rec.reached_full_run
+    summary = env.fault_summary()[0]
+    assert summary["caught_by_debug_run"] and summary["tokens_lost"] == rec.runs[0]["tokens"] > 0
     env.close()
 
 
@@ -108,7 +121,7 @@ def test_fail_fast_benchmark_runs_both_agents_and_writes_table_and_plot(tiny_mod
     from benchmarks import fail_fast
 
     out, table = tmp_path / "ff.json", tmp_path / "ff.md"
-    argv = ["--base-model", "tiny", "--full-steps", "3", "--token-budget", "9000", "--seeds", "1", "--fault-rate",
+    argv = ["--base-model", "tiny", "--full-steps", "3", "--token-budget", "2500", "--seeds", "1", "--fault-rate",
             "1.0", "--faults", "max_len_too_short", "--eval-limit", "2", "--out", str(out), "--table", str(table)]
     assert fail_fast.main(argv) == 0
     results = json.loads(out.read_text())["results"]
@@ -121,8 +134,14 @@ def test_fail_fast_benchmark_runs_both_agents_and_writes_table_and_plot(tiny_mod
     assert react["debug_ok"] + react["debug_failed"] == 0 and react["full_failed"] >= 1 and react["full_ok"] >= 1
     assert all(f["surfaced_in"] == "full" for f in react["faults_injected"] if f["surfaced_in"])
     assert ft["policy_calls"]["repair"] >= 1
+    for rec in (ft, react):
+        assert 0 <= rec["full_effective"] <= rec["full_ok"]
+        assert all(f["caught_by_debug_run"] == (f["kind"] and not f["reached_full_run"] and bool(f["runs"]))
+                   for f in rec["faults_injected"])
+    assert any(f["caught_by_debug_run"] for f in ft["faults_injected"])
+    assert any(f["reached_full_run"] for f in react["faults_injected"])
     text = table.read_text()
-    assert "full runs completed" in text and "Effective iterations" in text
+    assert "effective full runs" in text and "Effective iterations, FT-Agent / ReAct" in text
     assert (tmp_path / "ff.png").stat().st_size > 1000
     # A second call resumes: nothing is rerun.
     assert fail_fast.main(argv) == 0

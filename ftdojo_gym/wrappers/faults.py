@@ -4,8 +4,11 @@
 *experiment*, decides with probability ``rate`` to corrupt that experiment
 with one fault of ``kinds``. The fault is written into the agent's own action
 (the first ``set_config`` for a config fault, the first ``transform`` for a
-data fault), as if the agent had got that detail wrong; the env then fails the
-way it really does (a diverging run, a run with no usable sample...). A repair
+data fault), as if the agent had got that detail wrong; training then goes
+wrong the way it really does: a run with no usable sample fails with a DATA
+error, while a learning rate 1000x too high usually does *not* fail -- on
+SmolLM2 the loss jumps from 0.8 to 20 in a few steps and the run finishes
+with a useless model (a silent fault that only the losses show). A repair
 from the agent (a later ``set_config`` or ``transform`` in the same
 experiment) passes through unchanged, so a fault costs exactly what finding
 and fixing it costs.
@@ -16,9 +19,11 @@ fault of the *i*-th experiment depends only on ``(seed, i)``: two agents run
 with the same seed meet the same faults in the same experiments, which makes
 loops comparable (``benchmarks/fail_fast.py``).
 
-What was injected, and where it surfaced (a debug run, a full run, never), is
-kept in :attr:`FaultInjection.records`, not in ``info``: the agent must find
-its faults from the env's feedback alone.
+What was injected, every run trained while it was in effect (the env's
+config still has the faulty value; the training set still has blank answers)
+and the first run that failed on it, are kept in
+:attr:`FaultInjection.records`, not in ``info``: the agent must find its
+faults from the env's feedback alone.
 
     env = FaultInjection(gym.make("FTDojo/TableBench-v0"), rate=0.3, seed=0)
 """
@@ -44,23 +49,36 @@ class Fault:
     tool: str  # the action it rewrites: "set_config" or "transform"
     description: str
     mutate: Callable[[dict[str, Any]], dict[str, Any]]
+    #: Whether a ``train`` call with these arguments would train under the fault (env not yet stepped).
+    in_effect: Callable[[Any, dict[str, Any]], bool]
 
 
-#: The fault kinds. Each reaches the trainer and fails there (checked by the tests):
-#: faults the tool schemas reject (an unknown LoRA target, a negative rate...) cost
-#: no training in any loop and would not tell loops apart.
+def _blank_training_set(env: Any, train_args: dict[str, Any]) -> bool:
+    try:
+        rows = env.data.training_rows(train_args["dataset"], 50)
+    except Exception:  # no such dataset, not transformed...: the env reports it, no training happens
+        return False
+    return bool(rows) and all(not r["completion"].strip() for r in rows)
+
+
+#: The fault kinds. Each reaches the trainer: faults that the tool schemas reject
+#: (an unknown LoRA target, a negative rate...) cost no training in any loop and
+#: would not tell loops apart.
 FAULTS: dict[str, Fault] = {
     f.name: f
     for f in (
         Fault("lr_diverge", "config", "set_config",
-              "learning rate 1.0 (a value meant for another optimizer): the loss becomes NaN/inf",
-              lambda a: {**a, "learning_rate": 1.0}),
+              "learning rate 1.0 (1000x the usual LoRA rate): the loss explodes; often the run still finishes",
+              lambda a: {**a, "learning_rate": 1.0},
+              lambda env, _args: env.config.learning_rate == 1.0),
         Fault("max_len_too_short", "config", "set_config",
               "max_len 16: every prompt fills the sequence, no completion token is left to train on",
-              lambda a: {**a, "max_len": 16}),
+              lambda a: {**a, "max_len": 16},
+              lambda env, _args: env.config.max_len == 16),
         Fault("blank_completions", "data", "transform",
               "the completion template renders blank answers (a field that is empty for every row)",
-              lambda a: {**a, "completion_template": " "}),
+              lambda a: {**a, "completion_template": " "},
+              _blank_training_set),
     )
 }
 
@@ -76,12 +94,22 @@ class FaultRecord:
     kind: str
     target: str
     env_step: int | None = None  # env step at which it was written into an action (None: never applicable)
-    surfaced_in: str | None = None  # "debug" or "full" run that failed on it, or None
+    surfaced_in: str | None = None  # "debug" or "full": the first run under it that failed with an error
     run_id: str | None = None
     error_class: str | None = None
-    tokens_lost: int = 0  # tokens trained by the runs that failed on it
+    runs: list[dict[str, Any]] = field(default_factory=list)  # every run trained while it was in effect
+    tokens_lost: int = 0  # tokens trained by those runs
     seconds_lost: float = 0.0
-    failed_runs: list[str] = field(default_factory=list)
+
+    @property
+    def reached_full_run(self) -> bool:
+        """A full run trained under the fault: it cost a full run (failed, or finished useless)."""
+        return any(not r["debug"] for r in self.runs)
+
+    @property
+    def caught_by_debug_run(self) -> bool:
+        """Only debug runs trained under it: the agent fixed it before paying for a full run."""
+        return bool(self.runs) and not self.reached_full_run
 
 
 class FaultInjection(gym.Wrapper):
@@ -141,24 +169,29 @@ class FaultInjection(gym.Wrapper):
             action = {"tool": tool, "args": args}
         elif pending is not None and tool == "train":
             self._pending = None  # the experiment trains without the action this fault needs: not applicable
+        under_fault = (tool == "train" and self._active is not None
+                       and FAULTS[self._active.kind].in_effect(self.env.unwrapped, args))
         obs, reward, terminated, truncated, info = self.env.step(action)
         if tool == "train":
-            self._after_train(args, info)
+            self._after_train(args, info, under_fault)
         return obs, reward, terminated, truncated, info
 
-    def _after_train(self, args: dict[str, Any], info: dict[str, Any]) -> None:
+    def _after_train(self, args: dict[str, Any], info: dict[str, Any], under_fault: bool) -> None:
         result = info.get("result") or {}
         debug = bool(args.get("debug"))
-        if not info.get("ok") and self._active is not None and result.get("run_id"):
-            rec = self._active
-            if rec.surfaced_in is None:
+        rec = self._active
+        if under_fault and rec is not None and result.get("run_id"):
+            rec.runs.append({"run_id": result["run_id"], "debug": debug, "ok": bool(info.get("ok")),
+                             "error_class": info.get("error_class"), "tokens": int(result.get("train_tokens", 0) or 0),
+                             "seconds": float(result.get("seconds", 0.0) or 0.0)})
+            rec.tokens_lost += rec.runs[-1]["tokens"]
+            rec.seconds_lost += rec.runs[-1]["seconds"]
+            if not info.get("ok") and rec.surfaced_in is None:
                 rec.surfaced_in, rec.run_id, rec.error_class = ("debug" if debug else "full"), result["run_id"], info.get("error_class")
-            rec.failed_runs.append(result["run_id"])
-            rec.tokens_lost += int(result.get("train_tokens", 0) or 0)
-            rec.seconds_lost += float(result.get("seconds", 0.0) or 0.0)
         if info.get("ok") and not debug:  # a full run finished: the experiment is over
             self._new_experiment, self._active = True, None
 
     def fault_summary(self) -> list[dict[str, Any]]:
-        """The records as plain dicts (for JSON)."""
-        return [asdict(r) for r in self.records]
+        """The records as plain dicts (for JSON), with ``reached_full_run`` and ``caught_by_debug_run``."""
+        return [{**asdict(r), "reached_full_run": r.reached_full_run, "caught_by_debug_run": r.caught_by_debug_run}
+                for r in self.records]

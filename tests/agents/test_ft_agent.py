@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import pytest
 
 import agents
@@ -183,3 +184,73 @@ def test_plan_dataset_defaults_to_last_output() -> None:
                                           {"name": "mix", "arguments": {"datasets": [{"name": "b"}], "n": 5, "output": "m"}}]},
                           default_parent="n4")
     assert plan.dataset == "m" and plan.parent == "n4" and plan.data_steps[1]["tool"] == "mix"
+
+
+# --------------------------------------------------------------------------- debug runs that diverge
+@pytest.mark.parametrize(("head", "tail", "diverging"), [
+    ([[1, 0.93], [2, 0.76], [3, 1.02], [4, 1.03]], [], False),  # SmolLM2 at lr 1e-3: noisy, healthy
+    ([[1, 0.77], [2, 0.98], [3, 13.8], [4, 19.5]], [], True),  # SmolLM2 at lr 1.0: measured
+    ([[1, 2.0], [2, float("nan")]], [], True),
+    ([[1, 1.5], [2, 1.2], [3, 1.1], [4, 1.0], [5, 0.9]], [[99, 3.4], [100, 5.2]], True),  # late blow-up
+    ([[1, 1.5]], [], False),  # one point says nothing
+    ([], [], False),
+    ([["x", 1.0], [2], None, [3, 1.0]], [], False),  # malformed points are skipped
+])
+def test_loss_explosion(head, tail, diverging) -> None:
+    from agents.ft_agent import loss_explosion
+
+    why = loss_explosion({"loss_head": head, "loss_tail": tail})
+    assert (why is not None) == diverging
+    if diverging:
+        assert "diverg" in why or "non-finite" in why
+
+
+class _SmolLM2Losses(gym.Wrapper):
+    """Test double of what SmolLM2 does at a far too high learning rate: the debug run finishes,
+    its loss explodes (the tiny random model's loss stays flat at ln(vocab) whatever the rate)."""
+
+    def step(self, action):
+        lr = self.env.unwrapped.config.learning_rate
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if info.get("tool") == "train" and info.get("ok") and lr >= 0.5:
+            info["result"]["loss_head"] = [[1, 0.77], [2, 0.98], [3, 13.8], [4, 19.5]]
+        return obs, reward, terminated, truncated, info
+
+
+def test_a_debug_run_whose_loss_explodes_is_repaired_before_any_full_run(
+        server: OpenAITestServer, tiny_env, fast_llm_kwargs: dict, fast_train: dict) -> None:
+    llm = ScriptedFTLLM(
+        plan={"hypothesis": "a bold learning rate", "data_steps": [
+            {"tool": "fetch", "args": {"source": "tableinstruct", "limit": 40, "output": "ti"}},
+            {"tool": "transform", "args": {"dataset": "ti", **TEMPLATE, "output": "ti_sft"}}],
+            "dataset": "ti_sft", "config": {"learning_rate": 0.9}},
+        repair={"cause": "learning rate too high", "config": {"learning_rate": 0.001}},
+    )
+    server.default = llm
+    agent = FTAgent(base_url=server.base_url, max_iterations=1, evaluate_base=False, config_overrides=fast_train,
+                    **fast_llm_kwargs)
+    result = run_episode(_SmolLM2Losses(tiny_env), agent, seed=0)
+    steps = [(r.action["tool"], r.action["args"].get("debug", False), r.action["args"].get("learning_rate"))
+             for r in result.records]
+    assert steps == [("list_sources", False, None), ("fetch", False, None), ("transform", False, None),
+                     ("set_config", False, 0.9), ("train", True, None),  # finishes, loss explodes: repaired
+                     ("set_config", False, 0.001), ("train", True, None), ("train", False, None),
+                     ("evaluate", False, None), ("submit", False, None)]
+    assert llm.phases[:2] == ["plan", "repair"]
+    assert agent.stats["diverging_debug_runs"] == 1 and agent.stats["full_runs"] == 1
+    node = agent.tree.nodes["n1"]
+    assert node.failures[0].startswith("debug run: error class CONFIG (the debug run finished but the loss rose")
+    assert node.status == "accepted" and node.recipe["config"]["learning_rate"] == 0.001
+
+
+def test_the_divergence_check_can_be_turned_off(server: OpenAITestServer, tiny_env, fast_llm_kwargs: dict,
+                                                fast_train: dict) -> None:
+    server.default = ScriptedFTLLM(
+        plan={"hypothesis": "a bold learning rate", "data_steps": [
+            {"tool": "fetch", "args": {"source": "tableinstruct", "limit": 40, "output": "ti"}},
+            {"tool": "transform", "args": {"dataset": "ti", **TEMPLATE, "output": "ti_sft"}}],
+            "dataset": "ti_sft", "config": {"learning_rate": 0.9}}, repair={})
+    agent = FTAgent(base_url=server.base_url, max_iterations=1, evaluate_base=False, config_overrides=fast_train,
+                    loss_explosion_factor=None, **fast_llm_kwargs)
+    run_episode(_SmolLM2Losses(tiny_env), agent, seed=0)
+    assert agent.stats["diverging_debug_runs"] == 0 and agent.stats["repairs"] == 0 and agent.stats["full_runs"] == 1
