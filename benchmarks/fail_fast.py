@@ -208,32 +208,25 @@ def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Conso
         shutil.rmtree(workdir, ignore_errors=True)
     full = [r for r in runs if not r["debug"]]
     debug = [r for r in runs if r["debug"]]
-    effective = [r for r in full if r["effective"]]
+    groups = {"full_effective": [r for r in full if r["effective"]],
+              "full_ok": [r for r in full if r["status"] == "ok"],
+              "full_failed": [r for r in full if r["status"] == "error"],
+              "full_stopped_budget": [r for r in full if r["status"] == "stopped_budget"],
+              "debug": debug}
 
-    def total(rs: list[dict[str, Any]], key: str) -> float:
-        return float(sum(r[key] for r in rs))
+    def totals(key: str) -> dict[str, float]:
+        return {name: float(sum(r[key] for r in rs)) for name, rs in groups.items()}
 
     record = {
         "agent": agent_name, "seed": seed, "settings": settings_key(args), "task": args.task,
         "base_model": args.base_model, "fault_rate": args.fault_rate, "faults": list(args.faults),
         "full_steps": args.full_steps, "batch_size": args.batch_size, "token_budget": args.token_budget, "llm": args.model or "oracle-policy",
-        "full_effective": len(effective),
-        "full_ok": sum(r["status"] == "ok" for r in full),
-        "full_stopped_budget": sum(r["status"] == "stopped_budget" for r in full),
-        "full_failed": sum(r["status"] == "error" for r in full),
+        **{name: len(groups[name]) for name in ("full_effective", "full_ok", "full_stopped_budget", "full_failed")},
         "debug_ok": sum(r["status"] != "error" for r in debug),
         "debug_failed": sum(r["status"] == "error" for r in debug),
         "debug_diverging": sum(r["exploded"] for r in debug),
-        "tokens": {"full_effective": total(effective, "train_tokens"),
-                   "full_ok": total([r for r in full if r["status"] == "ok"], "train_tokens"),
-                   "full_failed": total([r for r in full if r["status"] == "error"], "train_tokens"),
-                   "full_stopped_budget": total([r for r in full if r["status"] == "stopped_budget"], "train_tokens"),
-                   "debug": total(debug, "train_tokens")},
-        "seconds": {"full_effective": total(effective, "seconds"),
-                    "full_ok": total([r for r in full if r["status"] == "ok"], "seconds"),
-                    "full_failed": total([r for r in full if r["status"] == "error"], "seconds"),
-                    "full_stopped_budget": total([r for r in full if r["status"] == "stopped_budget"], "seconds"),
-                    "debug": total(debug, "seconds"), "episode": round(wall, 1)},
+        "tokens": totals("train_tokens"),
+        "seconds": {**totals("seconds"), "episode": round(wall, 1)},
         "debug_share": _debug_share(runs),
         "faults_injected": env.fault_summary(),
         "runs": [{k: r[k] for k in ("run_id", "debug", "status", "error_class", "train_tokens", "seconds", "learning_rate",
@@ -291,7 +284,7 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             continue
         shares_t = [r["debug_share"]["train_tokens"] for r in rs if r["debug_share"].get("train_tokens") is not None]
         shares_s = [r["debug_share"]["seconds"] for r in rs if r["debug_share"].get("seconds") is not None]
-        faults = [f for r in rs for f in r["faults_injected"]]
+        faults = [f for r in rs for f in r["faults_injected"]]  # the per-kind rows are in render()
         out[agent] = {
             "episodes": len(rs), "full_effective": sum(r["full_effective"] for r in rs),
             "full_ok": sum(r["full_ok"] for r in rs), "full_failed": sum(r["full_failed"] for r in rs),
@@ -306,8 +299,6 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "faults": len(faults),
             "faults_caught_by_debug": sum(f["caught_by_debug_run"] for f in faults),
             "faults_reached_full": sum(f["reached_full_run"] for f in faults),
-            "faults_by_kind": {k: sum(f["kind"] == k for f in faults) for k in FAULTS},
-            "tokens_lost": sum(f["tokens_lost"] for f in faults), "seconds_lost": sum(f["seconds_lost"] for f in faults),
         }
     return out
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from rich.console import Console
 
 import ftdojo_gym
 from agents.manual_sft import ManualSFTAgent
+from ftdojo_gym.data.workspace import atomic_write_text
 
 RECIPES = ("expert", "harmful")
 DEFAULT_OUT = Path("benchmarks/results/task_table.json")
@@ -110,11 +109,7 @@ def load_results(path: Path) -> list[dict[str, Any]]:
 
 
 def save_results(path: Path, results: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(results, indent=1))
 
 
 def render_table(results: list[dict[str, Any]]) -> str:

@@ -94,12 +94,36 @@ class FaultRecord:
     kind: str
     target: str
     env_step: int | None = None  # env step at which it was written into an action (None: never applicable)
-    surfaced_in: str | None = None  # "debug" or "full": the first run under it that failed with an error
-    run_id: str | None = None
-    error_class: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)  # every run trained while it was in effect
-    tokens_lost: int = 0  # tokens trained by those runs
-    seconds_lost: float = 0.0
+
+    @property
+    def _first_failure(self) -> dict[str, Any] | None:
+        return next((r for r in self.runs if not r["ok"]), None)
+
+    @property
+    def surfaced_in(self) -> str | None:
+        """``"debug"`` or ``"full"``: the first run under the fault that failed with an error (None: none did)."""
+        run = self._first_failure
+        return None if run is None else ("debug" if run["debug"] else "full")
+
+    @property
+    def run_id(self) -> str | None:
+        run = self._first_failure
+        return None if run is None else run["run_id"]
+
+    @property
+    def error_class(self) -> str | None:
+        run = self._first_failure
+        return None if run is None else run["error_class"]
+
+    @property
+    def tokens_lost(self) -> int:
+        """Tokens trained by the runs under the fault."""
+        return sum(r["tokens"] for r in self.runs)
+
+    @property
+    def seconds_lost(self) -> float:
+        return sum(r["seconds"] for r in self.runs)
 
     @property
     def reached_full_run(self) -> bool:
@@ -179,19 +203,16 @@ class FaultInjection(gym.Wrapper):
     def _after_train(self, args: dict[str, Any], info: dict[str, Any], under_fault: bool) -> None:
         result = info.get("result") or {}
         debug = bool(args.get("debug"))
-        rec = self._active
-        if under_fault and rec is not None and result.get("run_id"):
-            rec.runs.append({"run_id": result["run_id"], "debug": debug, "ok": bool(info.get("ok")),
-                             "error_class": info.get("error_class"), "tokens": int(result.get("train_tokens", 0) or 0),
-                             "seconds": float(result.get("seconds", 0.0) or 0.0)})
-            rec.tokens_lost += rec.runs[-1]["tokens"]
-            rec.seconds_lost += rec.runs[-1]["seconds"]
-            if not info.get("ok") and rec.surfaced_in is None:
-                rec.surfaced_in, rec.run_id, rec.error_class = ("debug" if debug else "full"), result["run_id"], info.get("error_class")
+        if under_fault and result.get("run_id"):
+            self._active.runs.append({
+                "run_id": result["run_id"], "debug": debug, "ok": bool(info.get("ok")),
+                "error_class": info.get("error_class"), "tokens": int(result.get("train_tokens", 0) or 0),
+                "seconds": float(result.get("seconds", 0.0) or 0.0)})
         if info.get("ok") and not debug:  # a full run finished: the experiment is over
             self._new_experiment, self._active = True, None
 
     def fault_summary(self) -> list[dict[str, Any]]:
-        """The records as plain dicts (for JSON), with ``reached_full_run`` and ``caught_by_debug_run``."""
-        return [{**asdict(r), "reached_full_run": r.reached_full_run, "caught_by_debug_run": r.caught_by_debug_run}
-                for r in self.records]
+        """The records as plain dicts (for JSON), with their derived fields."""
+        derived = ("surfaced_in", "run_id", "error_class", "tokens_lost", "seconds_lost", "reached_full_run",
+                   "caught_by_debug_run")
+        return [{**asdict(r), **{k: getattr(r, k) for k in derived}} for r in self.records]
