@@ -146,6 +146,11 @@ class OraclePolicy:
             return text(json.dumps({"accept": None, "reason": "scripted oracle: the numeric rule decides"}))
         return text("{}")
 
+    def _react_experiment(self, i: int) -> deque[dict[str, Any]]:
+        """ReAct's actions for experiment ``i``: the data steps, the config, the full run (no debug run)."""
+        return deque([*self.data_steps(), {"tool": "set_config", "args": self.config(i)},
+                      {"tool": "train", "args": {"dataset": "train_mix"}}])
+
     def _react(self, body: dict[str, Any]) -> Scripted:
         self.calls["react"] += 1
         messages = body.get("messages", [])
@@ -155,17 +160,13 @@ class OraclePolicy:
             action = {"tool": "list_sources", "args": {}}
         else:
             failed = " FAILED (" in result or result.lstrip().startswith("ERROR") or "\nERROR" in result[:400]
-            if failed and last["tool"] != "evaluate":
-                i = self.react_experiment  # repair: the intended recipe again, then the full run
-                self.react_queue = deque([*self.data_steps(), {"tool": "set_config", "args": self.config(i)},
-                                          {"tool": "train", "args": {"dataset": "train_mix"}}])
+            if failed and last["tool"] != "evaluate":  # repair: the intended recipe again, then the full run
+                self.react_queue = self._react_experiment(self.react_experiment)
             elif last["tool"] == "train":
                 self.react_queue = deque([{"tool": "evaluate", "args": {}}])
             if not self.react_queue:
                 self.react_experiment += 1
-                i = self.react_experiment
-                self.react_queue = deque([*self.data_steps(), {"tool": "set_config", "args": self.config(i)},
-                                          {"tool": "train", "args": {"dataset": "train_mix"}}])
+                self.react_queue = self._react_experiment(self.react_experiment)
             action = self.react_queue.popleft()
         self.react_last = action
         return tool_call(action["tool"], action["args"])
