@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m benchmarks.demo
+	$(BIN)/python -m ftdojo_benchmarks.demo
 
 # The whole suite: unit tests on the tiny model plus `slow` tests that really train SmolLM2.
 test: $(STAMP)

@@ -4,6 +4,6 @@ Every agent follows :class:`agents.base.Agent`: ``reset(task_info)`` then
 ``act(observation, info) -> action`` until the episode ends.
 """
 
-from agents.base import Agent, make
+from ftdojo_agents.base import Agent, make
 
 __all__ = ["Agent", "make"]

@@ -16,11 +16,11 @@ class Agent(Protocol):
 
 
 _REGISTRY = {
-    "manual-sft": "agents.manual_sft:ManualSFTAgent",
-    "react": "agents.react:ReActAgent",
-    "openhands-like": "agents.react:ReActAgent",
-    "random": "agents.random_agent:RandomAgent",
-    "ft-agent": "agents.ft_agent:FTAgent",
+    "manual-sft": "ftdojo_agents.manual_sft:ManualSFTAgent",
+    "react": "ftdojo_agents.react:ReActAgent",
+    "openhands-like": "ftdojo_agents.react:ReActAgent",
+    "random": "ftdojo_agents.random_agent:RandomAgent",
+    "ft-agent": "ftdojo_agents.ft_agent:FTAgent",
 }
 
 

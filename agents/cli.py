@@ -2,7 +2,7 @@
 
     ftdojo run --task FTDojo/TableBench-v0 --agent ft-agent \\
         --base-url http://127.0.0.1:8000/v1 --model smollm2 [--base-model tiny] [--out traj.jsonl]
-    python -m agents.cli run ...          # the same without the console script
+    python -m ftdojo_agents.cli run ...          # the same without the console script
     ftdojo run --agent react --local-model smollm2-135m --base-model tiny   # no network: a local LLM
     ftdojo list                           # tasks and agents
 
@@ -42,8 +42,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from agents.base import _REGISTRY, make
-from agents.episode import (
+from ftdojo_agents.base import _REGISTRY, make
+from ftdojo_agents.episode import (
     EpisodeResult,
     JsonlWriter,
     StepRecord,
@@ -51,8 +51,8 @@ from agents.episode import (
     llm_versions_of,
     run_episode,
 )
-from agents.llm_client import LLMError
-from agents.local_server import LocalServerError, serve_local_model
+from ftdojo_agents.llm_client import LLMError
+from ftdojo_agents.local_server import LocalServerError, serve_local_model
 
 #: Agents that talk to an LLM and take the ``--base-url``/``--model`` options.
 LLM_AGENTS = frozenset({"ft-agent", "react", "openhands-like"})

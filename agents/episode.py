@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from agents.base import Agent
+from ftdojo_agents.base import Agent
 
 #: Line that starts each tool call in the env log (``\n> tool({...})``).
 CALL_MARK = "\n> "

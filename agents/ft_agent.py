@@ -42,9 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.episode import SUBMIT, budget_dict, clip_middle, latest_result, status_line
-from agents.llm_client import LLMClient, LLMError, parse_json_object
-from agents.prompts import load_prompt
+from ftdojo_agents.episode import SUBMIT, budget_dict, clip_middle, latest_result, status_line
+from ftdojo_agents.llm_client import LLMClient, LLMError, parse_json_object
+from ftdojo_agents.prompts import load_prompt
 from ftdojo_gym.actions import ActionError, parse_action, usage
 from ftdojo_gym.data.workspace import atomic_write_text
 

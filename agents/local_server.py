@@ -4,7 +4,7 @@ Runs the LLM agents with no network: the model (``smollm2-135m`` by default,
 any name :func:`ftdojo_gym.models.resolve_model` knows, or a HF folder) is
 served by ``transformers serve`` in a child process on 127.0.0.1::
 
-    from agents.local_server import serve_local_model
+    from ftdojo_agents.local_server import serve_local_model
 
     with serve_local_model("smollm2-135m") as server:
         agent = agents.make("react", **server.llm_kwargs())

@@ -5,7 +5,7 @@ evaluation prompt format, LoRA) on ``FTDojo/TableBench-v0`` with SmolLM2-135M on
 the CPU, and prints the base model against the fine-tuned one on the visible
 validation split and the hidden test split.
 
-    python -m benchmarks.demo [--task FTDojo/TableBench-v0] [--model smollm2-135m] [--max-steps 48]
+    python -m ftdojo_benchmarks.demo [--task FTDojo/TableBench-v0] [--model smollm2-135m] [--max-steps 48]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 import ftdojo_gym  # noqa: F401  (registers the envs)
-from agents.manual_sft import ManualSFTAgent
+from ftdojo_agents.manual_sft import ManualSFTAgent
 
 
 def run_episode(args: argparse.Namespace, console: Console) -> dict:

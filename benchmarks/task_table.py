@@ -13,9 +13,9 @@ hidden-test scores. Results are appended to a JSON file as each episode ends,
 so an interrupted sweep resumes where it stopped; the markdown table is
 rewritten from that file after every episode.
 
-    python -m benchmarks.task_table                         # all tasks (hours on a CPU)
-    python -m benchmarks.task_table --task FTDojo/AIME-v0   # one task
-    python -m benchmarks.task_table --table-only            # re-render the table
+    python -m ftdojo_benchmarks.task_table                         # all tasks (hours on a CPU)
+    python -m ftdojo_benchmarks.task_table --task FTDojo/AIME-v0   # one task
+    python -m ftdojo_benchmarks.task_table --table-only            # re-render the table
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import gymnasium as gym
 from rich.console import Console
 
 import ftdojo_gym
-from agents.manual_sft import ManualSFTAgent
+from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.data.workspace import atomic_write_text
 
 RECIPES = ("expert", "harmful")
@@ -127,7 +127,7 @@ def render_table(results: list[dict[str, Any]]) -> str:
         "",
         "Hidden-test scores in % with SmolLM2-135M-Instruct on a 2-core CPU (LoRA r16, lr 1e-3,",
         "linear decay, batch 8), produced by",
-        "`python -m benchmarks.task_table` (raw results in `benchmarks/results/task_table.json`).",
+        "`python -m ftdojo_benchmarks.task_table` (raw results in `benchmarks/results/task_table.json`).",
         "`expert` is the scripted Manual-SFT recipe on the clean sources; `harmful` trains with",
         "the same config on the task's harmful sources without curation.",
         "",

@@ -6,7 +6,7 @@ import gymnasium as gym
 import pytest
 
 import ftdojo_gym  # noqa: F401
-from agents.manual_sft import ManualSFTAgent
+from ftdojo_agents.manual_sft import ManualSFTAgent
 
 
 @pytest.mark.slow

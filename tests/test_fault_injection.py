@@ -118,7 +118,7 @@ def test_malformed_actions_pass_through_to_the_envs_error(tiny_model, tmp_path):
 
 
 def test_fail_fast_benchmark_runs_both_agents_and_writes_table_and_plot(tiny_model, tmp_path):
-    from benchmarks import fail_fast
+    from ftdojo_benchmarks import fail_fast
 
     out, table = tmp_path / "ff.json", tmp_path / "ff.md"
     argv = ["--base-model", "tiny", "--full-steps", "3", "--token-budget", "2500", "--seeds", "1", "--fault-rate",

@@ -16,8 +16,8 @@ Also reports how many outputs are identical on both sides.
 
 Run::
 
-    python -m benchmarks.perf.eval_throughput            # SmolLM2-135M
-    python -m benchmarks.perf.eval_throughput --model tiny
+    python -m ftdojo_benchmarks.perf.eval_throughput            # SmolLM2-135M
+    python -m ftdojo_benchmarks.perf.eval_throughput --model tiny
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ and number of steps, loss on the completion tokens only, in one run:
 
 Run::
 
-    python -m benchmarks.perf.train_throughput            # SmolLM2-135M
-    python -m benchmarks.perf.train_throughput --model tiny --steps 8
+    python -m ftdojo_benchmarks.perf.train_throughput            # SmolLM2-135M
+    python -m ftdojo_benchmarks.perf.train_throughput --model tiny --steps 8
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agents.scripted_server import OpenAITestServer
+from ftdojo_agents.scripted_server import OpenAITestServer
 
 
 @pytest.fixture

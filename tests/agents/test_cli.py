@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.cli import build_parser, main
-from agents.scripted_server import OpenAITestServer, slow, tool_call
+from ftdojo_agents.cli import build_parser, main
+from ftdojo_agents.scripted_server import OpenAITestServer, slow, tool_call
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_trajectory(server: OpenAITestServer,
     server.push(tool_call("list_sources", {}), slow(60.0))
     out = tmp_path / "traj.jsonl"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", *_argv(server, out, "--no-progress")],
+    proc = subprocess.Popen([sys.executable, "-m", "ftdojo_agents.cli", *_argv(server, out, "--no-progress")],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # A job started in the background inherits SIGINT ignored, and Python then
                             # installs no KeyboardInterrupt handler: give the child a terminal's default.
@@ -85,7 +85,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_trajectory(server: OpenAITestServer,
 def test_parser_defaults_and_agent_args() -> None:
     args = build_parser().parse_args(["run", "--agent", "ft-agent", "--agent-arg", "max_iterations=2",
                                       "--agent-arg", "config_overrides={\"max_steps\": 4}"])
-    from agents.cli import _agent_kwargs
+    from ftdojo_agents.cli import _agent_kwargs
 
     kwargs = _agent_kwargs(args)
     assert kwargs["max_iterations"] == 2 and kwargs["config_overrides"] == {"max_steps": 4}

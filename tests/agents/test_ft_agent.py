@@ -9,10 +9,10 @@ from typing import Any
 import gymnasium as gym
 import pytest
 
-import agents
-from agents.episode import run_episode
-from agents.ft_agent import ExperimentNode, ExperimentTree, FTAgent, PlanError, plan_from_json
-from agents.scripted_server import OpenAITestServer, Scripted, http_error, last_user_text, text
+import ftdojo_agents as agents
+from ftdojo_agents.episode import run_episode
+from ftdojo_agents.ft_agent import ExperimentNode, ExperimentTree, FTAgent, PlanError, plan_from_json
+from ftdojo_agents.scripted_server import OpenAITestServer, Scripted, http_error, last_user_text, text
 
 TEMPLATE = {"prompt_template": "{instruction}\n{input}", "completion_template": "{output}"}
 
@@ -197,7 +197,7 @@ def test_plan_dataset_defaults_to_last_output() -> None:
     ([["x", 1.0], [2], None, [3, 1.0]], [], False),  # malformed points are skipped
 ])
 def test_loss_explosion(head, tail, diverging) -> None:
-    from agents.ft_agent import loss_explosion
+    from ftdojo_agents.ft_agent import loss_explosion
 
     why = loss_explosion({"loss_head": head, "loss_tail": tail})
     assert (why is not None) == diverging

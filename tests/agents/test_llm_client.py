@@ -8,7 +8,7 @@ import time
 import pytest
 
 import ftdojo_gym
-from agents.llm_client import (
+from ftdojo_agents.llm_client import (
     TRIMMED_MARK,
     Conversation,
     LLMClient,
@@ -20,7 +20,7 @@ from agents.llm_client import (
     parse_json_object,
     parse_tool_call,
 )
-from agents.scripted_server import OpenAITestServer, http_error, raw, refusal, slow, text, tool_call
+from ftdojo_agents.scripted_server import OpenAITestServer, http_error, raw, refusal, slow, text, tool_call
 
 TOOLS = ftdojo_gym.tool_schemas()
 NAMES = [t["function"]["name"] for t in TOOLS]
@@ -69,7 +69,7 @@ def test_fit_messages_keeps_head_and_newest_turns() -> None:
     for i in range(30):
         reply_call = parse_tool_call('{"tool": "inspect", "args": {}}', NAMES)
         assert reply_call is not None
-        from agents.llm_client import LLMReply
+        from ftdojo_agents.llm_client import LLMReply
 
         conv.add_tool_call(LLMReply(content=f"step {i}"), reply_call)
         conv.add_result(f"result {i} " + "x" * 300)

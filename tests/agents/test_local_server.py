@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.cli import build_parser
-from agents.local_server import LocalServerError, free_port, model_properties, serve_local_model
+from ftdojo_agents.cli import build_parser
+from ftdojo_agents.local_server import LocalServerError, free_port, model_properties, serve_local_model
 
 #: A stand-in server: answers /health, spawns a grandchild, and ignores SIGTERM if told to.
 FAKE_SERVER = textwrap.dedent("""
@@ -121,7 +121,7 @@ def test_cli_local_model_options() -> None:
 
 
 def test_cli_local_model_is_for_llm_agents_only(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from agents.cli import main
+    from ftdojo_agents.cli import main
 
     assert main(["run", "--agent", "manual-sft", "--local-model", "smollm2-135m", "--out", str(tmp_path / "t.jsonl")]) == 1
     assert "--local-model is for the LLM agents" in capsys.readouterr().err
@@ -131,9 +131,9 @@ def test_cli_local_model_points_the_agent_at_the_server(server, tmp_path: Path, 
     """The wiring of ``--local-model``, with the scripted server standing in for ``transformers serve``."""
     import contextlib
 
-    import agents.cli
-    from agents.local_server import LocalServer
-    from agents.scripted_server import tool_call
+    import ftdojo_agents.cli
+    from ftdojo_agents.local_server import LocalServer
+    from ftdojo_agents.scripted_server import tool_call
 
     started: dict = {}
 
@@ -144,10 +144,10 @@ def test_cli_local_model_points_the_agent_at_the_server(server, tmp_path: Path, 
                           process=None, log_path=Path(log_path), context_window=8192, supports_tools=False)  # type: ignore[arg-type]
         started["stopped"] = True
 
-    monkeypatch.setattr(agents.cli, "serve_local_model", fake_serve)
+    monkeypatch.setattr(ftdojo_agents.cli, "serve_local_model", fake_serve)
     server.push(tool_call("submit", {}))
     out = tmp_path / "traj.jsonl"
-    assert agents.cli.main(["run", "--agent", "react", "--local-model", "smollm2-135m", "--local-threads", "1",
+    assert ftdojo_agents.cli.main(["run", "--agent", "react", "--local-model", "smollm2-135m", "--local-threads", "1",
                             "--base-model", "tiny", "--eval-limit", "2", "--max-steps", "3", "--no-progress",
                             "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
     assert started == {"model": "smollm2-135m", "threads": 1, "log_path": tmp_path / "traj.server.log", "stopped": True}

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from agents.cli import main
-from agents.local_server import LocalServer, serve_local_model
+from ftdojo_agents.cli import main
+from ftdojo_agents.local_server import LocalServer, serve_local_model
 
 pytestmark = pytest.mark.slow
 

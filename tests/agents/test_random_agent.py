@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import agents
-from agents.episode import run_episode
-from agents.random_agent import RandomAgent
+import ftdojo_agents as agents
+from ftdojo_agents.episode import run_episode
+from ftdojo_agents.random_agent import RandomAgent
 
 
 def test_random_agent_actions_are_valid(tiny_env) -> None:

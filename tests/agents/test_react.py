@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import agents
-from agents.episode import run_episode
-from agents.react import ReActAgent
-from agents.scripted_server import (
+import ftdojo_agents as agents
+from ftdojo_agents.episode import run_episode
+from ftdojo_agents.react import ReActAgent
+from ftdojo_agents.scripted_server import (
     OpenAITestServer,
     Scripted,
     http_error,

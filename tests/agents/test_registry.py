@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import agents
-from agents.base import _REGISTRY
+import ftdojo_agents as agents
+from ftdojo_agents.base import _REGISTRY
 
 
 @pytest.mark.parametrize("name", sorted(_REGISTRY))
