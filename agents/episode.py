@@ -21,62 +21,22 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-
 from ftdojo_agents.base import Agent
 
-#: Line that starts each tool call in the env log (``\n> tool({...})``).
-CALL_MARK = "\n> "
+from ftdojo_gym.observations import budget_dict, latest_result, metrics_dict, status_line
+
+__all__ = ["SUBMIT", "EpisodeResult", "JsonlWriter", "StepRecord", "budget_dict", "clip_middle", "metrics_dict",
+           "result_text", "run_episode", "status_line", "task_info"]
+
 SUBMIT: dict[str, Any] = {"tool": "submit", "args": {}}
 
 
 # --------------------------------------------------------------------------- observations
-def metric_fields() -> tuple[str, ...]:
-    from ftdojo_gym.env import METRIC_FIELDS
-
-    return METRIC_FIELDS
-
-
-def budget_fields() -> tuple[str, ...]:
-    from ftdojo_gym.env import BUDGET_FIELDS
-
-    return BUDGET_FIELDS
-
-
-def metrics_dict(observation: dict[str, Any]) -> dict[str, float]:
-    """The ``metrics`` vector as ``{field: value}`` (-1 means unknown)."""
-    return {k: float(v) for k, v in zip(metric_fields(), np.asarray(observation.get("metrics", [])).tolist(), strict=False)}
-
-
-def budget_dict(observation: dict[str, Any]) -> dict[str, float]:
-    """The ``budget`` vector as ``{field: value}``."""
-    return {k: float(v) for k, v in zip(budget_fields(), np.asarray(observation.get("budget", [])).tolist(), strict=False)}
-
-
-def latest_result(log: str) -> str:
-    """The newest tool call and its result: the log from the last ``> tool(...)`` line on."""
-    cut = log.rfind(CALL_MARK)
-    return log[cut + 1:] if cut >= 0 else log
-
-
-def status_line(observation: dict[str, Any]) -> str:
-    """One line of the numbers an agent needs: scores, loss and budget left."""
-    m, b = metrics_dict(observation), budget_dict(observation)
-
-    def pct(v: float) -> str:
-        return "n/a" if v < 0 else f"{100 * v:.1f}"
-
-    parts = [f"best val {pct(m.get('best_val_score', -1))}", f"last val {pct(m.get('last_val_score', -1))}",
-             f"base val {pct(m.get('base_val_score', -1))}"]
-    if m.get("last_train_loss", -1) >= 0:
-        parts.append(f"last loss {m['last_train_loss']:.3f}")
-    parts.append(f"tokens left {int(b.get('tokens_left', 0))} ({pct(m.get('budget_tokens_left_frac', 0))}%)")
-    steps_left = b.get("steps_left", math.inf)
-    if math.isfinite(steps_left):
-        parts.append(f"steps left {int(steps_left)}")
-    seconds_left = b.get("seconds_left", math.inf)
-    if math.isfinite(seconds_left):
-        parts.append(f"seconds left {int(seconds_left)}")
-    return "Status: " + ", ".join(parts)
+def result_text(info: dict[str, Any]) -> str:
+    """The newest tool result as the env logged it (empty after ``reset``): read from the typed
+    record in ``info``, never cut out of the log window."""
+    result = latest_result(info)
+    return "" if result is None else result.render()
 
 
 def clip_middle(text: str, limit: int) -> str:
@@ -95,15 +55,14 @@ def task_info(env: Any, reset_info: dict[str, Any], observation: dict[str, Any])
     ``expert_template`` are the task author's oracle knowledge, meant for the
     scripted Manual SFT expert only; the LLM agents ignore them.
     """
-    unwrapped = getattr(env, "unwrapped", env)
-    task = getattr(unwrapped, "task", None)
     spec = getattr(env, "spec", None)
+    task = getattr(getattr(env, "unwrapped", env), "task", None)  # TODO(recipes): read the recipes home
     return {
-        "task": getattr(task, "name", reset_info.get("task")),
+        "task": reset_info.get("task"),
         "env_id": getattr(spec, "id", None),
-        "domain": getattr(task, "domain", ""),
-        "metric": getattr(task, "metric", ""),
-        "task_version": getattr(task, "version", ""),
+        "domain": reset_info.get("domain", ""),
+        "metric": reset_info.get("metric", ""),
+        "task_version": reset_info.get("task_version", ""),
         "description": observation.get("log", ""),
         "tools": list(reset_info.get("tools", [])),
         "budget": budget_dict(observation),

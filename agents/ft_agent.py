@@ -42,13 +42,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdojo_agents.episode import SUBMIT, budget_dict, clip_middle, latest_result, status_line
+from ftdojo_agents.episode import SUBMIT, budget_dict, clip_middle, result_text, status_line
 from ftdojo_agents.llm_client import LLMClient, LLMError, parse_json_object
 from ftdojo_agents.prompts import load_prompt
-from ftdojo_gym.actions import ActionError, parse_action, usage
-from ftdojo_gym.data.workspace import atomic_write_text
 
-DATA_TOOLS = ("fetch", "filter", "transform", "mix", "inspect")
+from ftdojo_gym.actions import ActionError, parse_action, tools_of_kind, usage
+from ftdojo_gym.data.workspace import atomic_write_text
+from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
+
+DATA_TOOLS = (*tools_of_kind("data"), "inspect")  # inspect: a plan may look at rows between steps
 StepIO = Generator[dict[str, Any], tuple[dict[str, Any], dict[str, Any]], Any]
 
 
@@ -212,7 +214,7 @@ class Plan:
     data_steps: list[dict[str, Any]]
     dataset: str
     config: dict[str, Any]
-    max_samples: int = 2000
+    max_samples: int = MAX_TRAIN_SAMPLES
 
     def recipe(self) -> dict[str, Any]:
         return {"data_steps": self.data_steps, "dataset": self.dataset, "config": self.config,
@@ -268,9 +270,9 @@ def plan_from_json(obj: dict[str, Any] | None, *, default_parent: str | None) ->
         dataset = next((o for o in reversed(outputs) if isinstance(o, str)), None)
     if not dataset:
         raise PlanError("'dataset' (the training dataset) is missing")
-    max_samples = obj.get("max_samples", 2000)
-    if not isinstance(max_samples, int) or isinstance(max_samples, bool) or not 1 <= max_samples <= 2000:
-        max_samples = 2000
+    max_samples = obj.get("max_samples", MAX_TRAIN_SAMPLES)
+    if not isinstance(max_samples, int) or isinstance(max_samples, bool) or not 1 <= max_samples <= MAX_TRAIN_SAMPLES:
+        max_samples = MAX_TRAIN_SAMPLES
     parent = obj.get("parent")
     return Plan(
         hypothesis=str(obj.get("hypothesis") or "(no hypothesis given)")[:2000],
@@ -367,7 +369,7 @@ class FTAgent:
     def _episode(self) -> StepIO:
         self.phase = "explore"
         obs, info = yield from self._do({"tool": "list_sources", "args": {}})
-        self.catalogue = latest_result(obs.get("log", "")) if info.get("ok") else ""
+        self.catalogue = result_text(info) if info.get("ok") else ""
         if self.evaluate_base:
             obs, info = yield from self._do({"tool": "evaluate", "args": {"run": "base"}})
             if info.get("ok"):
@@ -459,7 +461,7 @@ class FTAgent:
                     if why:
                         self.stats["diverging_debug_runs"] += 1
                         failure = ("debug run", f"error class CONFIG (the debug run finished but {why})\n"
-                                   + clip_middle(latest_result(obs.get("log", "")), 3000))
+                                   + clip_middle(result_text(info), 3000))
             if failure is None:
                 self.phase = "train"
                 obs, info = yield from self._do({"tool": "train", "args": {"dataset": dataset,
@@ -496,7 +498,7 @@ class FTAgent:
     @staticmethod
     def _error_text(obs: dict[str, Any], info: dict[str, Any]) -> str:
         return f"error class {info.get('error_class') or 'INVALID_ACTION'}\n" + clip_middle(
-            latest_result(obs.get("log", "")), 5000)
+            result_text(info), 5000)
 
     # -- LLM phases
     def _ask(self, prompt: str) -> dict[str, Any] | None:
@@ -551,7 +553,7 @@ class FTAgent:
         r = best.recipe
         try:
             return Plan(f"replay of {best.id} (no plan from the LLM)", best.id, validate_steps(r.get("data_steps")),
-                        str(r["dataset"]), validate_config(r.get("config")), int(r.get("max_samples", 2000)))
+                        str(r["dataset"]), validate_config(r.get("config")), int(r.get("max_samples", MAX_TRAIN_SAMPLES)))
         except (PlanError, KeyError, TypeError, ValueError):
             return None
 

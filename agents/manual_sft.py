@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
+
 
 class ManualSFTAgent:
     name = "manual-sft"
 
     def __init__(self, *, max_steps: int = 40, learning_rate: float = 1e-3, batch_size: int = 8,
-                 lora_r: int = 16, max_len: int = 512, max_tokens: int = 512, samples: int = 2000,
+                 lora_r: int = 16, max_len: int = 512, max_tokens: int = 512, samples: int = MAX_TRAIN_SAMPLES,
                  evaluate_base: bool = True, curate: bool = True):
         self.config = {"method": "lora", "learning_rate": learning_rate, "lr_scheduler": "linear",
                        "warmup_ratio": 0.05, "max_steps": max_steps, "batch_size": batch_size,

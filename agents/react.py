@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import ftdojo_gym
-from ftdojo_agents.episode import SUBMIT, clip_middle, latest_result, status_line
+from ftdojo_agents.episode import SUBMIT, clip_middle, result_text, status_line
 from ftdojo_agents.llm_client import Conversation, LLMClient, LLMError, LLMReply, ToolCall
 from ftdojo_agents.prompts import load_prompt
+
+import ftdojo_gym
 from ftdojo_gym.actions import ActionError, parse_action, usage
 
 SAFE_ACTION: dict[str, Any] = {"tool": "inspect", "args": {}}
@@ -72,7 +73,7 @@ class ReActAgent:
         if self.conv is None:
             raise RuntimeError("call reset(task_info) before act()")
         if "tool" in info or "ok" in info:  # the result of the previous action
-            text = clip_middle(latest_result(observation.get("log", "")), self.max_result_chars)
+            text = clip_middle(result_text(info), self.max_result_chars)
             if self._last_source != "llm":
                 text = f"(No valid tool call came from you; the agent ran {self._last_source} instead.)\n{text}"
             self.conv.add_result(f"{text}\n\n{status_line(observation)}")

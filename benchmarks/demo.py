@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
+from ftdojo_agents.manual_sft import ManualSFTAgent
 from rich.console import Console
 from rich.table import Table
 
 import ftdojo_gym  # noqa: F401  (registers the envs)
-from ftdojo_agents.manual_sft import ManualSFTAgent
+from ftdojo_gym.observations import latest_result
+from ftdojo_gym.results import EvaluationResult, RunResult
 
 
 def run_episode(args: argparse.Namespace, console: Console) -> dict:
@@ -40,20 +42,24 @@ def run_episode(args: argparse.Namespace, console: Console) -> dict:
     console.print(f"[bold]FT-Dojo demo[/bold]: {args.task}, base model {args.model}, workspace {info['workdir']}")
     done = False
     step = 0
+    base_val: float | None = None
+    train_seconds: dict[str, float] = {}
     while not done:
         action = agent.act(obs, info)
         step += 1
         console.print(f"[cyan]step {step}[/cyan] {action['tool']} {json.dumps(action['args'])[:160]}")
         obs, reward, terminated, truncated, info = env.step(action)
+        result = latest_result(info)
+        if isinstance(result, EvaluationResult) and result.run == "base":
+            base_val = result.score
+        elif isinstance(result, RunResult):
+            train_seconds[result.run_id] = result.seconds
         summary = _summarise(info)
         if summary:
             console.print("   " + summary, highlight=False)
         done = terminated or truncated
     wall = time.monotonic() - start
-    unwrapped = env.unwrapped
     sub = info["submission"]
-    base_val = unwrapped.evaluations.get("base", {}).get("score")
-    run = unwrapped.runs.get(sub["run"])
     env.close()
     return {
         "task": args.task,
@@ -65,7 +71,7 @@ def run_episode(args: argparse.Namespace, console: Console) -> dict:
         "hidden_test": sub["hidden_test_score"],
         "hidden_test_subsets": sub["hidden_test_subsets"],
         "tokens_trained": sub["tokens_used"],
-        "train_seconds": run.seconds if run else 0.0,
+        "train_seconds": train_seconds.get(sub["run"], 0.0),
         "wall_seconds": round(wall, 1),
     }
 

@@ -53,9 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from rich.console import Console
-
-from ftdojo_agents.episode import run_episode
+from ftdojo_agents.episode import StepRecord, run_episode
 from ftdojo_agents.ft_agent import FTAgent, loss_explosion, run_losses
 from ftdojo_agents.llm_client import LLMClient
 from ftdojo_agents.react import ReActAgent
@@ -67,6 +65,8 @@ from ftdojo_agents.scripted_server import (
     text,
     tool_call,
 )
+from rich.console import Console
+
 from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.wrappers.faults import FAULTS, FaultInjection
 
@@ -96,6 +96,7 @@ class OraclePolicy:
         self.react_experiment = 0
         self.react_queue: deque[dict[str, Any]] = deque()
         self.react_last: dict[str, Any] | None = None
+        self.react_last_ok = True
         self.calls = {"plan": 0, "repair": 0, "evaluate": 0, "judge": 0, "react": 0}
 
     # -- the recipe
@@ -146,6 +147,10 @@ class OraclePolicy:
             return text(json.dumps({"accept": None, "reason": "scripted oracle: the numeric rule decides"}))
         return text("{}")
 
+    def observe(self, record: StepRecord) -> None:
+        """Called after each env step (``run_episode``'s ``on_step``): whether the last action succeeded."""
+        self.react_last_ok = record.ok
+
     def _react_experiment(self, i: int) -> deque[dict[str, Any]]:
         """ReAct's actions for experiment ``i``: the data steps, the config, the full run (no debug run)."""
         return deque([*self.data_steps(), {"tool": "set_config", "args": self.config(i)},
@@ -153,13 +158,11 @@ class OraclePolicy:
 
     def _react(self, body: dict[str, Any]) -> Scripted:
         self.calls["react"] += 1
-        messages = body.get("messages", [])
-        result = last_user_text(body) if messages and messages[-1].get("role") == "tool" else ""
         last = self.react_last
         if last is None:
             action = {"tool": "list_sources", "args": {}}
         else:
-            failed = " FAILED (" in result or result.lstrip().startswith("ERROR") or "\nERROR" in result[:400]
+            failed = not self.react_last_ok  # the env's typed outcome of the last action (see observe)
             if failed and last["tool"] != "evaluate":  # repair: the intended recipe again, then the full run
                 self.react_queue = self._react_experiment(self.react_experiment)
             elif last["tool"] == "train":
@@ -199,9 +202,12 @@ def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Conso
         else:
             agent = ReActAgent(llm)
         t0 = time.monotonic()
-        result = run_episode(env, agent, seed=seed)
+        result = run_episode(env, agent, seed=seed, on_step=policy.observe)
         wall = time.monotonic() - t0
-        runs = [_with_losses(vars(r), env.unwrapped.workdir) for r in env.unwrapped.runs.values()]
+        val_scores = {rec.result["run"]: rec.result["score"] for rec in result.records
+                      if rec.tool == "evaluate" and rec.ok}
+        runs = [{**_with_losses(rec.result), "val_score": val_scores.get(rec.result["run_id"])}
+                for rec in result.records if rec.tool == "train" and "run_id" in rec.result]
     finally:
         if server is not None:
             server.close()
@@ -242,20 +248,16 @@ def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Conso
     return record
 
 
-def _with_losses(run: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """A run record plus its learning rate, first and final loss, and whether it was effective
+def _with_losses(run: dict[str, Any]) -> dict[str, Any]:
+    """A run's train result plus its learning rate, first and final loss, and whether it was effective
     (finished, and the loss went down)."""
-    try:
-        result = json.loads((Path(workdir) / "runs" / run["run_id"] / "result.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        result = {}
-    losses = run_losses(result)
+    losses = run_losses(run)
     first = losses[0] if losses else None
     final = run.get("final_loss")
     effective = (run["status"] == "ok" and first is not None and final is not None
                  and math.isfinite(final) and final < first)
     return {**run, "learning_rate": run["config"].get("learning_rate"), "first_loss": first, "effective": effective,
-            "exploded": run["status"] == "ok" and loss_explosion(result) is not None}
+            "exploded": run["status"] == "ok" and loss_explosion(run) is not None}
 
 
 def _debug_share(runs: list[dict[str, Any]]) -> dict[str, float | None]:

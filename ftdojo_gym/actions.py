@@ -25,7 +25,8 @@ import numpy as np
 from gymnasium import spaces
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from ftdojo_gym.train.config import TrainConfig
+from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
+from ftdojo_gym.training_config import TrainConfig
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MAX_ACTION_CHARS = 100_000
@@ -122,7 +123,8 @@ class TrainArgs(ToolArgs):
 
     dataset: str = Field(..., description="training dataset (needs 'prompt' and 'completion' fields)")
     debug: bool = Field(False, description="fail-fast run: about 100 samples, a few steps")
-    max_samples: int = Field(2000, ge=1, le=2000, description="use at most this many samples (the cap is 2,000)")
+    max_samples: int = Field(MAX_TRAIN_SAMPLES, ge=1, le=MAX_TRAIN_SAMPLES,
+                             description=f"use at most this many samples (the cap is {MAX_TRAIN_SAMPLES:,})")
 
 
 class EvaluateArgs(ToolArgs):
@@ -138,10 +140,17 @@ class SubmitArgs(ToolArgs):
     run: str | None = Field(None, description="run id or 'base' (default: the best validated run)")
 
 
+#: What a tool does: ``catalog`` reads the sources or workspace, ``data`` writes a
+#: dataset, ``config`` changes the training config, ``train`` trains a run,
+#: ``evaluate`` scores on the validation split, ``submit`` ends the episode.
+ToolKind = Literal["catalog", "data", "config", "train", "evaluate", "submit"]
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
     args: type[BaseModel]
+    kind: ToolKind
 
     @property
     def description(self) -> str:
@@ -151,16 +160,16 @@ class Tool:
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
-        Tool("list_sources", ListSourcesArgs),
-        Tool("inspect", InspectArgs),
-        Tool("fetch", FetchArgs),
-        Tool("filter", FilterArgs),
-        Tool("transform", TransformArgs),
-        Tool("mix", MixArgs),
-        Tool("set_config", SetConfigArgs),
-        Tool("train", TrainArgs),
-        Tool("evaluate", EvaluateArgs),
-        Tool("submit", SubmitArgs),
+        Tool("list_sources", ListSourcesArgs, "catalog"),
+        Tool("inspect", InspectArgs, "catalog"),
+        Tool("fetch", FetchArgs, "data"),
+        Tool("filter", FilterArgs, "data"),
+        Tool("transform", TransformArgs, "data"),
+        Tool("mix", MixArgs, "data"),
+        Tool("set_config", SetConfigArgs, "config"),
+        Tool("train", TrainArgs, "train"),
+        Tool("evaluate", EvaluateArgs, "evaluate"),
+        Tool("submit", SubmitArgs, "submit"),
     )
 }
 
@@ -182,6 +191,11 @@ class ActionError(ValueError):
     def __init__(self, message: str, tool: str | None = None):
         super().__init__(message)
         self.tool = tool
+
+
+def tools_of_kind(*kinds: ToolKind) -> tuple[str, ...]:
+    """Names of the tools of the given kinds, in schema order."""
+    return tuple(name for name, tool in TOOLS.items() if tool.kind in kinds)
 
 
 def _clean_schema(node: Any) -> Any:

@@ -5,7 +5,7 @@ from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from ftdojo_gym import tool_schemas
 from ftdojo_gym.actions import TOOLS, ActionError, ToolCallSpace, parse_action, usage
-from ftdojo_gym.train.config import TrainConfig
+from ftdojo_gym.training_config import TrainConfig
 
 
 def test_tool_schemas_derive_from_tools():

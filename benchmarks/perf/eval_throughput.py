@@ -3,8 +3,8 @@
 Both sides answer the same prompts with the same per-prompt ``max_new_tokens``
 (greedy, stop at EOS), in one run:
 
-* **env**: ``TrainingWorker.generate`` (the persistent worker running
-  :func:`ftdojo_gym.eval.generation.generate`: length-sorted left-padded
+* **env**: ``ModelWorker.generate`` (the persistent worker running
+  :func:`ftdojo_gym.model_process.generation.generate`: length-sorted left-padded
   batches, finished rows dropped from the batch); prompts/s = prompts / the
   worker's generation seconds (model load excluded by a warm-up call).
 * **one-by-one**: ``model.generate`` on each prompt alone in this process, the
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from ftdojo_gym.model_process.client import ModelWorker  # noqa: E402
 from ftdojo_gym.models import resolve_model  # noqa: E402
-from ftdojo_gym.train.client import TrainingWorker  # noqa: E402
 
 
 def tablebench_prompts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     model_path = str(resolve_model(args.model))
     prompts, max_new = tablebench_prompts(args.prompts)
-    with TrainingWorker() as worker:
+    with ModelWorker() as worker:
         warm = worker.generate(model_path, None, prompts[:2], 2)  # imports + model load
         if warm.status != "ok":
             raise RuntimeError(f"{warm.error_class}: {warm.error}\n{warm.traceback}")

@@ -4,7 +4,7 @@ Both sides train the same LoRA (r=16, all linear layers) on the same
 TableBench-like prompt/completion pairs, with the same batch size, learning rate
 and number of steps, loss on the completion tokens only, in one run:
 
-* **env**: ``TrainingWorker.train`` (the persistent worker running trl's
+* **env**: ``ModelWorker.train`` (the persistent worker running trl's
   ``SFTTrainer`` with the CPU recipe); tokens/s = ``train_tokens /
   train_seconds`` as reported by the worker (the training loop, model load and
   data preparation excluded).
@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from ftdojo_gym.model_process.client import ModelWorker  # noqa: E402
+from ftdojo_gym.model_process.protocol import TrainRequest  # noqa: E402
 from ftdojo_gym.models import resolve_model  # noqa: E402
-from ftdojo_gym.train.client import TrainingWorker, TrainRequest  # noqa: E402
 
 COLUMNS = ["Team", "Wins", "Losses", "Points", "Goals", "Score"]
 NAMES = ["Lions", "Tigers", "Bears", "Wolves", "Eagles", "Sharks", "Hawks", "Bulls", "Rams",
@@ -118,7 +119,7 @@ def plain_loop(model_path: str, pairs: list[dict[str, str]], steps: int, batch_s
 def env_path(model_path: str, data_path: Path, out_dir: Path, steps: int, batch_size: int,
              lr: float, seed: int) -> dict[str, float]:
     """The env's path: the persistent training worker running trl's SFTTrainer."""
-    worker = TrainingWorker()
+    worker = ModelWorker()
     try:
         worker.ping()  # start-up (imports) is not what we measure
         config = {"method": "lora", "lora_r": 16, "lora_alpha": 32, "lora_targets": "all-linear",
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"train throughput: {args.model}, LoRA r16 all-linear, batch {args.batch_size}, "
           f"{args.steps} steps, {args.samples} pairs")
     print(f"{'path':<28}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'final loss':>12}")
-    for name, r in (("env (TrainingWorker/trl)", env), ("plain peft+torch loop", plain)):
+    for name, r in (("env (ModelWorker/trl)", env), ("plain peft+torch loop", plain)):
         print(f"{name:<28}{r['tokens']:>8}{r['seconds']:>10.1f}{r['tokens_per_s']:>10.1f}"
               f"{r['final_loss']:>12.3f}")
     print(f"ratio env/plain: {ratio:.2f}x (target >= 0.95)")

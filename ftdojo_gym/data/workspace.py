@@ -23,15 +23,13 @@ import numpy as np
 from datasets import Dataset, concatenate_datasets
 from datasets.utils.logging import disable_progress_bar
 
+from ftdojo_gym.errors import DataError
+from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
+
 # Data ops here are small and many; per-op progress bars would flood the terminal.
 disable_progress_bar()
 
-MAX_TRAIN_SAMPLES = 2000
 _TEMPLATE_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-
-
-class DataError(ValueError):
-    """A data operation cannot run on the given datasets (unknown name, missing field, empty result...)."""
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -265,7 +263,7 @@ class DataWorkspace:
         return self._store(output, result)
 
     def training_rows(self, name: str, max_samples: int) -> list[dict[str, str]]:
-        """Rows ``{prompt, completion}`` for a run, capped at ``min(max_samples, 2000)``."""
+        """Rows ``{prompt, completion}`` for a run, capped at ``min(max_samples, MAX_TRAIN_SAMPLES)``."""
         ds = self.dataset(name)
         missing = {"prompt", "completion"} - set(ds.features)
         if missing:

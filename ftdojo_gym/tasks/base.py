@@ -4,10 +4,14 @@ A task is data plus a grader. It builds, deterministically from a seed,
 
 * a raw-data repository: named sources (``datasets.Dataset``) of mixed quality
   that the agent may fetch, filter, transform and mix;
-* a list of evaluation items, from which the env takes the visible validation
-  split (the first ``min(100, n // 2)`` items) and the hidden test split (the
-  last ``min(100, n // 2)`` items);
+* a list of evaluation items, which :meth:`Task.split` divides into the
+  visible validation split and the hidden test split;
 * a grader that scores a model output for an item in ``[0, 1]``.
+
+A task declares its sources as data (:class:`SourceSpec`: name, description,
+how the rows are built); the base class derives :meth:`Task.sources` and
+:meth:`Task.source_descriptions` from the declarations. The benchmark's
+scripted recipes are not part of the task: see :mod:`ftdojo_gym.recipes`.
 
 Tasks never see models or training: the env sends prompts to the worker and
 grades the outputs it gets back, in the env process.
@@ -17,12 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
+
+_Item = TypeVar("_Item")
+
+#: The most items in each of the validation and hidden test splits.
+MAX_SPLIT_ITEMS = 100
 
 
 @dataclass(frozen=True)
@@ -36,16 +46,32 @@ class EvalItem:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+#: ``build(task, rng, held_out)``: the rows of one source, deterministic in ``rng``.
+SourceBuilder = Callable[[Any, random.Random, Any], list[dict[str, Any]]]
+
+
 @dataclass(frozen=True)
-class SourceInfo:
-    """Catalogue entry of a raw source, shown to the agent (never its hidden value)."""
+class SourceSpec:
+    """The declaration of one raw source.
+
+    ``description`` is the neutral catalogue line shown to the agent (never the
+    source's hidden value). ``build(task, rng, held_out)`` returns the source's
+    rows (dicts with the same keys), drawing only from ``rng``; ``held_out`` is
+    :meth:`Task.held_out` of the seed, what no row may contain.
+    """
 
     name: str
     description: str
+    build: SourceBuilder
 
 
 class Task:
-    """Base class of a task. Subclasses set the class attributes and implement the methods."""
+    """Base class of a task. Subclasses set the class attributes and implement the methods.
+
+    Offline sources are declared in :attr:`source_specs` (in order) and built by
+    :meth:`sources`; a task with another kind of repository overrides
+    :meth:`sources` and :meth:`source_descriptions` instead.
+    """
 
     name: str = ""
     version: str = "0"
@@ -55,29 +81,52 @@ class Task:
     max_new_tokens: int = 64
     #: Default compute budget in training tokens.
     default_token_budget: int = 200_000
-    #: Sources of the scripted "Manual SFT" expert recipe, and the templates that
-    #: map them into the evaluation format (``{"prompt": ..., "completion": ...}``).
-    clean_sources: tuple[str, ...] = ()
-    expert_template: dict[str, str] = {}
-    #: A recipe a careless agent might run: ``{source: {"prompt": ..., "completion": ...}}``
-    #: over the task's harmful sources. Benchmarks train on it to show that data
-    #: curation matters (it should score below the expert recipe).
-    harmful_recipe: dict[str, dict[str, str]] = {}
+    #: The offline sources, in catalogue order.
+    source_specs: tuple[SourceSpec, ...] = ()
+    #: The ``random.Random`` seed string of each source, formatted with ``seed``
+    #: (the data seed) and ``source`` (its name): every source has its own stream.
+    source_seed: str = "{seed}/{source}"
     #: Public datasets behind ``data="hub"``: ``{key: HubDataset(...)}``. Empty when
     #: the task has no real-data loader.
     hub_datasets: dict[str, HubDataset] = {}
 
     def sources(self, seed: int) -> dict[str, Any]:
-        """Raw sources ``{name: datasets.Dataset}``, deterministic in ``seed``."""
-        raise NotImplementedError
+        """Raw sources ``{name: datasets.Dataset}``, deterministic in ``seed``: each
+        declared :attr:`source_specs` built with its own seeded ``random.Random``
+        and :meth:`held_out` of ``seed``."""
+        from datasets import Dataset
+
+        if not self.source_specs:
+            raise NotImplementedError(f"{type(self).__name__} declares no source_specs")
+        held_out = self.held_out(seed)
+        return {
+            spec.name: Dataset.from_list(
+                spec.build(self, random.Random(self.source_seed.format(seed=seed, source=spec.name)), held_out))
+            for spec in self.source_specs
+        }
 
     def source_descriptions(self) -> dict[str, str]:
         """One neutral line per source, shown in the catalogue."""
-        raise NotImplementedError
+        return {spec.name: spec.description for spec in self.source_specs}
+
+    def held_out(self, seed: int) -> Any:
+        """What no source of ``seed`` may contain (the evaluation questions, tables,
+        molecules... in whatever form the builders test), passed to every builder."""
+        return None
 
     def eval_items(self, seed: int) -> list[EvalItem]:
         """All evaluation items, deterministic in ``seed``."""
         raise NotImplementedError
+
+    def split(self, items: Sequence[_Item], limit: int | None = None) -> tuple[list[_Item], list[_Item]]:
+        """``(validation, hidden_test)``: the first and the last ``k`` of ``items``,
+        ``k = min(MAX_SPLIT_ITEMS, len(items) // 2)``, at most ``limit`` when given
+        (smaller splits for quick runs: the same items, a prefix and a suffix). The
+        two never overlap."""
+        k = min(MAX_SPLIT_ITEMS, len(items) // 2)
+        if limit is not None:
+            k = min(k, limit)
+        return list(items[:k]), list(items[len(items) - k:])
 
     def max_new_tokens_for(self, item: EvalItem) -> int:
         return self.max_new_tokens
@@ -207,9 +256,6 @@ class RealDataTask(Task):
         self.domain, self.metric = base.domain, base.metric
         self.max_new_tokens = base.max_new_tokens
         self.default_token_budget = base.default_token_budget
-        self.clean_sources = tuple(s for s in base.clean_sources if s in sources)
-        self.expert_template = base.expert_template
-        self.harmful_recipe = {k: v for k, v in base.harmful_recipe.items() if k in sources}
 
     def sources(self, seed: int) -> dict[str, Any]:
         return dict(self._real_sources)
@@ -223,6 +269,9 @@ class RealDataTask(Task):
 
     def max_new_tokens_for(self, item: EvalItem) -> int:
         return self.base.max_new_tokens_for(item)
+
+    def split(self, items: Sequence[_Item], limit: int | None = None) -> tuple[list[_Item], list[_Item]]:
+        return self.base.split(items, limit)
 
     def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
         return self.base.grade(items, outputs)

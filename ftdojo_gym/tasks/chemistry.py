@@ -11,7 +11,7 @@ Reasoning with Modular Chemical Operations", hub dataset ``OpenMol/ChemCoTBench`
 
 Molecules are assembled from fragment pools in code (rings, linkers, chains,
 functional groups written as SMILES pieces), and every answer is computed
-and checked with RDKit through :mod:`ftdojo_gym.eval.chemistry_grading`, so
+and checked with RDKit through :mod:`ftdojo_gym.grading.chemistry_grading`, so
 labels are right by construction and the generation is deterministic in the
 seed. The transformations are regular in SMILES text (an edit appends or
 strips the group's SMILES piece at the end of the molecule; an acylation drops
@@ -59,10 +59,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from datasets import Dataset
 from rdkit import Chem
 
-from ftdojo_gym.eval.chemistry_grading import (
+from ftdojo_gym.grading.chemistry_grading import (
     GROUP_SMARTS,
     canonical_smiles,
     count_group,
@@ -74,7 +73,8 @@ from ftdojo_gym.eval.chemistry_grading import (
     parse_smiles,
     same_molecule,
 )
-from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
+from ftdojo_gym.tasks.offdomain import HOBBY_CHAT
 
 SUBTASKS: tuple[str, ...] = ("MolUnd", "MolEdit", "MolOpt", "Reaction")
 #: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
@@ -441,18 +441,6 @@ _CHAT_STYLES = (
     "Happy to help! From what I can see, the result is {answer}. Hope that helps.",
     "Chemistry is fun! My answer would be {answer}, but please double-check it in the lab.",
 )
-_TOPICS = (
-    ("How do I make {x}?", "To make {x}, gather fresh ingredients, follow a simple recipe and taste as you go. Enjoy!",
-     ("pancakes", "lentil soup", "banana bread", "fried rice", "guacamole", "tomato pasta", "apple pie", "hummus")),
-    ("What should I see in {x}?", "In {x}, walk through the old town, visit the main market and try the local food.",
-     ("Lisbon", "Kyoto", "Vienna", "Cape Town", "Montreal", "Istanbul", "Hanoi", "Prague", "Seville", "Bergen")),
-    ("Can you recommend a book about {x}?", "A popular introduction to {x} is a good start; pick one with friendly reviews.",
-     ("gardening", "astronomy", "history", "photography", "jazz", "chess", "birds", "architecture")),
-    ("Give me a tip for {x}.", "For {x}, start small, practise a little every day and celebrate progress.",
-     ("running", "learning a language", "public speaking", "drawing", "saving money", "sleeping better")),
-    ("Write a short poem about {x}.", "{x} in the morning light,\nquiet, simple, bright;\na small and gentle sight.",
-     ("the sea", "autumn", "a cat", "the city", "rain", "mountains", "coffee", "the moon")),
-)
 _PATENT_SENTENCES = (
     "Example {n}. A mixture of {a} ({m} mmol) and the intermediate was stirred at room temperature for {h} h.",
     "The residue was purified by column chromatography (hexane/ethyl acetate) to give {a} as a white solid ({y}%).",
@@ -466,16 +454,6 @@ def _row(qa: _QA, answer: str | None = None) -> dict[str, str]:
     """A record in the clean (evaluation-format) schema."""
     return {"instruction": qa.instruction, "input": qa.input,
             "output": f"Answer: {qa.answer if answer is None else answer}", "subtask": qa.kind}
-
-
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {key: [row[key] for row in rows] for key in rows[0]}
-
-
-@dataclass(frozen=True)
-class _SourceSpec:
-    description: str
-    build: Callable[[ChemCoTTask, random.Random, _Reserved], dict[str, list[Any]]]
 
 
 class ChemCoTTask(Task):
@@ -495,7 +473,7 @@ class ChemCoTTask(Task):
     Functional Group to add: nitrile.``) and the format line; the model answers
     ``Answer: <SMILES>`` (``Answer: <number>`` or ``Answer: Yes/No`` for MolUnd).
 
-    **Metric.** Per item 0 or 1, with RDKit (:mod:`ftdojo_gym.eval.chemistry_grading`,
+    **Metric.** Per item 0 or 1, with RDKit (:mod:`ftdojo_gym.grading.chemistry_grading`,
     after the official ChemCoTBench scripts): MolUnd accuracy (exact count,
     Yes/No); MolEdit success (valid SMILES whose group counts changed as asked
     versus the source, one fragment); MolOpt success (valid SMILES whose
@@ -524,11 +502,6 @@ class ChemCoTTask(Task):
     domain = "Chemistry"
     version = "1"
     default_token_budget = 200_000
-    clean_sources = ("chemcot_sft",)
-    expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
-    #: Noisy crowd labels taken as they are, and chatty answers put behind the
-    #: evaluation prompt (the model learns to chat instead of answering in format).
-    harmful_recipe: dict[str, dict[str, str]] = {}
     hub_datasets = {"chemcotbench": HubDataset("OpenMol/ChemCoTBench", split="train")}
 
     def __init__(self, subtask: str = "MolUnd") -> None:
@@ -540,10 +513,8 @@ class ChemCoTTask(Task):
         self.metric = _METRICS[subtask]
         self.max_new_tokens = _MAX_NEW_TOKENS[subtask]
         self.kinds = KINDS[subtask]
-        self.harmful_recipe = {
-            "crowd_chem_qa": {"prompt": "{instruction}\n{input}", "completion": "{output}"},
-            "chem_chat": {"prompt": "{instruction}\n{question}\n" + FORMAT_LINE[subtask], "completion": "{response}"},
-        }
+        self.source_specs = (*COMMON_SOURCES, CROSS_DOMAIN_SOURCES[subtask])
+        self.source_seed = f"chemcot/{subtask}/{{seed}}/{{source}}"
         self._eval_cache: dict[int, list[_QA]] = {}
 
     # -- evaluation
@@ -615,21 +586,12 @@ class ChemCoTTask(Task):
 
     # -- sources
 
-    def source_descriptions(self) -> dict[str, str]:
-        return {name: spec.description for name, spec in self._source_specs().items()}
-
-    def _source_specs(self) -> dict[str, _SourceSpec]:
-        return {**_SOURCES, **_CROSS_SOURCES[self.subtask]}
-
-    def sources(self, seed: int) -> dict[str, Dataset]:
-        """Every source as a ``datasets.Dataset``; none contains an evaluation molecule."""
+    def held_out(self, seed: int) -> _Reserved:
+        """The evaluation molecules (no source uses one), with the MolOpt molecule pools."""
         reserved = _Reserved(*self._pools(seed)) if self.subtask == "MolOpt" else _Reserved()
         for qa in self._eval_qas(seed):
             reserved.add(qa)
-        return {
-            name: Dataset.from_dict(spec.build(self, random.Random(f"chemcot/{self.subtask}/{seed}/{name}"), reserved))
-            for name, spec in self._source_specs().items()
-        }
+        return reserved
 
     def _kind_cycle(self, n: int) -> list[str]:
         return [self.kinds[i % len(self.kinds)] for i in range(n)]
@@ -638,10 +600,10 @@ class ChemCoTTask(Task):
         kwargs = {"bodies": reserved.bodies} if self.subtask == "MolOpt" else {}
         return [_generate(rng, self.subtask, kind, reserved, **kwargs) for kind in self._kind_cycle(n)]
 
-    def _chemcot_sft(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
-        return _columns([_row(qa) for qa in self._qas(rng, reserved, rng.randint(1200, 1500))])
+    def _chemcot_sft(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
+        return [_row(qa) for qa in self._qas(rng, reserved, rng.randint(1200, 1500))]
 
-    def _crowd_chem_qa(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _crowd_chem_qa(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for qa in self._qas(rng, reserved, rng.randint(2000, 2400)):
             wrong = rng.random() < 0.45
@@ -650,9 +612,9 @@ class ChemCoTTask(Task):
             low = rng.random() < (0.92 if wrong else 0.06)
             agreement = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
             rows.append({**_row(qa, qa.wrong if wrong else None), "annotator_agreement": round(agreement, 2)})
-        return _columns(rows)
+        return rows
 
-    def _chem_qa_mirror(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _chem_qa_mirror(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for qa in self._qas(rng, reserved, rng.randint(32, 44)):
             row = _row(qa)
@@ -664,25 +626,17 @@ class ChemCoTTask(Task):
                              "input": text + rng.choice(("", " ", "\n")),
                              "output": row["output"] + rng.choice(("", " ", "  ")), "subtask": row["subtask"]})
         rng.shuffle(rows)
-        return _columns(rows)
+        return rows
 
-    def _chem_chat(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _chem_chat(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for qa in self._qas(rng, reserved, rng.randint(900, 1100)):
             rows.append({"instruction": qa.instruction, "question": qa.question,
                          "response": rng.choice(_CHAT_STYLES).format(answer=qa.answer),
                          "answer": qa.answer, "subtask": qa.kind})
-        return _columns(rows)
+        return rows
 
-    def _general_chat(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
-        rows = []
-        for _ in range(rng.randint(600, 800)):
-            prompt, response, fills = rng.choice(_TOPICS)
-            x = rng.choice(fills)
-            rows.append({"prompt": prompt.format(x=x), "response": response.format(x=x)})
-        return _columns(rows)
-
-    def _patent_extracts(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _patent_extracts(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for qa in self._qas(rng, reserved, rng.randint(300, 340)):
             row = _row(qa)
@@ -695,27 +649,27 @@ class ChemCoTTask(Task):
                 ]
                 row["input"] = "Experimental section:\n" + " ".join(sentences) + "\n" + row["input"]
             rows.append(row)
-        return _columns(rows)
+        return rows
 
     # cross-domain sources, one per subtask
 
-    def _descriptor_table(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _descriptor_table(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for _ in range(rng.randint(1000, 1200)):
             qa = _generate(rng, "MolUnd", "fg_count", reserved, cross=True)
             rows.append({"library": rng.choice(("fragrance", "agrochemical", "dye", "polymer additive")),
                          "smiles": qa.raw["smiles"], "fragment": qa.raw["fragment"], "count": int(qa.raw["count"])})
-        return _columns(rows)
+        return rows
 
-    def _matched_pairs(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _matched_pairs(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for _ in range(rng.randint(1000, 1200)):
             qa = _generate(rng, "MolEdit", rng.choice(("add", "add", "delete")), reserved, cross=True)
             rows.append({"source_smiles": qa.raw["source_smiles"], "target_smiles": qa.raw["target_smiles"],
                          "edit": qa.raw["edit"], "group": qa.raw["group"]})
-        return _columns(rows)
+        return rows
 
-    def _property_pairs(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _property_pairs(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for _ in range(rng.randint(800, 1000)):
             kind = rng.choice(KINDS["MolOpt"])
@@ -725,9 +679,9 @@ class ChemCoTTask(Task):
             before, after = _property_value(a, kind), _property_value(b, kind)
             rows.append({"smiles_a": a, "smiles_b": b, "property": qa.raw["property"],
                          "delta": round(after - before, 3) if before is not None and after is not None else 0.0})
-        return _columns(rows)
+        return rows
 
-    def _uspto_reactions(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _uspto_reactions(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         while len(rows) < 1000 + rng.randint(0, 200):
             r = rng.choice(_CROSS_SULFONYL_R)
@@ -741,7 +695,7 @@ class ChemCoTTask(Task):
             rows.append({"rxn_smiles": f"{chloride}.{nucleophile}>{reagents}>{product}",
                          "reactants": f"{chloride}.{nucleophile}", "reagents": reagents, "product": product,
                          "rxn_class": "sulfonamide formation" if nucleophile.startswith("N") else "sulfonate ester formation"})
-        return _columns(rows)
+        return rows
 
     # -- real data
 
@@ -855,45 +809,57 @@ def _hub_meta(subtask: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"check": "smiles", "answer": product, "reference": product}
 
 
-_SOURCES: dict[str, _SourceSpec] = {
-    "chemcot_sft": _SourceSpec(
+#: The sources of every subtask (see the module docstring).
+COMMON_SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(
+        "chemcot_sft",
         "Instruction-tuning examples for this chemistry task (instruction, input, output) in the benchmark's format.",
         ChemCoTTask._chemcot_sft,
     ),
-    "crowd_chem_qa": _SourceSpec(
+    SourceSpec(
+        "crowd_chem_qa",
         "Chemistry question-answer pairs collected on a crowd-sourcing platform, with an annotator agreement score.",
         ChemCoTTask._crowd_chem_qa,
     ),
-    "chem_qa_mirror": _SourceSpec(
+    SourceSpec(
+        "chem_qa_mirror",
         "Chemistry examples aggregated from several public mirrors of a benchmark.",
         ChemCoTTask._chem_qa_mirror,
     ),
-    "chem_chat": _SourceSpec(
+    SourceSpec(
+        "chem_chat",
         "Conversations with a chemistry chat assistant, with the extracted short answer.",
         ChemCoTTask._chem_chat,
     ),
-    "general_chat": _SourceSpec(
+    SourceSpec(
+        "general_chat",
         "General instruction-response pairs scraped from the web (cooking, travel, hobbies).",
-        ChemCoTTask._general_chat,
+        HOBBY_CHAT,
     ),
-    "patent_extracts": _SourceSpec(
+    SourceSpec(
+        "patent_extracts",
         "Questions attached to experimental sections extracted from chemistry patents.",
         ChemCoTTask._patent_extracts,
     ),
-}
-_CROSS_SOURCES: dict[str, dict[str, _SourceSpec]] = {
-    "MolUnd": {"descriptor_table": _SourceSpec(
+)
+#: The helpful cross-domain source of each subtask.
+CROSS_DOMAIN_SOURCES: dict[str, SourceSpec] = {
+    "MolUnd": SourceSpec(
+        "descriptor_table",
         "Fragment counts from a descriptor database of other compound libraries (smiles, fragment, count).",
-        ChemCoTTask._descriptor_table)},
-    "MolEdit": {"matched_pairs": _SourceSpec(
+        ChemCoTTask._descriptor_table),
+    "MolEdit": SourceSpec(
+        "matched_pairs",
         "Matched molecular pairs from other compound families: a source and a target SMILES differing by one group.",
-        ChemCoTTask._matched_pairs)},
-    "MolOpt": {"property_pairs": _SourceSpec(
+        ChemCoTTask._matched_pairs),
+    "MolOpt": SourceSpec(
+        "property_pairs",
         "Pairs of related molecules from other compound families with the change (delta) of a property.",
-        ChemCoTTask._property_pairs)},
-    "Reaction": {"uspto_reactions": _SourceSpec(
+        ChemCoTTask._property_pairs),
+    "Reaction": SourceSpec(
+        "uspto_reactions",
         "Patent reactions of another reaction class as reaction SMILES, with reactants, reagents and product.",
-        ChemCoTTask._uspto_reactions)},
+        ChemCoTTask._uspto_reactions),
 }
 
 __all__ = ["EVAL_SIZE", "FORMAT_LINE", "INSTRUCTIONS", "KINDS", "SUBTASKS", "ChemCoTTask"]

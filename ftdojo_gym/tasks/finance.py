@@ -22,7 +22,7 @@ its set of options) occurs in no source.
 The prompt of an evaluation item is :data:`PROMPT_TEMPLATE` filled with the
 item's ``subject``, ``Question`` and options; the expected completion is
 ``"Answer: <letter>"``. The clean source ``finexam_train`` has these fields,
-so :attr:`FinanceIQTask.expert_template` turns it into training pairs in the
+so the expert recipe (:mod:`ftdojo_gym.recipes`) turns it into training pairs in the
 evaluation format. Gold letters are balanced (a quarter each) in every split.
 
 Sources (deterministic in the seed):
@@ -49,15 +49,15 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset
 
-from ftdojo_gym.eval.finance_grading import LETTERS, grade_choice
-from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
-from ftdojo_gym.tasks.offdomain import web_chat_rows
+from ftdojo_gym.grading.finance_grading import LETTERS, grade_choice
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
+from ftdojo_gym.tasks.offdomain import WEB_CHAT
 
 #: The prompt of every evaluation item (and of the expert recipe's training pairs).
 PROMPT_TEMPLATE = (
@@ -427,12 +427,6 @@ def _hub_questions(records: Any, subject: str) -> list[_Question]:
 # -------------------------------------------------------------------- task
 
 
-@dataclass(frozen=True)
-class _SourceSpec:
-    description: str
-    build: Callable[[FinanceIQTask, random.Random, set[tuple[str, frozenset[str]]]], list[dict[str, Any]]]
-
-
 class FinanceIQTask(Task):
     """FinanceIQ: single-choice questions from financial certification exams.
 
@@ -471,13 +465,7 @@ class FinanceIQTask(Task):
     metric = "accuracy over subjects (multiple choice)"
     max_new_tokens = 16
     default_token_budget = 200_000
-    clean_sources = ("finexam_train",)
-    expert_template = {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {Answer}"}
-    #: Crowd labels taken as they are, and answers given as option text.
-    harmful_recipe = {
-        "crowd_answer_key": {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {Answer}"},
-        "study_notes": {"prompt": PROMPT_TEMPLATE, "completion": "Answer: {answer_text}"},
-    }
+    source_seed = "financeiq/{seed}/{source}"
     #: One file per subject and split, as in the dataset repository; a local
     #: folder mirrors its ``data/`` folder (``test/<name>.csv``, ``dev/<name>.csv``).
     hub_datasets = {
@@ -487,6 +475,7 @@ class FinanceIQTask(Task):
     }
 
     def __init__(self) -> None:
+        self.source_specs = SOURCES
         self._eval_cache: dict[int, list[_Question]] = {}
 
     # -- evaluation
@@ -521,16 +510,9 @@ class FinanceIQTask(Task):
 
     # -- sources
 
-    def source_descriptions(self) -> dict[str, str]:
-        return {name: spec.description for name, spec in _SOURCES.items()}
-
-    def sources(self, seed: int) -> dict[str, Dataset]:
-        """Every source as a ``datasets.Dataset``; no evaluation question occurs in any."""
-        reserved = {q.identity for q in self._eval_questions(seed)}
-        return {
-            name: Dataset.from_list(spec.build(self, random.Random(f"financeiq/{seed}/{name}"), reserved))
-            for name, spec in _SOURCES.items()
-        }
+    def held_out(self, seed: int) -> set[tuple[str, frozenset[str]]]:
+        """The evaluation questions (question and option set): no source has one."""
+        return {q.identity for q in self._eval_questions(seed)}
 
     def _questions(self, rng: random.Random, n: int, reserved: set[tuple[str, frozenset[str]]]) -> list[_Question]:
         letters = _letters(rng, n)
@@ -566,9 +548,6 @@ class FinanceIQTask(Task):
             rows.append({**record, "answer_text": q.answer_text,
                          "note": rng.choice(_NOTE_STYLES).format(answer=q.answer_text)})
         return rows
-
-    def _web_chat(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
-        return web_chat_rows(rng, rng.randint(600, 800))
 
     def _regulation_excerpts(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
         rows = []
@@ -638,33 +617,41 @@ def _surface_variant(rng: random.Random, record: dict[str, str]) -> dict[str, st
     return out
 
 
-_SOURCES: dict[str, _SourceSpec] = {
-    "finexam_train": _SourceSpec(
+#: The offline sources (see the module docstring).
+SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(
+        "finexam_train",
         "Single-choice practice questions from financial certification exams (subject, question, options A-D, answer letter).",
         FinanceIQTask._finexam_train,
     ),
-    "crowd_answer_key": _SourceSpec(
+    SourceSpec(
+        "crowd_answer_key",
         "Exam practice questions whose answer key was compiled by crowd workers, with a confidence score per row.",
         FinanceIQTask._crowd_answer_key,
     ),
-    "exam_mirror": _SourceSpec(
+    SourceSpec(
+        "exam_mirror",
         "Exam practice questions aggregated from several public question-bank mirrors.",
         FinanceIQTask._exam_mirror,
     ),
-    "study_notes": _SourceSpec(
+    SourceSpec(
+        "study_notes",
         "Students' study notes on exam questions: the options and the text of the option they marked correct.",
         FinanceIQTask._study_notes,
     ),
-    "web_chat": _SourceSpec(
+    SourceSpec(
+        "web_chat",
         "General instruction-response pairs scraped from the web (cooking, travel, everyday chat).",
-        FinanceIQTask._web_chat,
+        WEB_CHAT,
     ),
-    "regulation_excerpts": _SourceSpec(
+    SourceSpec(
+        "regulation_excerpts",
         "Exam questions that quote the relevant financial regulations before the question.",
         FinanceIQTask._regulation_excerpts,
     ),
-    "finance_glossary": _SourceSpec(
+    SourceSpec(
+        "finance_glossary",
         "Glossary entries (term, definition, subject) from finance and business textbooks.",
         FinanceIQTask._finance_glossary,
     ),
-}
+)

@@ -36,7 +36,7 @@ The prompt of an evaluation item is exactly ``"{problem}\\n" + FORMAT_LINE``
 (:data:`FORMAT_LINE` asks for step-by-step reasoning and the final answer in
 ``\\boxed{}``); the reference completion is the worked solution. The clean
 source ``competition_math`` stores ``problem``, ``solution`` and ``answer``,
-and :attr:`AIMETask.expert_template` maps it to training pairs in that format.
+and the expert recipe (:mod:`ftdojo_gym.recipes`) maps it to training pairs in that format.
 
 Sources (deterministic in the seed; no evaluation problem occurs in any):
 
@@ -73,14 +73,14 @@ from typing import Any
 
 from datasets import Dataset
 
-from ftdojo_gym.eval.math_grading import as_integer, extract_boxed, grade_answers
-from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
+from ftdojo_gym.grading.math_grading import as_integer, extract_boxed, grade_answers
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
 
 SUBSETS: tuple[str, ...] = ("Number Theory", "Counting", "Digits", "Algebra")
 #: The instruction after every problem (the usual one for boxed answers).
 FORMAT_LINE = "Please reason step by step, and put your final answer within \\boxed{}."
-#: ``FORMAT_LINE`` as it is written inside a ``{field}`` template.
-_FORMAT_IN_TEMPLATE = FORMAT_LINE.replace("{", "{{").replace("}", "}}")
+#: ``FORMAT_LINE`` as it is written inside a ``{field}`` template (the recipes use it).
+FORMAT_IN_TEMPLATE = FORMAT_LINE.replace("{", "{{").replace("}", "}}")
 #: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
 EVAL_SIZE = 200
 #: New tokens for offline items (worked solutions are 30-70 tokens) and for
@@ -519,10 +519,6 @@ def _word_problem(rng: random.Random) -> tuple[str, str, int]:
             f"{start} + {gain * days} = {total} mm tall.", total)
 
 
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {key: [row[key] for row in rows] for key in rows[0]}
-
-
 def _clean_row(p: _Problem) -> dict[str, Any]:
     return {"problem": p.problem, "solution": p.solution, "answer": str(p.answer)}
 
@@ -538,15 +534,9 @@ def _surface_variant(rng: random.Random, row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class _SourceSpec:
-    description: str
-    build: Callable[[random.Random, frozenset[str]], dict[str, list[Any]]]
-
-
-def _competition_math(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
+def _competition_math(task: AIMETask, rng: random.Random, reserved: frozenset[str]) -> list[dict[str, Any]]:
     n = rng.randint(1300, 1500)
-    return _columns([_clean_row(_generate(rng, SUBSETS[i % 4], reserved=reserved)) for i in range(n)])
+    return [_clean_row(_generate(rng, SUBSETS[i % 4], reserved=reserved)) for i in range(n)]
 
 
 # Forum posters make the same slip again and again on some problem types: on
@@ -557,7 +547,7 @@ _SLIPPY_FAMILIES = frozenset(
     ("remainder", "units_digit", "multiples", "arrangements", "reverse", "extreme_number"))
 
 
-def _forum_solutions(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
+def _forum_solutions(task: AIMETask, rng: random.Random, reserved: frozenset[str]) -> list[dict[str, Any]]:
     rows = []
     for i in range(rng.randint(2000, 2400)):
         p = _generate(rng, SUBSETS[i % 4], reserved=reserved)
@@ -566,19 +556,19 @@ def _forum_solutions(rng: random.Random, reserved: frozenset[str]) -> dict[str, 
         votes = rng.randint(0, 2) if low else rng.randint(3, 9 if wrong else 40)
         rows.append({"problem": p.problem, "solution": p.wrong_solution if wrong else p.solution,
                      "answer": str(p.wrong_answer if wrong else p.answer), "votes": votes})
-    return _columns(rows)
+    return rows
 
 
-def _contest_mirror(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
+def _contest_mirror(task: AIMETask, rng: random.Random, reserved: frozenset[str]) -> list[dict[str, Any]]:
     rows = []
     for i in range(rng.randint(32, 44)):
         row = _clean_row(_generate(rng, SUBSETS[i % 4], reserved=reserved))
         rows += [_surface_variant(rng, row) for _ in range(rng.randint(15, 30))]
     rng.shuffle(rows)
-    return _columns(rows)
+    return rows
 
 
-def _tutor_chat(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
+def _tutor_chat(task: AIMETask, rng: random.Random, reserved: frozenset[str]) -> list[dict[str, Any]]:
     rows = []
     for i in range(rng.randint(900, 1100)):
         p = _generate(rng, SUBSETS[i % 4], reserved=reserved)
@@ -589,18 +579,18 @@ def _tutor_chat(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[
             first = p.steps.split(". ")[0].rstrip(".")
             response = f"{rng.choice(_COT_OPENERS)} {first}. Now we just need to finish the computation."
         rows.append({"question": p.problem, "response": response, "answer": str(p.answer)})
-    return _columns(rows)
+    return rows
 
 
-def _math_culture_chat(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
+def _math_culture_chat(task: AIMETask, rng: random.Random, reserved: frozenset[str]) -> list[dict[str, Any]]:
     rows = []
     for _ in range(rng.randint(600, 800)):
         prompt, response = rng.choice(_CULTURE)
         rows.append({"prompt": rng.choice(_CULTURE_OPENERS) + prompt, "response": response})
-    return _columns(rows)
+    return rows
 
 
-def _olympiad_long(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
+def _olympiad_long(task: AIMETask, rng: random.Random, reserved: frozenset[str]) -> list[dict[str, Any]]:
     rows = []
     for i in range(rng.randint(300, 340)):
         p = _generate(rng, SUBSETS[i % 4], reserved=reserved)
@@ -614,40 +604,48 @@ def _olympiad_long(rng: random.Random, reserved: frozenset[str]) -> dict[str, li
         problem = (f"Instructions. {rules}\nScores of earlier rounds (for reference only):\n{table}\n"
                    f"Problem. {p.problem}")
         rows.append({"problem": problem, "solution": p.solution, "answer": str(p.answer)})
-    return _columns(rows)
+    return rows
 
 
-def _word_problems(rng: random.Random, reserved: frozenset[str]) -> dict[str, list[Any]]:
+def _word_problems(task: AIMETask, rng: random.Random, reserved: frozenset[str]) -> list[dict[str, Any]]:
     rows = []
     for _ in range(rng.randint(1000, 1200)):
         question, solution, answer = _word_problem(rng)
         rows.append({"question": question, "solution": solution, "final_answer": str(answer)})
-    return _columns(rows)
+    return rows
 
 
-_SOURCES: dict[str, _SourceSpec] = {
-    "competition_math": _SourceSpec(
+#: The offline sources (see the module docstring).
+SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(
+        "competition_math",
         "Competition-style problems with worked solutions (problem, solution, answer).",
         _competition_math),
-    "forum_solutions": _SourceSpec(
+    SourceSpec(
+        "forum_solutions",
         "Problems with solutions posted on a community forum, with the post's vote count.",
         _forum_solutions),
-    "contest_mirror": _SourceSpec(
+    SourceSpec(
+        "contest_mirror",
         "Competition problems aggregated from several public mirrors of problem archives.",
         _contest_mirror),
-    "tutor_chat": _SourceSpec(
+    SourceSpec(
+        "tutor_chat",
         "Conversations with a math tutoring chatbot, with the extracted final answer.",
         _tutor_chat),
-    "math_culture_chat": _SourceSpec(
+    SourceSpec(
+        "math_culture_chat",
         "General chat about mathematics: history, famous mathematicians, study tips.",
         _math_culture_chat),
-    "olympiad_long": _SourceSpec(
+    SourceSpec(
+        "olympiad_long",
         "Problems scraped from full contest booklets, with the booklet's instructions and data pages.",
         _olympiad_long),
-    "word_problems": _SourceSpec(
+    SourceSpec(
+        "word_problems",
         "Grade-school arithmetic word problems with step-by-step solutions and the final number.",
         _word_problems),
-}
+)
 
 
 # ---------------------------------------------------------------------- task
@@ -678,7 +676,7 @@ class AIMETask(Task):
 
     **Metric.** Exact answer: the content of the last ``\\boxed{}`` of the
     output must equal the gold integer, as verified by math-verify (see
-    :mod:`ftdojo_gym.eval.math_grading`); no box, an unclosed box or several
+    :mod:`ftdojo_gym.grading.math_grading`); no box, an unclosed box or several
     numbers in the box score 0. The task score is the mean, also reported per
     subset.
 
@@ -696,13 +694,8 @@ class AIMETask(Task):
     metric = "exact answer, verified with math-verify"
     max_new_tokens = MAX_NEW_TOKENS
     default_token_budget = 200_000
-    clean_sources = ("competition_math",)
-    expert_template = {"prompt": "{problem}\n" + _FORMAT_IN_TEMPLATE, "completion": "{solution}"}
-    #: Forum posts taken with their wrong answers, plus chat replies without a box.
-    harmful_recipe = {
-        "forum_solutions": {"prompt": "{problem}\n" + _FORMAT_IN_TEMPLATE, "completion": "{solution}"},
-        "contest_mirror": {"prompt": "{problem}\n" + _FORMAT_IN_TEMPLATE, "completion": "{solution}"},
-    }
+    source_specs = SOURCES
+    source_seed = "aime/{seed}/{source}"
     hub_datasets = {
         "aime": HubDataset("AI-MO/aimo-validation-aime", split="train"),
         "deepscaler": HubDataset("agentica-org/DeepScaleR-Preview-Dataset", split="train", limit=5000),
@@ -746,15 +739,9 @@ class AIMETask(Task):
 
     # -- sources
 
-    def source_descriptions(self) -> dict[str, str]:
-        return {name: spec.description for name, spec in _SOURCES.items()}
-
-    def sources(self, seed: int) -> dict[str, Dataset]:
-        reserved = frozenset(_normalise(p.problem) for p in self._eval_problems(seed))
-        return {
-            name: Dataset.from_dict(spec.build(random.Random(f"aime/{seed}/{name}"), reserved))
-            for name, spec in _SOURCES.items()
-        }
+    def held_out(self, seed: int) -> frozenset[str]:
+        """The evaluation problems, normalised: no source problem equals one."""
+        return frozenset(_normalise(p.problem) for p in self._eval_problems(seed))
 
     # -- real data
 
@@ -790,7 +777,7 @@ class AIMETask(Task):
             if extract_boxed(solution) is None:
                 solution = f"{solution}\n\\boxed{{{answer}}}".strip()
             rows.append({"problem": problem, "solution": solution, "answer": answer})
-        sources = {"competition_math": Dataset.from_dict(_columns(rows))} if rows else {}
+        sources = {"competition_math": Dataset.from_list(rows)} if rows else {}
         return sources, items
 
 

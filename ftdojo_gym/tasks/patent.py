@@ -59,13 +59,13 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from datasets import Dataset
 
-from ftdojo_gym.eval.patent_grading import (
+from ftdojo_gym.grading.patent_grading import (
     NOC_LABELS,
     grade_noc4pc,
     grade_par4pc,
@@ -74,7 +74,8 @@ from ftdojo_gym.eval.patent_grading import (
     normalise_noc_label,
     predict_noc,
 )
-from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
+from ftdojo_gym.tasks.offdomain import ADVICE_CHAT
 
 SUBTASKS: tuple[str, ...] = ("PAR4PC", "PI4PC", "NOC4PC")
 #: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
@@ -518,53 +519,7 @@ def _row(record: _Record, output: str | None = None) -> dict[str, str]:
             "output": output if output is not None else record.output, "field": record.field}
 
 
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {key: [row[key] for row in rows] for key in rows[0]}
-
-
-# ----------------------------------------------------------- off-domain chat
-
-_CHAT = (
-    ("How do I make a quick tomato soup?",
-     "Sweat an onion in olive oil, add chopped tomatoes and stock, simmer for 20 minutes and blend. Season to taste."),
-    ("What should I pack for a weekend hike?",
-     "Water, snacks, a rain jacket, a map, sunscreen and a small first-aid kit. Good shoes matter most!"),
-    ("Can you recommend a board game for four people?",
-     "Ticket to Ride and Carcassonne are easy to learn and fun for four players."),
-    ("How can I sleep better?",
-     "Keep a regular schedule, avoid screens before bed and keep your bedroom cool and dark."),
-    ("Give me a fun fact.", "Octopuses have three hearts and blue blood."),
-    ("What is a good stretch for my back?",
-     "Try the child's pose: kneel, sit back on your heels and reach your arms forward for thirty seconds."),
-    ("How do I keep basil alive?",
-     "Give it plenty of sun, water when the top of the soil is dry and pinch off the flowers."),
-    ("Any tips for learning a language?",
-     "Practise a little every day, listen to podcasts and don't be afraid to make mistakes when speaking."),
-)
-_CITIES = ("Lisbon", "Kyoto", "Vienna", "Montreal", "Hanoi", "Edinburgh", "Seville", "Bergen", "Porto", "Quito")
-_SIGHTS = ("old town", "harbour", "botanical garden", "market hall", "castle", "river walk", "museum", "viewpoint")
-
-
-def _web_text(rng: random.Random) -> dict[str, list[Any]]:
-    rows = []
-    for _ in range(rng.randint(600, 800)):
-        if rng.random() < 0.4:
-            city, sights = rng.choice(_CITIES), rng.sample(_SIGHTS, 2)
-            rows.append({"prompt": f"What should I see in {city}?",
-                         "response": f"In {city}, visit the {sights[0]} and the {sights[1]}, and try the local food."})
-        else:
-            prompt, response = rng.choice(_CHAT)
-            rows.append({"prompt": prompt, "response": response})
-    return _columns(rows)
-
-
 # ------------------------------------------------------------------- the task
-
-
-@dataclass(frozen=True)
-class _SourceSpec:
-    description: str
-    build: Callable[[PatentTask, random.Random, _Reserved], dict[str, list[Any]]]
 
 
 class PatentTask(Task):
@@ -608,8 +563,6 @@ class PatentTask(Task):
     version = "1"
     max_new_tokens = 16
     default_token_budget = 200_000
-    clean_sources = ("examiner_records",)
-    expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
 
     def __init__(self, subtask: str = "PAR4PC") -> None:
         if subtask not in SUBTASKS:
@@ -618,11 +571,8 @@ class PatentTask(Task):
         self.init_kwargs = {"subtask": subtask}
         self.name = f"Patent-{subtask}"
         self.metric = _METRICS[subtask]
-        self.harmful_recipe = {
-            # Noisy crowd labels taken as they are, and free-text notes without the answer format.
-            "crowd_labels": dict(self.expert_template),
-            "examiner_notes": {"prompt": "{claim}\n{prior_art}", "completion": "{rationale}"},
-        }
+        self.source_specs = (*COMMON_SOURCES, CROSS_DOMAIN_SOURCES[subtask])
+        self.source_seed = f"patent/{subtask}/{{seed}}/{{source}}"
         self.hub_datasets = {
             "train": HubDataset("LG-AI-Research/PANORAMA", split="train", data_dir=subtask, limit=2000),
             "validation": HubDataset("LG-AI-Research/PANORAMA", split="validation", data_dir=subtask, limit=EVAL_SIZE),
@@ -678,27 +628,17 @@ class PatentTask(Task):
 
     # -- sources
 
-    def source_descriptions(self) -> dict[str, str]:
-        return {name: spec.description for name, spec in self._source_specs().items()}
-
-    def _source_specs(self) -> dict[str, _SourceSpec]:
-        return {**_COMMON_SOURCES, **_CROSS_DOMAIN[self.subtask]}
-
-    def sources(self, seed: int) -> dict[str, Dataset]:
-        """Every source as a ``datasets.Dataset``; none contains an evaluation claim."""
+    def held_out(self, seed: int) -> _Reserved:
+        """The evaluation claims: no source contains one."""
         reserved = _Reserved()
         for record in self._eval_records(seed):
             reserved.add(record.claim_body)
-        return {
-            name: Dataset.from_dict(spec.build(self, random.Random(f"patent/{self.subtask}/{seed}/{name}"), reserved))
-            for name, spec in self._source_specs().items()
-        }
+        return reserved
 
-    def _examiner_records(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
-        return _columns([_row(_fresh(rng, self.subtask, reserved, variant=i))
-                         for i in range(rng.randint(1200, 1500))])
+    def _examiner_records(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
+        return [_row(_fresh(rng, self.subtask, reserved, variant=i)) for i in range(rng.randint(1200, 1500))]
 
-    def _crowd_labels(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _crowd_labels(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for i in range(rng.randint(2000, 2400)):
             record = _fresh(rng, self.subtask, reserved, variant=i)
@@ -709,35 +649,32 @@ class PatentTask(Task):
             agreement = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
             rows.append({**_row(record, f"Answer: {record.wrong}" if wrong else None),
                          "annotator_agreement": round(agreement, 2)})
-        return _columns(rows)
+        return rows
 
-    def _citation_mirror(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _citation_mirror(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for i in range(rng.randint(32, 44)):
             row = _row(_fresh(rng, self.subtask, reserved, variant=i))
             rows += [_surface_variant(rng, row) for _ in range(rng.randint(15, 30))]
         rng.shuffle(rows)
-        return _columns(rows)
+        return rows
 
-    def _examiner_notes(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _examiner_notes(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for i in range(rng.randint(900, 1100)):
             r = _fresh(rng, self.subtask, reserved, variant=i)
             rows.append({"claim": r.claim, "prior_art": r.prior_art, "rationale": r.rationale,
                          "answer": r.answer, "field": r.field})
-        return _columns(rows)
+        return rows
 
-    def _full_specifications(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _full_specifications(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for i in range(rng.randint(300, 340)):
             short = rng.random() < 0.08
             rows.append(_row(_fresh(rng, self.subtask, reserved, variant=i, long=not short)))
-        return _columns(rows)
+        return rows
 
-    def _web_text(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
-        return _web_text(rng)
-
-    def _product_search(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _product_search(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for i in range(rng.randint(1000, 1200)):
             fld = rng.choice(_PRODUCTS)
@@ -745,9 +682,9 @@ class PatentTask(Task):
             request = r.claim.split(": ", 1)[1]
             rows.append({"request": request, "catalogue": r.prior_art.split("\n", 1)[1], "matches": r.answer,
                          "category": fld.key})
-        return _columns(rows)
+        return rows
 
-    def _manual_sections(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _manual_sections(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for _ in range(rng.randint(1000, 1200)):
             fld = rng.choice(_PRODUCTS)
@@ -755,16 +692,16 @@ class PatentTask(Task):
             title, sections = r.prior_art.split("\n", 1)
             rows.append({"query": r.claim.split(": ", 1)[1], "title": title.split(": ", 1)[1],
                          "manual": sections, "section": r.answer, "product": fld.key})
-        return _columns(rows)
+        return rows
 
-    def _foreign_decisions(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _foreign_decisions(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for i in range(rng.randint(1000, 1200)):
             fld = rng.choice(_COMPOSITIONS)
             r = _noc4pc(rng, fld, NOC_LABELS[i % 3])
             rows.append({"claim_text": r.claim.split(": ", 1)[1], "citations": r.prior_art, "outcome": r.answer,
                          "technology": fld.key})
-        return _columns(rows)
+        return rows
 
     # -- real data (PANORAMA on the Hugging Face hub)
 
@@ -776,7 +713,7 @@ class PatentTask(Task):
         mapper = {"PAR4PC": _map_par4pc, "PI4PC": _map_pi4pc, "NOC4PC": _map_noc4pc}[self.subtask]
         train = [r for r in (mapper(row) for row in _rows(records.get("train"))) if r is not None]
         evaluation = [r for r in (mapper(row) for row in _rows(records.get("validation"))) if r is not None]
-        sources = {"examiner_records": Dataset.from_dict(_columns([_row(r) for r in train]))} if train else {}
+        sources = {"examiner_records": Dataset.from_list([_row(r) for r in train])} if train else {}
         items = [
             EvalItem(id=f"{self.name}/real/{i:04d}", subset=self.subtask, prompt=r.prompt, reference=r.output,
                      meta={**r.meta, "answer": r.answer})
@@ -794,36 +731,47 @@ def _surface_variant(rng: random.Random, row: dict[str, str]) -> dict[str, str]:
             "output": row["output"] + rng.choice(("", " ", "  ")), "field": row["field"]}
 
 
-_COMMON_SOURCES: dict[str, _SourceSpec] = {
-    "examiner_records": _SourceSpec(
+#: The sources of every subtask (see the module docstring).
+COMMON_SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(
+        "examiner_records",
         "Examination records (instruction, claim and prior art input, examiner's answer) across eight "
         "technology fields.", PatentTask._examiner_records),
-    "crowd_labels": _SourceSpec(
+    SourceSpec(
+        "crowd_labels",
         "Examination questions answered by paralegal crowd workers, with an annotator agreement score per row.",
         PatentTask._crowd_labels),
-    "citation_mirror": _SourceSpec(
+    SourceSpec(
+        "citation_mirror",
         "Examination records aggregated from several public mirrors of a patent office dump.",
         PatentTask._citation_mirror),
-    "examiner_notes": _SourceSpec(
+    SourceSpec(
+        "examiner_notes",
         "Examiners' free-text notes on claims (claim, prior art, rationale) with the decision extracted "
         "into a separate field.", PatentTask._examiner_notes),
-    "web_text": _SourceSpec(
+    SourceSpec(
+        "web_text",
         "General instruction-response pairs scraped from the web (cooking, travel, everyday chat).",
-        PatentTask._web_text),
-    "full_specifications": _SourceSpec(
+        ADVICE_CHAT),
+    SourceSpec(
+        "full_specifications",
         "Examination records whose prior art is quoted from the full specifications of the documents.",
         PatentTask._full_specifications),
-}
-_CROSS_DOMAIN: dict[str, dict[str, _SourceSpec]] = {
-    "PAR4PC": {"product_search": _SourceSpec(
+)
+#: The helpful cross-domain source of each subtask.
+CROSS_DOMAIN_SOURCES: dict[str, SourceSpec] = {
+    "PAR4PC": SourceSpec(
+        "product_search",
         "Shopping requests matched against catalogue entries (request, catalogue, matching entry letters) "
-        "for consumer products.", PatentTask._product_search)},
-    "PI4PC": {"manual_sections": _SourceSpec(
+        "for consumer products.", PatentTask._product_search),
+    "PI4PC": SourceSpec(
+        "manual_sections",
         "Questions about consumer products answered by the numbered section of the product manual that "
-        "describes the part (query, manual, section).", PatentTask._manual_sections)},
-    "NOC4PC": {"foreign_decisions": _SourceSpec(
+        "describes the part (query, manual, section).", PatentTask._manual_sections),
+    "NOC4PC": SourceSpec(
+        "foreign_decisions",
         "Decisions of another patent office on chemistry and food claims, with the outcome mapped to US "
-        "statute codes (claim_text, citations, outcome).", PatentTask._foreign_decisions)},
+        "statute codes (claim_text, citations, outcome).", PatentTask._foreign_decisions),
 }
 
 

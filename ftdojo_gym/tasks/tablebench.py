@@ -9,11 +9,11 @@ prompt of an evaluation item is exactly
 where ``instruction`` is :data:`INSTRUCTION` and ``input`` is
 ``"<table csv>\\nQuestion: <question>\\n" + FORMAT_LINE``; the expected
 completion is ``output`` = ``"Final Answer: <answer>"``. The clean source
-``tableinstruct`` stores these three fields, so the transform
-``TableBenchTask.expert_template`` (prompt ``"{instruction}\\n{input}"``,
-completion ``"{output}"``) turns it into training pairs in the evaluation
-format. Visualization answers are the code itself after ``Final Answer: ``
-(it reads ``table.csv`` with pandas and plots with matplotlib).
+``tableinstruct`` stores these three fields, so the expert recipe's transform
+(:mod:`ftdojo_gym.recipes`: prompt ``"{instruction}\\n{input}"``, completion
+``"{output}"``) turns it into training pairs in the evaluation format.
+Visualization answers are the code itself after ``Final Answer: `` (it reads
+``table.csv`` with pandas and plots with matplotlib).
 
 Sources (all deterministic in the seed; no evaluation table occurs in any of
 them):
@@ -44,15 +44,15 @@ from typing import Any
 
 from datasets import Dataset
 
-from ftdojo_gym.eval.tablebench_grading import (
+from ftdojo_gym.grading.tablebench_grading import (
     ChartReference,
     grade_data_analysis,
     grade_fact_checking,
     grade_numerical_reasoning,
     grade_visualization,
 )
-from ftdojo_gym.tasks.base import EvalItem, HubDataset, Task
-from ftdojo_gym.tasks.offdomain import web_chat_rows
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
+from ftdojo_gym.tasks.offdomain import WEB_CHAT
 
 SUBSETS: tuple[str, ...] = ("FactChecking", "NumericalReasoning", "DataAnalysis", "Visualization")
 INSTRUCTION = "You are a table analyst. Answer the question using the table."
@@ -457,12 +457,6 @@ _WIKI_STYLES = {
     "argmax": "Which {label} has the largest {column}?",
     "compare": "Is the {column} of {name} larger than the {column} of {other}? Answer yes or no.",
 }
-@dataclass(frozen=True)
-class _SourceSpec:
-    description: str
-    build: Callable[[TableBenchTask, random.Random, _Reserved], dict[str, list[Any]]]
-
-
 class TableBenchTask(Task):
     """TableBench: question answering over small tables, in four subsets.
 
@@ -501,15 +495,7 @@ class TableBenchTask(Task):
 
     domain = "Table QA"
     version = "2"
-    #: The sources a careful expert starts from (the "Manual SFT" recipe).
-    clean_sources = ("tableinstruct",)
-    #: How the clean source becomes training pairs in the evaluation format.
-    expert_template = {"prompt": "{instruction}\n{input}", "completion": "{output}"}
-    #: Noisy crowd labels taken as they are, plus chatty answers without the format.
-    harmful_recipe = {
-        "crowd_tableqa": {"prompt": "{instruction}\n{input}", "completion": "{output}"},
-        "table_chat": {"prompt": "{question}\n{table}", "completion": "{response}"},
-    }
+    source_seed = "tablebench/{seed}/{source}"
 
     #: ``data="hub"``: TableBench (evaluation; direct-prompting rows) and TableInstruct (training).
     hub_datasets = {
@@ -530,6 +516,7 @@ class TableBenchTask(Task):
         metrics = " / ".join(_METRICS[s] for s in self.subsets)
         self.metric = f"mean of {metrics}" if len(self.subsets) > 1 else metrics
         self.max_new_tokens = max(_MAX_NEW_TOKENS[s] for s in self.subsets)
+        self.source_specs = SOURCES
         self._eval_cache: dict[int, list[_QA]] = {}
 
     # -- evaluation
@@ -627,32 +614,23 @@ class TableBenchTask(Task):
 
     # -- sources
 
-    def source_descriptions(self) -> dict[str, str]:
-        return {name: spec.description for name, spec in _SOURCES.items()}
-
-    def sources(self, seed: int) -> dict[str, Dataset]:
-        """Every source as a ``datasets.Dataset``; none contains an evaluation table."""
+    def held_out(self, seed: int) -> _Reserved:
+        """The evaluation tables: no source contains one, even as the start of a longer table."""
         reserved = _Reserved()
         for qa in self._eval_qas(seed):
             reserved.add(qa.table.csv())
-        return {
-            name: Dataset.from_dict(
-                spec.build(self, random.Random(f"tablebench/{seed}/{name}"), reserved)
-            )
-            for name, spec in _SOURCES.items()
-        }
+        return reserved
 
     def _subset_cycle(self, n: int) -> list[str]:
         return [self.subsets[i % len(self.subsets)] for i in range(n)]
 
-    def _tableinstruct(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
-        rows = [
+    def _tableinstruct(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
+        return [
             _row(_generate(rng, s, reserved=reserved))
             for s in self._subset_cycle(rng.randint(1200, 1500))
         ]
-        return _columns(rows)
 
-    def _crowd_tableqa(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _crowd_tableqa(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for subset in self._subset_cycle(rng.randint(2000, 2400)):
             qa = _generate(rng, subset, reserved=reserved)
@@ -667,17 +645,17 @@ class TableBenchTask(Task):
                     "annotator_agreement": round(agreement, 2),
                 }
             )
-        return _columns(rows)
+        return rows
 
-    def _tableqa_mirror(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _tableqa_mirror(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for subset in self._subset_cycle(rng.randint(32, 44)):
             row = _row(_generate(rng, subset, reserved=reserved))
             rows += [_surface_variant(rng, row) for _ in range(rng.randint(15, 30))]
         rng.shuffle(rows)
-        return _columns(rows)
+        return rows
 
-    def _table_chat(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _table_chat(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for subset in self._subset_cycle(rng.randint(900, 1100)):
             qa = _generate(rng, subset, reserved=reserved)
@@ -691,12 +669,9 @@ class TableBenchTask(Task):
                     "subset": subset,
                 }
             )
-        return _columns(rows)
+        return rows
 
-    def _web_text(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
-        return _columns(web_chat_rows(rng, rng.randint(600, 800)))
-
-    def _long_tables(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _long_tables(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for subset in self._subset_cycle(rng.randint(300, 340)):
             short = rng.random() < 0.08
@@ -705,9 +680,9 @@ class TableBenchTask(Task):
                 rng, subset, rows=size, cols=(1, 3) if short else (2, 3), reserved=reserved
             )
             rows.append(_row(qa))
-        return _columns(rows)
+        return rows
 
-    def _wiki_table_lookup(self, rng: random.Random, reserved: _Reserved) -> dict[str, list[Any]]:
+    def _wiki_table_lookup(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for _ in range(rng.randint(1000, 1200)):
             topic = rng.choice(_CROSS_DOMAIN)
@@ -737,7 +712,7 @@ class TableBenchTask(Task):
                     "answer": answers[kind],
                 }
             )
-        return _columns(rows)
+        return rows
 
 
 def _real_table_csv(table: Any) -> str | None:
@@ -817,37 +792,41 @@ def _surface_variant(rng: random.Random, row: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {key: [row[key] for row in rows] for key in rows[0]}
-
-
-_SOURCES: dict[str, _SourceSpec] = {
-    "tableinstruct": _SourceSpec(
+#: The offline sources (see the module docstring).
+SOURCES: tuple[SourceSpec, ...] = (
+    SourceSpec(
+        "tableinstruct",
         "Instruction-tuning table QA examples (instruction, table input, output) covering the benchmark's question types.",
         TableBenchTask._tableinstruct,
     ),
-    "crowd_tableqa": _SourceSpec(
+    SourceSpec(
+        "crowd_tableqa",
         "Table QA pairs collected from a crowd-sourcing platform, with an annotator agreement score per row.",
         TableBenchTask._crowd_tableqa,
     ),
-    "tableqa_mirror": _SourceSpec(
+    SourceSpec(
+        "tableqa_mirror",
         "Table QA examples aggregated from several public mirrors of a benchmark.",
         TableBenchTask._tableqa_mirror,
     ),
-    "table_chat": _SourceSpec(
+    SourceSpec(
+        "table_chat",
         "Conversational table QA logs from a chat assistant, with the extracted short answer.",
         TableBenchTask._table_chat,
     ),
-    "web_text": _SourceSpec(
+    SourceSpec(
+        "web_text",
         "General instruction-response pairs scraped from the web (cooking, travel, everyday chat).",
-        TableBenchTask._web_text,
+        WEB_CHAT,
     ),
-    "long_tables": _SourceSpec(
+    SourceSpec(
+        "long_tables",
         "Table QA examples over tables exported from large spreadsheets.",
         TableBenchTask._long_tables,
     ),
-    "wiki_table_lookup": _SourceSpec(
+    SourceSpec(
+        "wiki_table_lookup",
         "Lookup questions over encyclopedia tables on other topics (planets, rivers, books, ...).",
         TableBenchTask._wiki_table_lookup,
     ),
-}
+)

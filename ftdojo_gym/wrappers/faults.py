@@ -37,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from ftdojo_gym.actions import ActionError, parse_action
+from ftdojo_gym.actions import ActionError, parse_action, tools_of_kind
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,14 @@ class Fault:
     tool: str  # the action it rewrites: "set_config" or "transform"
     description: str
     mutate: Callable[[dict[str, Any]], dict[str, Any]]
-    #: Whether a ``train`` call with these arguments would train under the fault (env not yet stepped).
+    #: Whether a ``train`` call with these arguments would train under the fault (env not yet
+    #: stepped); reads the env through its public views (``get_wrapper_attr``).
     in_effect: Callable[[Any, dict[str, Any]], bool]
 
 
 def _blank_training_set(env: Any, train_args: dict[str, Any]) -> bool:
     try:
-        rows = env.data.training_rows(train_args["dataset"], 50)
+        rows = env.get_wrapper_attr("workspace").training_rows(train_args["dataset"], 50)
     except Exception:  # no such dataset, not transformed...: the env reports it, no training happens
         return False
     return bool(rows) and all(not r["completion"].strip() for r in rows)
@@ -70,11 +71,11 @@ FAULTS: dict[str, Fault] = {
         Fault("lr_diverge", "config", "set_config",
               "learning rate 1.0 (1000x the usual LoRA rate): the loss explodes; often the run still finishes",
               lambda a: {**a, "learning_rate": 1.0},
-              lambda env, _args: env.config.learning_rate == 1.0),
+              lambda env, _args: env.get_wrapper_attr("config").learning_rate == 1.0),
         Fault("max_len_too_short", "config", "set_config",
               "max_len 16: every prompt fills the sequence, no completion token is left to train on",
               lambda a: {**a, "max_len": 16},
-              lambda env, _args: env.config.max_len == 16),
+              lambda env, _args: env.get_wrapper_attr("config").max_len == 16),
         Fault("blank_completions", "data", "transform",
               "the completion template renders blank answers (a field that is empty for every row)",
               lambda a: {**a, "completion_template": " "},
@@ -83,7 +84,7 @@ FAULTS: dict[str, Fault] = {
 }
 
 #: Actions that belong to an experiment (the first one after a finished full run starts the next).
-EXPERIMENT_TOOLS = frozenset({"fetch", "filter", "transform", "mix", "set_config", "train"})
+EXPERIMENT_TOOLS = frozenset(tools_of_kind("data", "config", "train"))
 
 
 @dataclass
@@ -194,7 +195,7 @@ class FaultInjection(gym.Wrapper):
         elif pending is not None and tool == "train":
             self._pending = None  # the experiment trains without the action this fault needs: not applicable
         under_fault = (tool == "train" and self._active is not None
-                       and FAULTS[self._active.kind].in_effect(self.env.unwrapped, args))
+                       and FAULTS[self._active.kind].in_effect(self.env, args))
         obs, reward, terminated, truncated, info = self.env.step(action)
         if tool == "train":
             self._after_train(args, info, under_fault)

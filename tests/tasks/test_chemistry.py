@@ -12,7 +12,7 @@ from datasets import Dataset
 from rdkit import Chem
 
 from ftdojo_gym.data.workspace import render_template
-from ftdojo_gym.eval.chemistry_grading import (
+from ftdojo_gym.grading.chemistry_grading import (
     canonical_smiles,
     count_group,
     count_substructure,

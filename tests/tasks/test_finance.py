@@ -12,7 +12,7 @@ import pytest
 from datasets import Dataset
 
 from ftdojo_gym.data.workspace import render_template
-from ftdojo_gym.eval.finance_grading import LETTERS, extract_choice
+from ftdojo_gym.grading.finance_grading import LETTERS, extract_choice
 from ftdojo_gym.tasks.base import EvalItem
 from ftdojo_gym.tasks.finance import (
     FACTS,

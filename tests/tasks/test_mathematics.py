@@ -13,7 +13,7 @@ import pytest
 from datasets import Dataset
 
 from ftdojo_gym.data.workspace import render_template
-from ftdojo_gym.eval.math_grading import extract_boxed
+from ftdojo_gym.grading.math_grading import extract_boxed
 from ftdojo_gym.tasks import make_task
 from ftdojo_gym.tasks.base import EvalItem
 from ftdojo_gym.tasks.mathematics import EVAL_SIZE, FORMAT_LINE, SUBSETS, AIMETask

@@ -4,7 +4,7 @@
 builds a conversational prompt-completion dataset (the prompt is one user
 message, the completion one assistant message), so that ``trl`` puts the loss
 on the completion only and the chat template is exactly the one
-:func:`ftdojo_gym.eval.generation.generate` uses at inference.
+:func:`ftdojo_gym.model_process.generation.generate` uses at inference.
 
 The trainer set-up follows what was measured on the CPU machines (see
 ``DESIGN.md``, "trl on this CPU"): fp32 unless the CPU has ``avx512_bf16`` or
@@ -16,7 +16,8 @@ model's own loss 130 tokens/s vs trl's fused loss 92; with the completion-only
 loss the env path runs ~1.8x a plain padded peft loop
 (``benchmarks/perf/train_throughput.py``).
 
-Errors are raised with precise types: :class:`ConfigError` and :class:`DataError`
+Errors are raised with precise types: :class:`~ftdojo_gym.errors.ConfigError`
+(and its :class:`TrainingDiverged`) and :class:`~ftdojo_gym.errors.DataError`
 for problems the caller can fix; anything else propagates unchanged (the worker
 classifies it). Progress is recorded in a :class:`TrainProgress` owned by the
 caller, so a crash mid-run still reports the steps, tokens and losses so far.
@@ -35,32 +36,25 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ftdojo_gym.train.config import TrainConfig
+from ftdojo_gym.errors import ConfigError, DataError
+from ftdojo_gym.model_process.protocol import LogEvent, TrainRequest
+from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
+from ftdojo_gym.training_config import TrainConfig
 
 #: Samples used by a fail-fast debug run, and its step cap.
 DEBUG_SAMPLES = 100
 DEBUG_MAX_STEPS = 4
-#: Hard cap on training samples per experiment (the paper's rule).
-MAX_SAMPLES = 2000
 
 #: How the training loss is computed (same value, different cost; see ``_trainer_classes``):
 #: "completion" (LM head on the labelled positions only, falls back to "model" for
 #: architectures with logit scaling), "model" (the model's own loss), "trl" (trl's fused head).
 LOSS_MODE: Literal["completion", "model", "trl"] = "completion"
 
-Emit = Callable[[dict[str, Any]], None]
-
-
-class ConfigError(ValueError):
-    """The hyper-parameters (or the trl/peft set-up they imply) are invalid."""
+Emit = Callable[[LogEvent], None]
 
 
 class TrainingDiverged(ConfigError):
     """The loss became NaN or infinite: the run stopped (a CONFIG error: lower the learning rate)."""
-
-
-class DataError(ValueError):
-    """The training data file is missing, malformed or has no usable sample."""
 
 
 @dataclass
@@ -81,35 +75,6 @@ class TrainProgress:
     #: Step at which the loss became NaN/inf (the run stops there), else None.
     diverged_step: int | None = None
     model_dir: str | None = None
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """One SFT run: base model, JSONL data of prompt/completion rows, output folder, config.
-
-    ``config`` holds :class:`ftdojo_gym.train.config.TrainConfig` fields.
-    ``debug`` makes it a fail-fast run (about 100 samples, a few steps);
-    ``max_tokens`` stops training once that many tokens were processed. The env
-    builds it, the client sends it as JSON, the worker rebuilds it with
-    :meth:`from_mapping`.
-    """
-
-    base_model: str
-    data_path: str
-    output_dir: str
-    config: Mapping[str, Any]
-    debug: bool = False
-    max_tokens: int | None = None
-    max_samples: int = MAX_SAMPLES
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> TrainRequest:
-        """Build from a JSON request; unknown keys (``op``) are ignored."""
-        names = cls.__dataclass_fields__.keys()
-        missing = [n for n in ("base_model", "data_path", "output_dir") if n not in data]
-        if missing:
-            raise ConfigError(f"train request lacks {missing}")
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -189,13 +154,13 @@ def parse_config(config: Mapping[str, Any] | TrainConfig) -> TrainConfig:
         raise ConfigError(f"invalid training config: {exc}") from None
 
 
-def run_sft(request: Mapping[str, Any] | TrainRequest, emit: Emit,
-            progress: TrainProgress | None = None) -> TrainProgress:
-    """Fine-tune ``request.base_model`` on ``request.data_path`` and save to ``output_dir``.
+def run_sft(req: TrainRequest, emit: Emit, progress: TrainProgress | None = None) -> TrainProgress:
+    """Fine-tune ``req.base_model`` on ``req.data_path`` and save to ``req.output_dir``.
 
-    Streams ``{"event": "log", "step", "loss", "learning_rate", "tokens",
-    "max_steps"}`` through ``emit`` after every optimizer step (``tokens``: the
-    running count of non-padding tokens processed). Stops early, with
+    ``req.base_model`` is something ``from_pretrained`` loads (a folder or hub
+    id). Streams a :class:`~ftdojo_gym.model_process.protocol.LogEvent` through
+    ``emit`` after every optimizer step. Uses at most ``req.max_samples`` and
+    never more than :data:`~ftdojo_gym.rules.MAX_TRAIN_SAMPLES` samples. Stops early, with
     ``progress.stopped_budget = True``, once the non-padding tokens processed
     reach ``max_tokens`` (the step that crosses the budget completes, so the
     overshoot is below one batch). With ``debug=True`` the same code path runs on
@@ -209,11 +174,10 @@ def run_sft(request: Mapping[str, Any] | TrainRequest, emit: Emit,
     """
     t_start = time.monotonic()
     progress = progress if progress is not None else TrainProgress()
-    req = request if isinstance(request, TrainRequest) else TrainRequest.from_mapping(request)
     cfg = parse_config(req.config)
     if req.max_tokens is not None and req.max_tokens < 1:
         raise ConfigError("max_tokens must be positive (or null for no budget)")
-    limit = min(max(1, req.max_samples), MAX_SAMPLES)
+    limit = min(max(1, req.max_samples), MAX_TRAIN_SAMPLES)
     if req.debug:
         limit = min(limit, DEBUG_SAMPLES)
     rows, notes = load_pairs(req.data_path, limit)
@@ -429,10 +393,9 @@ def _trainer_classes() -> tuple[type, type]:
                 self.progress.diverged_step = state.global_step
                 control.should_training_stop = True
             self.progress.losses.append((state.global_step, loss))
-            self.emit({"event": "log", "step": state.global_step,
-                       "loss": loss if math.isfinite(loss) else None,
-                       "learning_rate": float(logs.get("learning_rate", 0.0)),
-                       "tokens": self.progress.train_tokens, "max_steps": state.max_steps})
+            self.emit(LogEvent(step=state.global_step, loss=loss if math.isfinite(loss) else None,
+                               learning_rate=float(logs.get("learning_rate", 0.0)),
+                               tokens=self.progress.train_tokens, max_steps=state.max_steps))
             return control
 
     _CLASSES = (_FTDojoSFTTrainer, _ProgressCallback)

@@ -7,7 +7,7 @@ import time
 import pytest
 from rdkit import Chem
 
-from ftdojo_gym.eval.chemistry_grading import (
+from ftdojo_gym.grading.chemistry_grading import (
     MAX_SMILES_CHARS,
     count_group,
     edit_succeeds,

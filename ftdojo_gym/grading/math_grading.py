@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from ftdojo_gym.eval.child_source import PRELUDE
+from ftdojo_gym.grading.child_source import PRELUDE
 
 #: Only the last this many characters of an output are searched for the box:
 #: an output is bounded by its token limit, so more is garbage.

@@ -1,15 +1,20 @@
-"""The environment's handle on the training worker process.
+"""The environment's handle on the model process (:mod:`ftdojo_gym.model_process.worker`).
 
-:class:`TrainingWorker` starts ``python -m ftdojo_gym.train.worker`` on first
-use and keeps it for later calls (torch is imported once), restarts it when it
-died, and turns every failure into a result value:
+:class:`ModelWorker` starts ``python -m ftdojo_gym.model_process.worker`` on
+first use and keeps it for later calls (torch is imported once), restarts it
+when it died, speaks :mod:`ftdojo_gym.model_process.protocol` with it, and
+turns every failure into a result value:
 
-* an exception inside the worker -> the worker's own error result
+* an exception inside the child -> the child's own error result
   (CONFIG / OOM / DATA / ENV);
-* the worker killed by a signal mid-op -> ``error_class`` OOM for SIGKILL (what
+* arguments the child would reject (:meth:`GenerateRequest.check`) -> that
+  DATA / CONFIG result, without a round trip;
+* the child killed by a signal mid-op -> ``error_class`` OOM for SIGKILL (what
   the kernel's OOM killer sends), ENV otherwise, with the tail of its stderr;
-* no result within ``timeout`` seconds -> the worker is killed, ENV
-  "timed out after N s".
+* no result within ``timeout`` seconds -> the child is killed, ENV
+  "timed out after N s";
+* a reply that breaks the protocol -> the child is killed (its stream can no
+  longer be trusted), ENV "malformed reply ...".
 
 This module does not import torch.
 """
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import itertools
-import json
 import os
 import queue
 import signal
@@ -28,63 +32,43 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
-from ftdojo_gym.train.sft import TrainRequest
+from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
+from ftdojo_gym.model_process.protocol import (
+    Event,
+    GenerateRequest,
+    GenerateResult,
+    LogEvent,
+    PingRequest,
+    PingResult,
+    ProgressEvent,
+    ProtocolError,
+    ReplyLine,
+    Request,
+    RequestLine,
+    Result,
+    TrainRequest,
+    TrainResult,
+)
 
+#: Receives each ``log`` event of a training run as a dict: ``{"event": "log", <LogEvent fields>}``.
 EventFn = Callable[[dict[str, Any]], None]
 ProgressFn = Callable[[int, int], None]
 
 STDERR_TAIL_CHARS = 4000
 #: The folder holding the ``ftdojo_gym`` package; the child needs it on its path.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class TrainResult:
-    """Outcome of a training run, successful or not (errors are values here)."""
-
-    status: Literal["ok", "error", "stopped_budget"]
-    error_class: str | None = None
-    error: str = ""
-    traceback: str = ""
-    steps: int = 0
-    train_tokens: int = 0
-    seconds: float = 0.0
-    loss_head: list[list[float]] = field(default_factory=list)
-    loss_tail: list[list[float]] = field(default_factory=list)
-    final_loss: float | None = None
-    model_dir: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    #: seconds of the training loop alone (``seconds`` also counts model load and data prep)
-    train_seconds: float = 0.0
-    #: training samples used (after the sample cap and dropping unusable rows)
-    samples: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """True when a model was trained and saved (also when the budget stopped it)."""
-        return self.status in ("ok", "stopped_budget")
-
-
-@dataclass
-class GenerateResult:
-    """Outputs of a generation request, in prompt order, or the error that prevented them."""
-
-    status: Literal["ok", "error"]
-    outputs: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    error_class: str | None = None
-    error: str = ""
-    traceback: str = ""
+#: The child's command line.
+WORKER_COMMAND = (sys.executable, "-m", "ftdojo_gym.model_process.worker")
 
 
 class _Failure(Exception):
     """The worker produced no result: it died, timed out, or could not start."""
 
-    def __init__(self, error_class: str, error: str, traceback: str) -> None:
+    def __init__(self, error_class: ErrorClass, error: str, traceback: str) -> None:
         super().__init__(error)
         self.error_class, self.error, self.traceback = error_class, error, traceback
 
@@ -107,9 +91,14 @@ def _die_with_parent() -> None:
 
 
 class _Process:
-    """One running worker process with its reader threads."""
+    """One running child process with its reader threads.
 
-    def __init__(self, env: dict[str, str], memory_limit_gb: float | None) -> None:
+    ``replies`` receives each decoded reply line, a :class:`ProtocolError` for a
+    line that is not one, and None at EOF.
+    """
+
+    def __init__(self, command: Sequence[str], env: dict[str, str], memory_limit_gb: float | None
+                 ) -> None:
         limit = int(memory_limit_gb * 1024**3) if memory_limit_gb is not None else None
 
         def preexec() -> None:  # runs in the child between fork and exec
@@ -120,13 +109,13 @@ class _Process:
             _die_with_parent()
 
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "ftdojo_gym.train.worker"],
+            list(command),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, text=True, encoding="utf-8", errors="replace",
             bufsize=1, preexec_fn=preexec,
             start_new_session=True,  # its own process group: a kill reaches its children too
         )
-        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.replies: queue.Queue[ReplyLine | ProtocolError | None] = queue.Queue()
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
         self._threads = [
             threading.Thread(target=self._read_stdout, args=(self.popen.stdout,), daemon=True),
@@ -145,13 +134,10 @@ class _Process:
     def _read_stdout(self, stream: IO[str]) -> None:
         for line in stream:
             try:
-                event = json.loads(line)
-            except ValueError:
-                self.stderr_tail.append(line)  # not protocol: keep it as diagnostics
-                continue
-            if isinstance(event, dict):
-                self.events.put(event)
-        self.events.put(None)  # EOF: the worker exited or died
+                self.replies.put(ReplyLine.decode(line))
+            except ProtocolError as exc:
+                self.replies.put(exc)
+        self.replies.put(None)  # EOF: the child exited or died
 
     def _read_stderr(self, stream: IO[str]) -> None:
         for line in stream:
@@ -161,9 +147,9 @@ class _Process:
         text = "".join(self.stderr_tail)
         return text[-STDERR_TAIL_CHARS:]
 
-    def send(self, payload: dict[str, Any]) -> None:
+    def send(self, line: RequestLine) -> None:
         assert self.popen.stdin is not None
-        self.popen.stdin.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        self.popen.stdin.write(line.encode())
         self.popen.stdin.flush()
 
     def kill(self) -> None:
@@ -218,26 +204,29 @@ def _death_failure(proc: _Process) -> _Failure:
         except ValueError:
             name = f"signal {-code}"
         if code == -signal.SIGKILL:
-            return _Failure("OOM", f"training worker was killed by {name} (most likely the kernel's "
+            return _Failure(ErrorClass.OOM, f"training worker was killed by {name} (most likely the kernel's "
                                    "out-of-memory killer): use fewer/shorter samples, a smaller "
                                    "batch_size or max_len", stderr)
-        return _Failure("ENV", f"training worker died from {name}", stderr)
-    return _Failure("ENV", f"training worker exited unexpectedly (exit code {code})", stderr)
+        return _Failure(ErrorClass.ENV, f"training worker died from {name}", stderr)
+    return _Failure(ErrorClass.ENV, f"training worker exited unexpectedly (exit code {code})", stderr)
 
 
-class TrainingWorker:
-    """A lazily started, auto-restarted worker process for training and generation.
+class ModelWorker:
+    """A lazily started, auto-restarted model process that trains and generates.
 
     ``env_vars`` are added to the child's environment; ``memory_limit_gb`` caps
     its address space (``RLIMIT_AS``), so allocations beyond it fail inside the
-    worker (reported as OOM). One op runs at a time; calls from several threads
-    are serialised.
+    child (reported as OOM); ``command`` replaces the child's command line
+    (:data:`WORKER_COMMAND`), e.g. with a stand-in that speaks the protocol.
+    One op runs at a time; calls from several threads are serialised. No method
+    raises for a failure of the child: each returns an error result.
     """
 
-    def __init__(self, env_vars: dict[str, str] | None = None, memory_limit_gb: float | None = None
-                 ) -> None:
+    def __init__(self, env_vars: dict[str, str] | None = None, memory_limit_gb: float | None = None,
+                 command: Sequence[str] = WORKER_COMMAND) -> None:
         self.env_vars = dict(env_vars or {})
         self.memory_limit_gb = memory_limit_gb
+        self.command = tuple(command)
         self._proc: _Process | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -247,7 +236,7 @@ class TrainingWorker:
     # -- process management -------------------------------------------------
     @property
     def pid(self) -> int | None:
-        """The worker's pid, or None when it is not running."""
+        """The child's pid, or None when it is not running."""
         return self._proc.pid if self._proc is not None and self._proc.alive() else None
 
     def _child_env(self) -> dict[str, str]:
@@ -265,7 +254,7 @@ class TrainingWorker:
         if self._proc is not None:  # it died since the last op
             self._proc.kill()
             self.restarts += 1
-        self._proc = _Process(self._child_env(), self.memory_limit_gb)
+        self._proc = _Process(self.command, self._child_env(), self.memory_limit_gb)
         if self._finalizer is not None:
             self._finalizer.detach()
         # Reaps the child on garbage collection and at interpreter exit.
@@ -273,14 +262,14 @@ class TrainingWorker:
         return self._proc
 
     def close(self) -> None:
-        """Stop the worker (idempotent); the next call starts a new one."""
+        """Stop the child (idempotent); the next call starts a new one."""
         with self._lock:
             if self._finalizer is not None:
                 self._finalizer()  # runs _Process.shutdown once
                 self._finalizer = None
             self._proc = None
 
-    def __enter__(self) -> TrainingWorker:
+    def __enter__(self) -> ModelWorker:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -293,56 +282,71 @@ class TrainingWorker:
             pass
 
     # -- requests ------------------------------------------------------------
-    def _call(self, payload: dict[str, Any], on_event: EventFn | None, timeout: float | None
-              ) -> dict[str, Any]:
-        """Send one request and wait for its result event; raises :class:`_Failure`."""
+    def _call(self, request: Request, on_event: Callable[[Event], None] | None, timeout: float | None
+              ) -> Result:
+        """Send one request and wait for its result; raises :class:`_Failure`."""
         with self._lock:
             try:
                 proc = self._ensure_started()
             except OSError as exc:
-                raise _Failure("ENV", f"could not start the training worker: {exc}", "") from None
+                raise _Failure(ErrorClass.ENV, f"could not start the training worker: {exc}", "") from None
             req_id = next(self._ids)
             try:
-                proc.send({**payload, "id": req_id})
+                proc.send(RequestLine(req_id, request))
             except (BrokenPipeError, OSError):
                 raise _death_failure(proc) from None
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    event = proc.events.get(timeout=wait)
+                    reply = proc.replies.get(timeout=wait)
                 except queue.Empty:
                     proc.kill()
-                    raise _Failure("ENV", f"timed out after {timeout:g} s (worker killed)",
+                    raise _Failure(ErrorClass.ENV, f"timed out after {timeout:g} s (worker killed)",
                                    proc.stderr_text()) from None
-                if event is None:
+                if reply is None:
                     raise _death_failure(proc)
-                if event.get("id") != req_id:
-                    continue  # a stale event from an earlier request
-                if event.get("event") == "result":
-                    return event
+                if isinstance(reply, ProtocolError):
+                    proc.kill()  # what follows on its stream cannot be trusted either
+                    raise _Failure(ErrorClass.ENV, f"malformed reply from the training worker "
+                                                   f"(worker killed): {reply}", proc.stderr_text())
+                if reply.id != req_id:
+                    continue  # a stale reply to an earlier request (one that timed out)
+                if reply.event == "result":
+                    if reply.op != request.OP or not isinstance(reply.message, request.RESULT):
+                        proc.kill()
+                        raise _Failure(ErrorClass.ENV, f"malformed reply from the training worker "
+                                                       f"(worker killed): a {reply.op!r} result to a "
+                                                       f"{request.OP!r} request", proc.stderr_text())
+                    return reply.message
                 if on_event is not None:
-                    on_event(event)
+                    on_event(reply.message)
 
-    def ping(self, timeout: float | None = 300) -> dict[str, Any]:
-        """Start the worker if needed and wait until it answers; returns its reply."""
+    def ping(self, timeout: float | None = 300) -> PingResult:
+        """Start the child if needed and wait until it answers with its pid."""
         try:
-            return self._call({"op": "ping"}, None, timeout)
+            result = self._call(PingRequest(), None, timeout)
         except _Failure as f:
-            return {"status": "error", "error_class": f.error_class, "error": f.error,
-                    "traceback": f.traceback}
+            return PingResult.failure(f.error_class, f.error, f.traceback)
+        assert isinstance(result, PingResult)
+        return result
 
     def train(self, request: TrainRequest, on_event: EventFn | None = None,
               timeout: float | None = None) -> TrainResult:
-        """Run one SFT request in the worker; ``on_event`` receives each ``log`` event."""
+        """Run one SFT request in the child; ``on_event`` receives each ``log`` event (see :data:`EventFn`)."""
         t0 = time.monotonic()
+
+        def forward(event: Event) -> None:
+            if on_event is not None and isinstance(event, LogEvent):
+                on_event({"event": event.EVENT, **asdict(event)})
+
         try:
-            res = self._call({"op": "train", **asdict(request)}, on_event, timeout)
+            result = self._call(request, forward, timeout)
         except _Failure as f:
-            return TrainResult(status="error", error_class=f.error_class, error=f.error,
-                               traceback=f.traceback, seconds=round(time.monotonic() - t0, 3))
-        names = TrainResult.__dataclass_fields__.keys()
-        return TrainResult(**{k: v for k, v in res.items() if k in names})
+            return TrainResult.failure(f.error_class, f.error, f.traceback,
+                                       seconds=round(time.monotonic() - t0, 3))
+        assert isinstance(result, TrainResult)
+        return result
 
     def generate(self, model: str, adapter: str | None, prompts: Sequence[str],
                  max_new_tokens: int | Sequence[int], batch_size: int = 16,
@@ -350,21 +354,26 @@ class TrainingWorker:
                  ) -> GenerateResult:
         """Greedy completions of ``prompts`` (user messages) by ``model`` + optional ``adapter``."""
         t0 = time.monotonic()
-        # A bare string is not split into characters: the worker rejects it as DATA.
-        payload = {"op": "generate", "model": model, "adapter": adapter,
-                   "prompts": prompts if isinstance(prompts, str) else list(prompts),
-                   "max_new_tokens": max_new_tokens if isinstance(max_new_tokens, int)
-                   else list(max_new_tokens), "batch_size": batch_size}
+        # A bare string is not split into characters: check() rejects it as DATA.
+        request = GenerateRequest(
+            model=model, adapter=adapter,
+            prompts=prompts if isinstance(prompts, str) else list(prompts),  # type: ignore[arg-type]
+            max_new_tokens=max_new_tokens if isinstance(max_new_tokens, int) else list(max_new_tokens),
+            batch_size=batch_size)
+        try:
+            request.check()
+        except (DataError, ConfigError) as exc:
+            error_class = ErrorClass.DATA if isinstance(exc, DataError) else ErrorClass.CONFIG
+            return GenerateResult.failure(error_class, f"{type(exc).__name__}: {exc}")
 
-        def forward(event: dict[str, Any]) -> None:
-            if on_progress is not None and event.get("event") == "progress":
-                on_progress(int(event["done"]), int(event["total"]))
+        def forward(event: Event) -> None:
+            if on_progress is not None and isinstance(event, ProgressEvent):
+                on_progress(event.done, event.total)
 
         try:
-            res = self._call(payload, forward, timeout)
+            result = self._call(request, forward, timeout)
         except _Failure as f:
-            return GenerateResult(status="error", error_class=f.error_class, error=f.error,
-                                  traceback=f.traceback, seconds=round(time.monotonic() - t0, 3))
-        names = GenerateResult.__dataclass_fields__.keys()
-        return GenerateResult(**{k: v for k, v in res.items() if k in names})
-
+            return GenerateResult.failure(f.error_class, f.error, f.traceback,
+                                          seconds=round(time.monotonic() - t0, 3))
+        assert isinstance(result, GenerateResult)
+        return result

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ftdojo_gym.eval.math_grading import (
+from ftdojo_gym.grading.math_grading import (
     MAX_ANSWER_CHARS,
     _verify_in_child,
     as_integer,

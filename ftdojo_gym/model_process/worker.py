@@ -1,33 +1,26 @@
-"""The training/generation worker: a persistent child process speaking JSON lines.
+"""The model process: a persistent child that trains and generates, speaking JSON lines.
 
-Run as ``python -m ftdojo_gym.train.worker`` (``ftdojo_gym.train.client``
-starts it). torch, transformers, trl and peft are imported once, at start-up, so
-that a debug run does not pay seconds of imports; a crash, an OOM kill or a hang
-in here cannot take the environment process down.
+Run as ``python -m ftdojo_gym.model_process.worker``
+(:class:`ftdojo_gym.model_process.client.ModelWorker` starts it). torch,
+transformers, trl and peft are imported once, at start-up, so that a debug run
+does not pay seconds of imports; a crash, an OOM kill or a hang in here cannot
+take the environment process down.
 
-Protocol: one JSON request per line on stdin, one JSON event per line on
-stdout. Every event echoes the request's ``id`` (if any) and ``op``.
-
-* ``{"op": "ping"}`` -> ``{"event": "result", "status": "ok", "pid": ...}``
-* ``{"op": "train", <TrainRequest fields>}`` -> ``log`` events
-  (``step``, ``loss``, ``learning_rate``, ``tokens``), then one ``result``
-  (``status`` ok / stopped_budget / error, ``error_class``, ``error``,
-  ``traceback``, ``steps``, ``train_tokens``, ``seconds``, ``train_seconds``,
-  ``loss_head``, ``loss_tail``, ``final_loss``, ``model_dir``, ``warnings``).
-* ``{"op": "generate", "model", "adapter", "prompts", "max_new_tokens",
-  "batch_size"}`` -> ``progress`` events (``done``, ``total``), then a
-  ``result`` with ``outputs`` and ``seconds``.
-
-An exception inside an op becomes a ``result`` with ``status: "error"`` and an
-``error_class``: CONFIG, OOM, DATA or ENV. The real stdout is kept for the
-protocol; everything libraries print goes to stderr. Prompts and outputs are
-never written to a file or to stderr.
+It reads one request per line on stdin and answers on stdout, as
+:mod:`ftdojo_gym.model_process.protocol` specifies: ``ping`` (its pid),
+``train`` (:func:`ftdojo_gym.model_process.sft.run_sft`, streaming ``log``
+events), ``generate`` (:func:`ftdojo_gym.model_process.generation.generate`,
+streaming ``progress`` events) and ``exit``. Every request gets exactly one
+``result``: an exception inside an op, or a request it cannot read, becomes a
+result with ``status: "error"`` and an error class (CONFIG, OOM, DATA or ENV).
+The real stdout is kept for the protocol; everything libraries print goes to
+stderr. Prompts and outputs are never written to a file or to stderr.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
-import json
 import logging
 import os
 import sys
@@ -38,34 +31,51 @@ import warnings
 from collections.abc import Callable
 from typing import IO, Any
 
-from ftdojo_gym.eval.generation import clear_cache as clear_generation_cache
+from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
+from ftdojo_gym.model_process.generation import clear_cache as clear_generation_cache
+from ftdojo_gym.model_process.protocol import (
+    REQUEST_TYPES,
+    Event,
+    GenerateRequest,
+    GenerateResult,
+    PingRequest,
+    PingResult,
+    ProgressEvent,
+    ProtocolError,
+    ReplyLine,
+    Request,
+    RequestLine,
+    Result,
+    TrainRequest,
+    TrainResult,
+)
+from ftdojo_gym.model_process.sft import TrainProgress, run_sft
 from ftdojo_gym.models import ModelNotFoundError, resolve_model
-from ftdojo_gym.train.sft import ConfigError, DataError, TrainProgress, run_sft
 
 TRACEBACK_CHARS = 4000
 MAX_WARNINGS = 10
 WARNING_CHARS = 300
 LOSS_POINTS = 5
 
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[Event], None]
 
 
-def classify_exception(exc: BaseException) -> str:
+def classify_exception(exc: BaseException) -> ErrorClass:
     """Map an exception to the paper's error classes: CONFIG, OOM, DATA or ENV."""
     if isinstance(exc, DataError):
-        return "DATA"
+        return ErrorClass.DATA
     if isinstance(exc, (ConfigError, ModelNotFoundError)):
-        return "CONFIG"
+        return ErrorClass.CONFIG
     if isinstance(exc, MemoryError):
-        return "OOM"
+        return ErrorClass.OOM
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
-        return "OOM"
+        return ErrorClass.OOM
     text = str(exc).lower()
     if isinstance(exc, RuntimeError) and any(s in text for s in (
             "out of memory", "can't allocate memory", "not enough memory", "cannot allocate memory")):
-        return "OOM"
-    return "ENV"
+        return ErrorClass.OOM
+    return ErrorClass.ENV
 
 
 def cut_text(text: str, limit: int) -> str:
@@ -152,67 +162,48 @@ class _ListHandler(logging.Handler):
             pass
 
 
-def handle_train(req: dict[str, Any], send: Send) -> dict[str, Any]:
-    """Run one SFT request; always returns a result dict (never raises)."""
+def handle_train(request: TrainRequest, send: Send) -> TrainResult:
+    """Run one SFT request; always returns a result (never raises)."""
     t0 = time.monotonic()
     progress = TrainProgress()
     capture = WarningCapture()
-    fields: dict[str, Any] = {"status": "ok", "error_class": None, "error": "", "traceback": ""}
+    failure: dict[str, Any] | None = None
     clear_generation_cache()  # do not hold an evaluation model in memory while training
     try:
         with capture:
-            request = dict(req)
-            if "base_model" in request:
-                request["base_model"] = _resolve(request["base_model"])
-            run_sft(request, send, progress)
-        if progress.stopped_budget:
-            fields["status"] = "stopped_budget"
+            run_sft(dataclasses.replace(request, base_model=_resolve(request.base_model)), send, progress)
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a result
         if isinstance(exc, KeyboardInterrupt):
             raise
-        fields = error_fields(exc)
+        failure = error_fields(exc)
     losses = progress.losses
     head = losses[:LOSS_POINTS]
     tail = losses[max(LOSS_POINTS, len(losses) - LOSS_POINTS):]
-    return {**fields, "steps": progress.steps, "samples": progress.samples,
-            "train_tokens": progress.train_tokens,
-            "seconds": round(time.monotonic() - t0, 3), "train_seconds": round(progress.train_seconds, 3),
-            "loss_head": [list(p) for p in head], "loss_tail": [list(p) for p in tail],
-            "final_loss": losses[-1][1] if losses else None,
-            "model_dir": progress.model_dir if fields["status"] != "error" else None,
-            "warnings": capture.result(progress.warnings)}
+    outcome: dict[str, Any] = failure or {"status": "stopped_budget" if progress.stopped_budget else "ok"}
+    return TrainResult(
+        **outcome, steps=progress.steps, samples=progress.samples, train_tokens=progress.train_tokens,
+        seconds=round(time.monotonic() - t0, 3), train_seconds=round(progress.train_seconds, 3),
+        loss_head=[list(p) for p in head], loss_tail=[list(p) for p in tail],
+        final_loss=losses[-1][1] if losses else None,
+        model_dir=progress.model_dir if failure is None else None,
+        warnings=capture.result(progress.warnings))
 
 
-def handle_generate(req: dict[str, Any], send: Send) -> dict[str, Any]:
-    """Run one generation request; always returns a result dict (never raises)."""
+def handle_generate(request: GenerateRequest, send: Send) -> GenerateResult:
+    """Run one generation request; always returns a result (never raises)."""
     t0 = time.monotonic()
     try:
-        prompts = req.get("prompts")
-        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-            raise DataError("'prompts' must be a list of strings")
-        max_new = req.get("max_new_tokens", 256)
-        if isinstance(max_new, list):
-            if len(max_new) != len(prompts) or not all(isinstance(m, int) and m > 0 for m in max_new):
-                raise ConfigError("'max_new_tokens' must be a positive int or one per prompt")
-        elif not isinstance(max_new, int) or max_new < 1:
-            raise ConfigError("'max_new_tokens' must be a positive int or one per prompt")
-        batch_size = req.get("batch_size", 16)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError("'batch_size' must be a positive int")
-        if "model" not in req:
-            raise ConfigError("generate request lacks 'model'")
-        from ftdojo_gym.eval.generation import generate
+        request.check()
+        from ftdojo_gym.model_process.generation import generate
 
-        outputs = generate(_resolve(req["model"]), req.get("adapter"), prompts, max_new,
-                           batch_size=batch_size,
-                           on_progress=lambda done, total: send(
-                               {"event": "progress", "done": done, "total": total}))
-        return {"status": "ok", "error_class": None, "error": "", "traceback": "",
-                "outputs": outputs, "seconds": round(time.monotonic() - t0, 3)}
+        outputs = generate(_resolve(request.model), request.adapter, request.prompts,
+                           request.max_new_tokens, batch_size=request.batch_size,
+                           on_progress=lambda done, total: send(ProgressEvent(done=done, total=total)))
+        return GenerateResult(status="ok", outputs=outputs, seconds=round(time.monotonic() - t0, 3))
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a result
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return {**error_fields(exc), "outputs": [], "seconds": round(time.monotonic() - t0, 3)}
+        return GenerateResult(**error_fields(exc), seconds=round(time.monotonic() - t0, 3))
 
 
 def _resolve(name: str) -> str:
@@ -220,11 +211,30 @@ def _resolve(name: str) -> str:
     return str(resolve_model(name))
 
 
-def serve(stdin: IO[str], proto: IO[str]) -> None:
-    """Answer requests from ``stdin`` on ``proto`` until EOF or ``{"op": "exit"}``."""
+def answer(request: Request, send: Send) -> Result:
+    """Run one request; always returns its result (never raises)."""
+    if isinstance(request, TrainRequest):
+        return handle_train(request, send)
+    if isinstance(request, GenerateRequest):
+        return handle_generate(request, send)
+    return PingResult(status="ok", pid=os.getpid())  # ping, and exit before it exits
 
-    def send_raw(event: dict[str, Any]) -> None:
-        proto.write(json.dumps(event, ensure_ascii=False) + "\n")
+
+def read_request(line: str) -> RequestLine | ReplyLine:
+    """The request on ``line``, or the ENV error result that answers an unreadable one."""
+    try:
+        return RequestLine.decode(line)
+    except ProtocolError as exc:
+        op = exc.op or PingRequest.OP  # an unknown op gets the plainest result type
+        failure = REQUEST_TYPES[op].RESULT.failure(ErrorClass.ENV, f"bad request line: {exc}")
+        return ReplyLine(exc.request_id, op, failure)
+
+
+def serve(stdin: IO[str], proto: IO[str]) -> None:
+    """Answer requests from ``stdin`` on ``proto`` until EOF or an ``exit`` request."""
+
+    def write(reply: ReplyLine) -> None:
+        proto.write(reply.encode())
         proto.flush()
 
     while True:
@@ -233,33 +243,19 @@ def serve(stdin: IO[str], proto: IO[str]) -> None:
             return
         if not line.strip():
             continue
-        try:
-            req = json.loads(line)
-            if not isinstance(req, dict):
-                raise ValueError("a request must be a JSON object")
-        except ValueError as exc:
-            send_raw({"event": "result", "status": "error", "error_class": "ENV",
-                      "error": f"bad request line: {exc}", "traceback": ""})
+        parsed = read_request(line)
+        if isinstance(parsed, ReplyLine):
+            write(parsed)
             continue
-        tag = {k: req[k] for k in ("id", "op") if k in req}
+        request_id, request = parsed.id, parsed.request
+        op = request.OP
 
-        def send(event: dict[str, Any], _tag: dict[str, Any] = tag) -> None:
-            send_raw({**event, **_tag})
+        def send(event: Event, _id: int = request_id, _op: str = op) -> None:
+            write(ReplyLine(_id, _op, event))
 
-        op = req.get("op")
+        write(ReplyLine(request_id, op, answer(request, send)))
         if op == "exit":
-            send({"event": "result", "status": "ok"})
             return
-        if op == "ping":
-            result: dict[str, Any] = {"status": "ok", "pid": os.getpid()}
-        elif op == "train":
-            result = handle_train(req, send)
-        elif op == "generate":
-            result = handle_generate(req, send)
-        else:
-            result = {"status": "error", "error_class": "ENV", "traceback": "",
-                      "error": f"unknown op {op!r}; expected ping, train, generate or exit"}
-        send({"event": "result", **result})
         gc.collect()  # give the last run's model back before the next op
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ftdojo_gym.train.client import TrainingWorker, TrainRequest
+from ftdojo_gym.model_process.client import ModelWorker
+from ftdojo_gym.model_process.protocol import TrainRequest
 
 LORA = {"method": "lora", "batch_size": 4, "max_steps": 3, "learning_rate": 1e-3, "max_len": 256}
 
@@ -27,7 +28,7 @@ def toy_rows(n: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def worker():
-    w = TrainingWorker()
+    w = ModelWorker()
     yield w
     w.close()
 
@@ -149,7 +150,7 @@ def test_oom_under_a_memory_limit_is_reported_and_recovered(tiny_model, tmp_path
     # The tiny worker peaks at ~2.5 GB of address space. 32 completions of ~900 tokens need
     # ~6 GB for their fp32 logits alone: that fits in this machine's RAM but not in the limit.
     data = write_jsonl(tmp_path / "huge.jsonl", [{"prompt": "Write.", "completion": "table " * 900}] * 32)
-    with TrainingWorker(memory_limit_gb=4) as w:
+    with ModelWorker(memory_limit_gb=4) as w:
         res = w.train(request(tiny_model, data, tmp_path / "o",
                               config={"batch_size": 32, "max_len": 1024, "max_steps": 1}))
         assert res.status == "error" and res.error_class == "OOM", res
@@ -160,8 +161,8 @@ def test_oom_under_a_memory_limit_is_reported_and_recovered(tiny_model, tmp_path
 
 @pytest.mark.parametrize("sig, error_class", [(signal.SIGKILL, "OOM"), (signal.SIGTERM, "ENV")])
 def test_worker_killed_mid_train_gives_an_error_then_restarts(tiny_model, data, tmp_path, sig, error_class):
-    with TrainingWorker() as w:
-        first_pid = w.ping()["pid"]
+    with ModelWorker() as w:
+        first_pid = w.ping().pid
 
         def kill_on_first_log(event):
             if event["event"] == "log":
@@ -173,25 +174,25 @@ def test_worker_killed_mid_train_gives_an_error_then_restarts(tiny_model, data, 
         assert signal.Signals(sig).name in res.error
         assert w.pid is None
         again = w.ping()
-        assert again["status"] == "ok" and again["pid"] != first_pid
+        assert again.status == "ok" and again.pid != first_pid
         assert w.restarts == 1
 
 
 def test_timeout_kills_the_worker_and_reports(tiny_model, data, tmp_path):
-    with TrainingWorker() as w:
-        first_pid = w.ping()["pid"]
+    with ModelWorker() as w:
+        first_pid = w.ping().pid
         res = w.train(request(tiny_model, data, tmp_path / "o", config={"max_steps": 10_000}),
                       timeout=3)
         assert res.status == "error" and res.error_class == "ENV"
         assert "timed out after 3 s" in res.error
         with pytest.raises(ProcessLookupError):
             os.kill(first_pid, 0)  # gone and reaped, not a zombie
-        assert w.ping()["status"] == "ok"
+        assert w.ping().status == "ok"
 
 
 def test_close_reaps_the_process(tiny_model):
-    w = TrainingWorker()
-    pid = w.ping()["pid"]
+    w = ModelWorker()
+    pid = w.ping().pid
     w.close()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
@@ -203,8 +204,8 @@ def test_worker_exits_when_its_parent_dies():
     import sys
     import time
 
-    code = ("import os; from ftdojo_gym.train.client import TrainingWorker\n"
-            "w = TrainingWorker(); print(w.ping()['pid'], flush=True); os._exit(0)")
+    code = ("import os; from ftdojo_gym.model_process.client import ModelWorker\n"
+            "w = ModelWorker(); print(w.ping().pid, flush=True); os._exit(0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2])
     pid = int(out.stdout.strip())
@@ -220,7 +221,7 @@ def test_worker_exits_when_its_parent_dies():
 
 def test_a_diverging_run_stops_at_the_first_nonfinite_loss_as_a_config_error(tiny_model, data, tmp_path, monkeypatch):
     """In-process: the loss turns NaN at step 2; the run stops there, saves nothing, and says why."""
-    from ftdojo_gym.train import sft
+    from ftdojo_gym.model_process import sft
 
     trainer_cls, _ = sft._trainer_classes()
     original = trainer_cls.compute_loss
@@ -236,6 +237,6 @@ def test_a_diverging_run_stops_at_the_first_nonfinite_loss_as_a_config_error(tin
         sft.run_sft(req, lambda event: None, progress=progress)
     assert progress.diverged_step == 2 and progress.steps == 2
     assert not (tmp_path / "nan" / "adapter_model.safetensors").exists()
-    from ftdojo_gym.train.worker import classify_exception
+    from ftdojo_gym.model_process.worker import classify_exception
 
     assert classify_exception(sft.TrainingDiverged("x")) == "CONFIG"

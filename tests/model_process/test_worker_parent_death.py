@@ -6,9 +6,9 @@ import pytest
 
 SCRIPT = """
 import time
-from ftdojo_gym.train.client import TrainingWorker
-w = TrainingWorker()
-assert w.ping(timeout=120)["status"] == "ok"
+from ftdojo_gym.model_process.client import ModelWorker
+w = ModelWorker()
+assert w.ping(timeout=120).status == "ok"
 print(w.pid, flush=True)
 time.sleep(120)
 """

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ftdojo_gym.eval.tablebench_grading import (
+from ftdojo_gym.grading.tablebench_grading import (
     ChartReference,
     extract_final_answer,
     extract_plot_code,

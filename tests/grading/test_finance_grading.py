@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ftdojo_gym.eval.finance_grading import accuracy, extract_choice, grade_choice
+from ftdojo_gym.grading.finance_grading import accuracy, extract_choice, grade_choice
 
 
 @pytest.mark.parametrize(

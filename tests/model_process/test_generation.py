@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ftdojo_gym.eval import generation  # noqa: E402
+from ftdojo_gym.model_process import generation  # noqa: E402
 
 PROMPTS = [
     "Hi",

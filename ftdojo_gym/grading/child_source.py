@@ -1,7 +1,7 @@
 """Source code shared by the grading children (``python -I -c <source>``).
 
-The children of :mod:`ftdojo_gym.eval.math_grading` and
-:mod:`ftdojo_gym.eval.tablebench_grading` run untrusted or pathological input;
+The children of :mod:`ftdojo_gym.grading.math_grading` and
+:mod:`ftdojo_gym.grading.tablebench_grading` run untrusted or pathological input;
 both start with :data:`PRELUDE`: the reply channel is a duplicate of the
 original stdout, stdout and stderr go to /dev/null (stray prints of the
 libraries or of the graded code never reach the reply channel), and

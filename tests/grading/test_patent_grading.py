@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ftdojo_gym.eval.patent_grading import (
+from ftdojo_gym.grading.patent_grading import (
     NOC_LABELS,
     extract_answer,
     grade_noc4pc,

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from ftdojo_gym.train.client import TrainingWorker, TrainRequest
+from ftdojo_gym.model_process.client import ModelWorker
+from ftdojo_gym.model_process.protocol import TrainRequest
 
 NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy",
          "Mallory", "Niaj", "Olivia", "Peggy", "Rupert", "Sybil", "Trent", "Victor", "Walter", "Yvonne"]
@@ -42,7 +43,7 @@ def test_lora_learns_a_table_lookup(smollm2_model, tmp_path):
     prompts, answers = [p for p, _ in held_out], [a for _, a in held_out]
 
     t0 = time.monotonic()
-    with TrainingWorker() as worker:
+    with ModelWorker() as worker:
         base = worker.generate(smollm2_model, None, prompts, 12, batch_size=20)
         assert base.status == "ok", base.traceback
         config = {"method": "lora", "lora_r": 16, "lora_alpha": 32, "learning_rate": 1e-3,

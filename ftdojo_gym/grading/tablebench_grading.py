@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from ftdojo_gym.eval.child_source import PRELUDE
+from ftdojo_gym.grading.child_source import PRELUDE
 
 ChartType = Literal["bar", "line", "pie"]
 

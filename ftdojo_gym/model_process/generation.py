@@ -5,7 +5,7 @@ adapter merged in) as fast as the CPU allows while giving the same strings as
 calling ``model.generate`` on each prompt alone:
 
 * each prompt is one user message rendered with the tokenizer's chat template
-  (``add_generation_prompt=True``), exactly as ``ftdojo_gym.train.sft`` trains;
+  (``add_generation_prompt=True``), exactly as :mod:`ftdojo_gym.model_process.sft` trains;
 * prompts are grouped by ``max_new_tokens`` and sorted by length, so a batch
   holds prompts of similar length (little left padding); outputs come back in
   input order;
