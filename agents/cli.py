@@ -223,12 +223,10 @@ def cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
 
 
 def _run(args: argparse.Namespace, console: Console, err: Console) -> int:
-    import gymnasium as gym
-
     import ftdojo_gym
 
     agent = make(args.agent, **_agent_kwargs(args))
-    env = gym.make(args.task, **_env_kwargs(args))
+    env = ftdojo_gym.make(args.task, **_env_kwargs(args))  # a mistyped id names the closest ids
     display = _Display(err, enabled=not args.no_progress)
     summaries: list[dict[str, Any]] = []
     writer = JsonlWriter(args.out)

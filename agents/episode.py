@@ -24,6 +24,8 @@ import numpy as np
 from ftdojo_agents.base import Agent
 
 from ftdojo_gym.observations import budget_dict, latest_result, metrics_dict, status_line
+from ftdojo_gym.recipes import task_recipes
+from ftdojo_gym.tasks.base import Task
 
 __all__ = ["SUBMIT", "EpisodeResult", "JsonlWriter", "StepRecord", "budget_dict", "clip_middle", "metrics_dict",
            "result_text", "run_episode", "status_line", "task_info"]
@@ -52,11 +54,12 @@ def task_info(env: Any, reset_info: dict[str, Any], observation: dict[str, Any])
 
     ``description`` (the env's opening log: task, metric, budget, tools) and
     the public catalogue fields are for every agent. ``clean_sources`` and
-    ``expert_template`` are the task author's oracle knowledge, meant for the
+    ``expert_template`` (:mod:`ftdojo_gym.recipes`) are the task author's oracle knowledge, meant for the
     scripted Manual SFT expert only; the LLM agents ignore them.
     """
     spec = getattr(env, "spec", None)
-    task = getattr(getattr(env, "unwrapped", env), "task", None)  # TODO(recipes): read the recipes home
+    task = getattr(getattr(env, "unwrapped", env), "task", None)
+    recipes = task_recipes(task) if isinstance(task, Task) else None
     return {
         "task": reset_info.get("task"),
         "env_id": getattr(spec, "id", None),
@@ -67,8 +70,8 @@ def task_info(env: Any, reset_info: dict[str, Any], observation: dict[str, Any])
         "tools": list(reset_info.get("tools", [])),
         "budget": budget_dict(observation),
         "versions": dict(reset_info.get("versions", {})),
-        "clean_sources": list(getattr(task, "clean_sources", ()) or ()),
-        "expert_template": getattr(task, "expert_template", None),
+        "clean_sources": list(recipes.clean_sources) if recipes else [],
+        "expert_template": dict(recipes.expert_template) if recipes else None,
     }
 
 

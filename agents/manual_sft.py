@@ -1,4 +1,4 @@
-"""The paper's "Manual SFT" row: a fixed expert recipe scripted from the task catalogue.
+"""The paper's "Manual SFT" row: a fixed expert recipe (:mod:`ftdojo_gym.recipes`), scripted.
 
 It fetches the task's clean sources, drops over-long rows and near-duplicates,
 maps them into the evaluation prompt format with the task's expert template,
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from ftdojo_gym.recipes import Recipe, TaskRecipes
 from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 
 
@@ -31,12 +32,17 @@ class ManualSFTAgent:
         self._plan: deque[dict[str, Any]] = deque()
 
     def reset(self, task_info: dict[str, Any]) -> None:
-        """``task_info`` names ``clean_sources`` and ``expert_template``, or a ``recipe``
-        ``{source: {"prompt": ..., "completion": ...}}`` that replaces both."""
-        recipe = task_info.get("recipe") or {s: task_info["expert_template"] for s in task_info["clean_sources"]}
+        """``task_info`` names ``clean_sources`` and ``expert_template`` (the expert recipe
+        of :class:`ftdojo_gym.recipes.TaskRecipes`), or a ``recipe``
+        ``{source: {"prompt": ..., "completion": ...}}`` (:attr:`Recipe.templates`,
+        e.g. the harmful recipe) that replaces both."""
+        if task_info.get("recipe"):
+            recipe = Recipe(task_info["recipe"])
+        else:
+            recipe = TaskRecipes(task_info["clean_sources"], task_info["expert_template"]).expert
         plan: list[dict[str, Any]] = [{"tool": "list_sources", "args": {}}]
         parts = []
-        for src, template in recipe.items():
+        for src, template in recipe.templates.items():
             plan.append({"tool": "fetch", "args": {"source": src}})
             if self.curate:
                 plan.append({"tool": "filter", "args": {"dataset": src, "max_tokens": self.max_tokens,

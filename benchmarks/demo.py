@@ -22,6 +22,7 @@ from rich.table import Table
 
 import ftdojo_gym  # noqa: F401  (registers the envs)
 from ftdojo_gym.observations import latest_result
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.results import EvaluationResult, RunResult
 
 
@@ -36,7 +37,8 @@ def run_episode(args: argparse.Namespace, console: Console) -> dict:
     )
     task = env.unwrapped.task
     agent = ManualSFTAgent(max_steps=args.max_steps, learning_rate=args.lr, samples=args.samples)
-    agent.reset({"task": task.name, "clean_sources": task.clean_sources, "expert_template": task.expert_template})
+    recipes = task_recipes(task)
+    agent.reset({"task": task.name, "clean_sources": recipes.clean_sources, "expert_template": recipes.expert_template})
     start = time.monotonic()
     obs, info = env.reset(seed=args.seed)
     console.print(f"[bold]FT-Dojo demo[/bold]: {args.task}, base model {args.model}, workspace {info['workdir']}")

@@ -68,6 +68,7 @@ from ftdojo_agents.scripted_server import (
 from rich.console import Console
 
 from ftdojo_gym.data.workspace import atomic_write_text
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.wrappers.faults import FAULTS, FaultInjection
 
 AGENTS = ("ft-agent", "react")
@@ -189,7 +190,8 @@ def run_one(args: argparse.Namespace, agent_name: str, seed: int, console: Conso
                     eval_limit=args.eval_limit, workdir=workdir, progress=args.progress)
     env = FaultInjection(base, rate=args.fault_rate, kinds=args.faults, seed=seed)
     task = env.unwrapped.task
-    policy = OraclePolicy(list(task.clean_sources), dict(task.expert_template), args.full_steps, args.batch_size)
+    recipes = task_recipes(task)
+    policy = OraclePolicy(list(recipes.clean_sources), dict(recipes.expert_template), args.full_steps, args.batch_size)
     server = None
     try:
         if args.base_url:

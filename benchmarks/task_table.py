@@ -6,7 +6,7 @@ For every task (or the ones named), runs two real episodes with the base model
 * **expert** — the scripted Manual-SFT recipe: the task's clean sources,
   length filter and dedupe, the evaluation prompt format, LoRA;
 * **harmful** — the same training config on the task's harmful sources
-  (``Task.harmful_recipe``), without curation;
+  (:class:`ftdojo_gym.recipes.TaskRecipes` ``harmful``), without curation;
 
 and records the base model's, the expert's and the harmful recipe's
 hidden-test scores. Results are appended to a JSON file as each episode ends,
@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+from ftdojo_agents.manual_sft import ManualSFTAgent
 from rich.console import Console
 
 import ftdojo_gym
-from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.data.workspace import atomic_write_text
+from ftdojo_gym.recipes import TaskRecipes, task_recipes
+from ftdojo_gym.tasks.base import Task
 
 RECIPES = ("expert", "harmful")
 DEFAULT_OUT = Path("benchmarks/results/task_table.json")
@@ -46,11 +48,12 @@ def task_fingerprint(task_id: str, seed: int = 0, recipe: str | None = None) -> 
     from ftdojo_gym.tasks import make_task
 
     task = make_task(task_id)
+    recipes = _recipes(task)
     digest = hashlib.sha256()
     if recipe == "expert":
-        digest.update(json.dumps([task.clean_sources, task.expert_template]).encode())
+        digest.update(json.dumps([recipes.clean_sources, recipes.expert_template]).encode())
     elif recipe == "harmful":
-        digest.update(json.dumps(task.harmful_recipe, sort_keys=True).encode())
+        digest.update(json.dumps(recipes.harmful.templates, sort_keys=True).encode())
     for item in task.eval_items(seed):
         digest.update(f"{item.id}\x00{item.prompt}\x00{item.reference}\x00".encode())
     for name, ds in task.sources(seed).items():
@@ -64,15 +67,16 @@ def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Con
     with ``fingerprint`` (:func:`task_fingerprint` of the task, seed and recipe)."""
     env = gym.make(task_id, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress)
     task = env.unwrapped.task
+    recipes = _recipes(task)
     agent = ManualSFTAgent(max_steps=args.max_steps, learning_rate=args.lr, curate=recipe == "expert",
                            evaluate_base=False)
-    info_task: dict[str, Any] = {"task": task.name, "clean_sources": task.clean_sources,
-                                 "expert_template": task.expert_template}
+    info_task: dict[str, Any] = {"task": task.name, "clean_sources": recipes.clean_sources,
+                                 "expert_template": recipes.expert_template}
     if recipe == "harmful":
-        if not task.harmful_recipe:
+        if not recipes.harmful.templates:
             env.close()
-            raise ValueError(f"{task.name} declares no harmful_recipe")
-        info_task["recipe"] = task.harmful_recipe
+            raise ValueError(f"{task.name} declares no harmful recipe")
+        info_task["recipe"] = recipes.harmful.templates
     agent.reset(info_task)
     start = time.monotonic()
     obs, info = env.reset(seed=args.seed)
@@ -98,6 +102,13 @@ def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Con
                   f"{recipe} {_pct(result['hidden_test'])} (hidden test), {result['wall_seconds']:.0f} s"
                   + (f", errors: {errors}" if errors else ""))
     return result
+
+
+def _recipes(task: Task) -> TaskRecipes:
+    recipes = task_recipes(task)
+    if recipes is None:
+        raise ValueError(f"{task.name} declares no recipes (ftdojo_gym.recipes.register_recipes)")
+    return recipes
 
 
 def _pct(x: float | None) -> str:

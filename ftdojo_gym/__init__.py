@@ -1,14 +1,15 @@
 """FT-Dojo Gym: autonomous LLM fine-tuning as a Gymnasium benchmark.
 
-``import ftdojo_gym`` registers every task, e.g. ``gym.make("FTDojo/TableBench-v0")``.
+``import ftdojo_gym`` registers every task, e.g. ``gym.make("FTDojo/TableBench-v0")``;
+``ftdojo_gym.make`` is the same and names the closest ids for a mistyped one.
 """
 
 from ftdojo_gym.actions import tool_schemas, usage
-from ftdojo_gym.registration import register_envs
+from ftdojo_gym.registration import make, register_envs
 from ftdojo_gym.tasks import list_tasks
 
 __version__ = "0.1.0"
 
 register_envs()
 
-__all__ = ["__version__", "list_tasks", "register_envs", "tool_schemas", "usage"]
+__all__ = ["__version__", "list_tasks", "make", "register_envs", "tool_schemas", "usage"]

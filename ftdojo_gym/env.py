@@ -74,8 +74,9 @@ class FTDojoEnv(gym.Env):
     :attr:`workdir`, :attr:`tokens_used` (through wrappers:
     ``env.get_wrapper_attr("runs")``).
 
-    Each env instance works in its own folder (under ``workdir`` when given,
-    else a temporary one); a new episode removes the previous episode's folder
+    Each env instance works in its own folder (``ftdojo-*`` under ``workdir``
+    when given, kept after ``close`` for inspection; else a temporary folder,
+    removed by ``close``); a new episode removes the previous episode's folder
     unless ``keep_episodes=True``. The hidden test split is generated for and
     graded inside this process; it is never written to the workspace, the log
     or ``info``.
@@ -216,9 +217,9 @@ class FTDojoEnv(gym.Env):
         worker = getattr(self, "_worker", None)
         if worker is not None:
             worker.close()
-        if self._instance_dir is not None and (self._root is None or not self._keep_episodes):
+        if self._instance_dir is not None and self._root is None:  # a folder the user chose keeps its files
             shutil.rmtree(self._instance_dir, ignore_errors=True)
-            self._instance_dir = None
+        self._instance_dir = None
         self._state = None
         super().close()
 

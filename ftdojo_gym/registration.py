@@ -1,17 +1,15 @@
-"""Registers every task of :data:`ftdojo_gym.tasks.TASK_CATALOGUE` with Gymnasium, in one loop."""
+"""Registers every task of :data:`ftdojo_gym.tasks.TASK_CATALOGUE` with Gymnasium, in one loop,
+and :func:`make`: ``gymnasium.make`` that names the closest FT-Dojo ids for a mistyped one."""
 
 from __future__ import annotations
 
-import functools
+from typing import Any
 
 import gymnasium as gym
-import gymnasium.envs.registration as gym_registration
 
 from ftdojo_gym.tasks import TASK_CATALOGUE, closest_ids
 
 ENTRY_POINT = "ftdojo_gym.env:FTDojoEnv"
-STEP_LIMIT_WRAPPER = gym.envs.registration.WrapperSpec(
-    name="MakeStepLimit", entry_point="ftdojo_gym.wrappers.step_limit:MakeStepLimit", kwargs={})
 
 
 def register_envs() -> None:
@@ -27,34 +25,23 @@ def register_envs() -> None:
             kwargs={"task": entry.task_name},
             nondeterministic=True,
             disable_env_checker=False,
-            # gym.make(id, max_episode_steps=N) becomes the env's own step limit (see the wrapper's docstring).
-            additional_wrappers=(STEP_LIMIT_WRAPPER,),
         )
-    _add_closest_ids_to_lookup_errors()
 
 
-def _add_closest_ids_to_lookup_errors() -> None:
-    """Make ``gym.make`` of a mistyped FT-Dojo id list the closest registered ids.
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **kwargs)``; for an id that is not registered, the
+    same error type with Gymnasium's message plus the closest FT-Dojo ids.
 
     Gymnasium's own message suggests at most one name, case-sensitively, within
-    the namespace typed (``FTDojo/aime-v0`` or ``TableBench-v0`` get none). We
-    wrap its spec lookup so that, when it fails, the same error type carries
-    Gymnasium's message plus the closest FT-Dojo ids. Other ids are untouched.
+    the namespace typed (``FTDojo/aime-v0`` or ``TableBench-v0`` get none); this
+    matches case-insensitively, the ``FTDojo/`` namespace optional. Ids far from
+    every FT-Dojo id (``CartPol-v1``) get Gymnasium's error unchanged.
     """
-    find_spec = gym_registration._find_spec
-    if getattr(find_spec, "_ftdojo_wrapped", False):
-        return
-
-    @functools.wraps(find_spec)
-    def find_spec_with_hint(env_id: str):
-        try:
-            return find_spec(env_id)
-        except gym.error.Error as exc:
-            name = env_id.split(":", 1)[-1]
-            close = closest_ids(name)
-            if not close:
-                raise
-            raise type(exc)(f"{exc} Closest FT-Dojo ids: {', '.join(close)}.") from exc
-
-    find_spec_with_hint._ftdojo_wrapped = True  # type: ignore[attr-defined]
-    gym_registration._find_spec = find_spec_with_hint
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        name = env_id.split(":", 1)[-1]
+        close = [] if name in gym.registry else closest_ids(name)
+        if not close:
+            raise
+        raise type(exc)(f"{exc} Closest FT-Dojo ids: {', '.join(close)}.") from exc

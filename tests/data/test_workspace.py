@@ -3,7 +3,8 @@ import json
 import pytest
 from datasets import Dataset
 
-from ftdojo_gym.data.workspace import DataError, DataWorkspace, render_template
+from ftdojo_gym.data.workspace import DataWorkspace, render_template
+from ftdojo_gym.errors import DataError
 
 
 @pytest.fixture

@@ -40,15 +40,21 @@ def test_the_13_paper_tasks_and_the_union_are_registered_and_listed():
 ])
 def test_an_unknown_id_gives_gymnasiums_error_plus_the_closest_ids(typed, expected):
     with pytest.raises(gym.error.Error) as err:
-        gym.make(typed)
+        ftdojo_gym.make(typed)
     assert "doesn't exist" in str(err.value)  # Gymnasium's own message is kept
     assert "Closest FT-Dojo ids:" in str(err.value) and expected in str(err.value)
     assert closest_ids(typed.split(":")[-1])[0] == expected
 
 
+def test_plain_gym_make_keeps_gymnasiums_own_error():
+    with pytest.raises(gym.error.Error) as err:
+        gym.make("FTDojo/aime-v0")
+    assert "doesn't exist" in str(err.value) and "FT-Dojo" not in str(err.value)
+
+
 def test_unrelated_ids_get_no_ftdojo_hint():
     with pytest.raises(gym.error.Error) as err:
-        gym.make("CartPol-v1")
+        ftdojo_gym.make("CartPol-v1")
     assert "FT-Dojo" not in str(err.value)
 
 
