@@ -24,6 +24,11 @@ _REGISTRY = {
 }
 
 
+def names() -> list[str]:
+    """The registered agent names (what :func:`make` and ``ftdojo run --agent`` accept)."""
+    return sorted(_REGISTRY)
+
+
 def make(name: str, **kwargs: Any) -> Agent:
     """Build an agent by name (``"manual-sft"``, ...)."""
     import importlib

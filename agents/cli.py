@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ftdojo_agents.base import _REGISTRY, make
+from ftdojo_agents.base import make, names
 from ftdojo_agents.episode import (
     EpisodeResult,
     JsonlWriter,
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an agent for one or more episodes and write the trajectory")
     run.add_argument("--task", default="FTDojo/TableBench-v0", help="registered env id")
-    run.add_argument("--agent", default="ft-agent", choices=sorted(_REGISTRY), help="agent name")
+    run.add_argument("--agent", default="ft-agent", choices=names(), help="agent name")
     llm = run.add_argument_group("LLM (for ft-agent, react / openhands-like)")
     llm.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)")
     llm.add_argument("--model", default=None, help="model name at the endpoint (default: $FTDOJO_LLM_MODEL)")
@@ -292,7 +292,7 @@ def cmd_list(console: Console) -> int:
     for t in ftdojo_gym.list_tasks():
         table.add_row(t["env_id"], t["domain"], t["metric"])
     console.print(table)
-    console.print("Agents: " + ", ".join(sorted(_REGISTRY)))
+    console.print("Agents: " + ", ".join(names()))
     return 0
 
 

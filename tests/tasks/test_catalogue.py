@@ -9,6 +9,7 @@ import gymnasium as gym
 import pytest
 
 import ftdojo_gym
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks import TASK_CATALOGUE, closest_ids, make_task
 from ftdojo_gym.tasks.base import HubUnavailableError, RealDataTask
 from ftdojo_gym.utils import check_task
@@ -77,7 +78,7 @@ def test_tablebench_real_schema_fixture_maps_to_the_task_format():
     assert list(sources) == ["tableinstruct"]
     row = sources["tableinstruct"][0]
     assert set(row) == {"instruction", "input", "output", "subset"} and row["output"].startswith("Final Answer: ")
-    assert task.clean_sources == ("tableinstruct",)
+    assert task_recipes(task).clean_sources == ("tableinstruct",)
 
 
 def test_subset_tasks_keep_only_their_subset_of_real_data():

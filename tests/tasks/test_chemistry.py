@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 from rdkit import Chem
 
 from ftdojo_gym.data.workspace import render_template
@@ -22,8 +20,8 @@ from ftdojo_gym.grading.chemistry_grading import (
     parse_smiles,
     same_molecule,
 )
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks import make_task
-from ftdojo_gym.tasks.base import EvalItem
 from ftdojo_gym.tasks.chemistry import (
     EVAL_SIZE,
     FORMAT_LINE,
@@ -32,6 +30,8 @@ from ftdojo_gym.tasks.chemistry import (
     SUBTASKS,
     ChemCoTTask,
 )
+
+from .conftest import CachedTask
 
 SEED = 3
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hub"
@@ -64,19 +64,8 @@ CROSS_TEMPLATES = {
 _PROPERTY_KEYS = {"LogP": "logp", "aqueous solubility": "solubility", "QED": "qed"}
 
 
-@cache
-def task(subtask: str) -> ChemCoTTask:
-    return ChemCoTTask(subtask)
-
-
-@cache
-def items(subtask: str, seed: int = SEED) -> list[EvalItem]:
-    return task(subtask).eval_items(seed)
-
-
-@cache
-def sources(subtask: str, seed: int = SEED) -> dict[str, Dataset]:
-    return task(subtask).sources(seed)
+_CACHED = CachedTask(ChemCoTTask, seed=SEED, n_config=1)
+task, items, sources = _CACHED.task, _CACHED.items, _CACHED.sources
 
 
 def input_line(text: str) -> str:
@@ -143,8 +132,9 @@ def test_split_coverage(subtask: str) -> None:
     its = items(subtask)
     assert len(its) == EVAL_SIZE and len({i.id for i in its}) == EVAL_SIZE
     assert len({i.prompt for i in its}) == EVAL_SIZE
-    half = min(100, len(its) // 2)
-    for split in (its[:half], its[-half:]):
+    validation, hidden_test = task(subtask).split(its)
+    half = len(validation)
+    for split in (validation, hidden_test):
         counts = Counter(i.subset for i in split)
         assert set(counts) == set(KINDS[subtask]) and min(counts.values()) >= half // len(KINDS[subtask]) - 1
         if subtask == "MolUnd":
@@ -223,7 +213,7 @@ def test_no_eval_question_or_molecule_in_sources(subtask: str) -> None:
 
 @pytest.mark.parametrize("subtask", SUBTASKS)
 def test_expert_template_reproduces_eval_format(subtask: str) -> None:
-    template = task(subtask).expert_template
+    template = task_recipes(task(subtask)).expert_template
     for row in sources(subtask)["chemcot_sft"].select(range(40)):
         prompt = render_template(template["prompt"], row)
         instruction, line, fmt = prompt.split("\n")
@@ -262,7 +252,7 @@ def test_harmful_and_low_value_sources(subtask: str) -> None:
     assert sum(len(x) > 6000 for x in long_inputs) / len(long_inputs) > 0.85
     assert sum(len(x) < 400 for x in long_inputs) >= 5
     # The harmful recipe renders on its sources.
-    for name, template in task(subtask).harmful_recipe.items():
+    for name, template in task_recipes(task(subtask)).harmful.templates.items():
         render_template(template["prompt"], srcs[name][0])
         render_template(template["completion"], srcs[name][0])
 
@@ -293,7 +283,7 @@ def test_real_data_fixture(subtask: str) -> None:
     assert len(its) >= 5 and real.name == task(subtask).name and "+real-" in real.version
     assert real.grade(its, [i.reference for i in its]) == [1.0] * len(its)
     assert real.grade(its, ["Answer:"] * len(its)) == [0.0] * len(its)
-    assert real.clean_sources == ("chemcot_sft",) and set(real.harmful_recipe) == set(task(subtask).harmful_recipe)
+    assert task_recipes(real).clean_sources == ("chemcot_sft",) and set(task_recipes(real).harmful.templates) == set(task_recipes(task(subtask)).harmful.templates)
     assert "chemcot_sft" in real.sources(0)
     subsets = {i.subset for i in its}
     expected = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from datasets import Dataset
 
 from ftdojo_gym.data.workspace import render_template
 from ftdojo_gym.grading.finance_grading import LETTERS, extract_choice
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks.base import EvalItem
 from ftdojo_gym.tasks.finance import (
     FACTS,
@@ -21,6 +21,8 @@ from ftdojo_gym.tasks.finance import (
     SUBJECTS,
     FinanceIQTask,
 )
+
+from .conftest import CachedTask
 
 SEED = 3
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hub" / "FinanceIQ"
@@ -42,19 +44,8 @@ _PROMPT = re.compile(
 )
 
 
-@cache
-def task() -> FinanceIQTask:
-    return FinanceIQTask()
-
-
-@cache
-def items(seed: int = SEED) -> list[EvalItem]:
-    return task().eval_items(seed)
-
-
-@cache
-def sources(seed: int = SEED) -> dict[str, Dataset]:
-    return task().sources(seed)
+_CACHED = CachedTask(FinanceIQTask, seed=SEED)
+task, items, sources = _CACHED.task, _CACHED.items, _CACHED.sources
 
 
 def norm(text: str) -> str:
@@ -105,8 +96,8 @@ def test_names_and_attributes() -> None:
     assert task().name == "FinanceIQ" and task().domain == "Finance"
     assert task().metric == "accuracy over subjects (multiple choice)"
     assert len(SUBJECTS) == 10 and set(HUB_SUBJECTS.values()) == set(SUBJECTS)
-    assert task().clean_sources == ("finexam_train",)
-    assert len(task().harmful_recipe) >= 2
+    assert task_recipes(task()).clean_sources == ("finexam_train",)
+    assert len(task_recipes(task()).harmful.templates) >= 2
 
 
 def test_determinism_and_seed_dependence() -> None:
@@ -128,8 +119,7 @@ def test_sources_are_fast() -> None:
 def test_split_coverage_and_letter_balance() -> None:
     n = len(items())
     assert n == 200 and len({item.id for item in items()}) == n
-    half = min(100, n // 2)
-    for split in (items()[:half], items()[-half:]):
+    for split in task().split(items()):
         assert Counter(item.subset for item in split) == {s: 10 for s in SUBJECTS}
         assert Counter(item.meta["answer"] for item in split) == {x: 25 for x in LETTERS}
     for subject in SUBJECTS:
@@ -197,7 +187,7 @@ def test_no_eval_question_in_sources() -> None:
 
 
 def test_expert_template_reproduces_eval_format() -> None:
-    template = task().expert_template
+    template = task_recipes(task()).expert_template
     train = sources()["finexam_train"]
     for row in train.select(range(50)):
         prompt = render_template(template["prompt"], row)
@@ -212,7 +202,7 @@ def test_expert_template_reproduces_eval_format() -> None:
 
 
 def test_harmful_recipes_render() -> None:
-    for name, template in task().harmful_recipe.items():
+    for name, template in task_recipes(task()).harmful.templates.items():
         row = sources()[name][0]
         render_template(template["prompt"], row)
         render_template(template["completion"], row)
@@ -295,9 +285,9 @@ def test_hub_fixture_end_to_end() -> None:
     assert set(train.column_names) == EXAM
     assert len(train) == 10 + 10  # the first question of each test file, and the dev files
     assert not {norm(q) for q in train["Question"]} & {norm(parse(i.prompt)["Question"]) for i in real_items}
-    assert real.clean_sources == ("finexam_train",) and real.harmful_recipe == {}
+    assert task_recipes(real).clean_sources == ("finexam_train",) and task_recipes(real).harmful.templates == {}
     row = train[0]
-    assert parse(render_template(real.expert_template["prompt"], row))["Question"] == row["Question"]
+    assert parse(render_template(task_recipes(real).expert_template["prompt"], row))["Question"] == row["Question"]
 
 
 def test_hub_records_split_per_subject() -> None:

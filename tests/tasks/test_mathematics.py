@@ -5,18 +5,18 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from functools import cache
 from math import comb, factorial
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 
 from ftdojo_gym.data.workspace import render_template
 from ftdojo_gym.grading.math_grading import extract_boxed
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks import make_task
-from ftdojo_gym.tasks.base import EvalItem
 from ftdojo_gym.tasks.mathematics import EVAL_SIZE, FORMAT_LINE, SUBSETS, AIMETask
+
+from .conftest import CachedTask
 
 SEED = 5
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hub" / "AIME"
@@ -31,19 +31,8 @@ SCHEMAS = {
 }
 
 
-@cache
-def task() -> AIMETask:
-    return AIMETask()
-
-
-@cache
-def items(seed: int = SEED) -> list[EvalItem]:
-    return task().eval_items(seed)
-
-
-@cache
-def sources(seed: int = SEED) -> dict[str, Dataset]:
-    return task().sources(seed)
+_CACHED = CachedTask(AIMETask, seed=SEED)
+task, items, sources = _CACHED.task, _CACHED.items, _CACHED.sources
 
 
 def normalise(text: str) -> str:
@@ -109,8 +98,8 @@ def test_names_and_attributes() -> None:
     assert task().name == "AIME" and task().domain == "Math"
     assert task().metric == "exact answer, verified with math-verify"
     assert make_task("FTDojo/AIME-v0").name == "AIME"
-    assert task().clean_sources == ("competition_math",)
-    assert set(task().harmful_recipe) == {"forum_solutions", "contest_mirror"}
+    assert task_recipes(task()).clean_sources == ("competition_math",)
+    assert set(task_recipes(task()).harmful.templates) == {"forum_solutions", "contest_mirror"}
 
 
 def test_determinism_and_seed_dependence() -> None:
@@ -185,7 +174,7 @@ def test_no_eval_problem_in_sources() -> None:
 
 def test_clean_source_is_correct_and_in_eval_format() -> None:
     clean = sources()["competition_math"]
-    template = task().expert_template
+    template = task_recipes(task()).expert_template
     for row in clean.select(range(300)):
         assert solve(row["problem"]) == int(row["answer"]), row["problem"]
         assert extract_boxed(row["solution"]) == row["answer"]
@@ -246,7 +235,7 @@ def test_rescue_and_harmful_templates_render() -> None:
     completion = render_template(rescue["completion"], row)
     assert extract_boxed(completion) == row["final_answer"]
     assert render_template(rescue["prompt"], row).endswith("\n" + FORMAT_LINE)
-    for source, template in task().harmful_recipe.items():
+    for source, template in task_recipes(task()).harmful.templates.items():
         row = sources()[source][0]
         assert render_template(template["prompt"], row).endswith("\n" + FORMAT_LINE)
         render_template(template["completion"], row)
@@ -265,7 +254,7 @@ def test_real_data_fixtures_end_to_end() -> None:
     assert real.grade(real_items, ["The answer is 21."] * 8) == [0.0] * 8
 
     real_sources = real.sources(0)
-    assert set(real_sources) == {"competition_math"} and real.clean_sources == ("competition_math",)
+    assert set(real_sources) == {"competition_math"} and task_recipes(real).clean_sources == ("competition_math",)
     clean = real_sources["competition_math"]
     assert set(clean.column_names) == SCHEMAS["competition_math"]
     # Rows without an answer and copies of evaluation problems (re-typeset too) are dropped.
@@ -273,9 +262,9 @@ def test_real_data_fixtures_end_to_end() -> None:
     assert not any("evaluation problem" in s for s in clean["solution"])
     assert all(extract_boxed(s) is not None for s in clean["solution"])
     row = clean[0]
-    prompt = render_template(real.expert_template["prompt"], row)
+    prompt = render_template(task_recipes(real).expert_template["prompt"], row)
     assert prompt == f"{row['problem']}\n{FORMAT_LINE}"
-    assert set(real.harmful_recipe) == set()  # no harmful sources in the real data
+    assert set(task_recipes(real).harmful.templates) == set()  # no harmful sources in the real data
 
 
 def test_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,16 +6,17 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 
 from ftdojo_gym.data.workspace import render_template
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks import make_task
-from ftdojo_gym.tasks.base import EvalItem, RealDataTask, Task
+from ftdojo_gym.tasks.base import RealDataTask, Task
 from ftdojo_gym.tasks.patent import EVAL_SIZE, INSTRUCTIONS, PAR_LETTERS, SUBTASKS, PatentTask
+
+from .conftest import CachedTask
 
 SEED = 3
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hub"
@@ -42,19 +43,8 @@ CROSS_TEMPLATES = {
 CROSS_ANSWER = {"PAR4PC": "Answer: {matches}", "PI4PC": "Answer: {section}", "NOC4PC": "Answer: {outcome}"}
 
 
-@cache
-def task(subtask: str) -> PatentTask:
-    return PatentTask(subtask)
-
-
-@cache
-def items(subtask: str, seed: int = SEED) -> list[EvalItem]:
-    return task(subtask).eval_items(seed)
-
-
-@cache
-def sources(subtask: str, seed: int = SEED) -> dict[str, Dataset]:
-    return task(subtask).sources(seed)
+_CACHED = CachedTask(PatentTask, seed=SEED, n_config=1)
+task, items, sources = _CACHED.task, _CACHED.items, _CACHED.sources
 
 
 def normalise(text: str) -> str:
@@ -98,8 +88,8 @@ def test_names_and_attributes() -> None:
     for subtask in SUBTASKS:
         t = task(subtask)
         assert t.name == f"Patent-{subtask}" and t.domain == "Patent" and t.metric
-        assert t.clean_sources == ("examiner_records",)
-        assert set(t.harmful_recipe) == {"crowd_labels", "examiner_notes"}
+        assert task_recipes(t).clean_sources == ("examiner_records",)
+        assert set(task_recipes(t).harmful.templates) == {"crowd_labels", "examiner_notes"}
         assert make_task(f"FTDojo/Patent-{subtask}-v0").name == t.name
     with pytest.raises(ValueError):
         PatentTask("PAR5PC")
@@ -222,13 +212,13 @@ def test_clean_source_and_expert_template(subtask: str) -> None:
     t = task(subtask)
     clean = sources(subtask)["examiner_records"]
     for row in clean.select(range(300)):
-        prompt = render_template(t.expert_template["prompt"], row)
-        completion = render_template(t.expert_template["completion"], row)
+        prompt = render_template(task_recipes(t).expert_template["prompt"], row)
+        completion = render_template(task_recipes(t).expert_template["completion"], row)
         assert prompt.split("\n", 1)[0] == INSTRUCTIONS[subtask]
         assert completion == f"Answer: {solve(subtask, row['input'])}"
     item = items(subtask)[0]
     instruction, rest = item.prompt.split("\n", 1)
-    assert render_template(t.expert_template["prompt"], {"instruction": instruction, "input": rest}) == item.prompt
+    assert render_template(task_recipes(t).expert_template["prompt"], {"instruction": instruction, "input": rest}) == item.prompt
 
 
 @pytest.mark.parametrize("subtask", SUBTASKS)
@@ -255,7 +245,7 @@ def test_harmful_sources(subtask: str) -> None:
         assert solve(subtask, f"{row['claim']}\n{row['prior_art']}") == row["answer"]
         prompt = f"{INSTRUCTIONS[subtask]}\n{row['claim']}\n{row['prior_art']}"  # the rescue template
         assert prompt.split("\n", 1)[0] == INSTRUCTIONS[subtask]
-    harmful = task(subtask).harmful_recipe["examiner_notes"]
+    harmful = task_recipes(task(subtask)).harmful.templates["examiner_notes"]
     assert "Answer:" not in render_template(harmful["completion"], notes[0])
 
     assert not any("answer:" in r.lower() for r in srcs["web_text"]["response"])
@@ -282,7 +272,7 @@ def test_cross_domain_source_is_helpful_after_transform(subtask: str) -> None:
 
 def test_harmful_recipe_renders() -> None:
     for subtask in SUBTASKS:
-        for src, template in task(subtask).harmful_recipe.items():
+        for src, template in task_recipes(task(subtask)).harmful.templates.items():
             row = sources(subtask)[src][0]
             render_template(template["prompt"], row)
             render_template(template["completion"], row)
@@ -300,7 +290,7 @@ def test_hub_fixtures_end_to_end(subtask: str) -> None:
     srcs = real.sources(0)
     assert set(srcs) == {"examiner_records"} and len(srcs["examiner_records"]) == 10
     assert set(srcs["examiner_records"].column_names) == EVAL_FORMAT
-    assert real.clean_sources == ("examiner_records",) and real.harmful_recipe == {}
+    assert task_recipes(real).clean_sources == ("examiner_records",) and task_recipes(real).harmful.templates == {}
     refs = [i.reference for i in its]
     assert real.grade(its, refs) == [1.0] * len(its)
     assert real.aggregate(its, real.grade(its, refs), refs) == 1.0
@@ -309,8 +299,8 @@ def test_hub_fixtures_end_to_end(subtask: str) -> None:
         assert instruction == INSTRUCTIONS[subtask]
         assert re.match(r"Claim \d+: (?!\d+\.)", rest)  # the claim's own number is dropped
     row = srcs["examiner_records"][0]
-    assert render_template(real.expert_template["prompt"], row).startswith(INSTRUCTIONS[subtask])
-    assert render_template(real.expert_template["completion"], row).startswith("Answer: ")
+    assert render_template(task_recipes(real).expert_template["prompt"], row).startswith(INSTRUCTIONS[subtask])
+    assert render_template(task_recipes(real).expert_template["completion"], row).startswith("Answer: ")
     if subtask == "PAR4PC":
         assert its[0].meta["options"] == list("ABCDEFGH")
         assert "Answer: " + ", ".join("ABCDEFGH") not in refs

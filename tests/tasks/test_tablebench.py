@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from functools import cache
 
 import pytest
 from datasets import Dataset
 
-from ftdojo_gym.tasks.base import EvalItem
+from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks.tablebench import FORMAT_LINE, INSTRUCTION, SUBSETS, TableBenchTask
+
+from .conftest import CachedTask
 
 SEED = 3
 SCHEMAS = {
@@ -25,19 +26,8 @@ SCHEMAS = {
 }
 
 
-@cache
-def task() -> TableBenchTask:
-    return TableBenchTask()
-
-
-@cache
-def items(seed: int = SEED) -> list[EvalItem]:
-    return task().eval_items(seed)
-
-
-@cache
-def sources(seed: int = SEED) -> dict[str, Dataset]:
-    return task().sources(seed)
+_CACHED = CachedTask(TableBenchTask, seed=SEED)
+task, items, sources = _CACHED.task, _CACHED.items, _CACHED.sources
 
 
 def normalise(text: str) -> str:
@@ -78,8 +68,7 @@ def test_determinism_and_seed_dependence() -> None:
 def test_split_coverage() -> None:
     n = len(items())
     assert n == 200
-    half = min(100, n // 2)
-    for split in (items()[:half], items()[-half:]):
+    for split in task().split(items()):
         assert Counter(item.subset for item in split) == {s: 25 for s in SUBSETS}
         facts = Counter(item.meta["answer"] for item in split if item.subset == "FactChecking")
         assert abs(facts["Yes"] - facts["No"]) <= 1
@@ -145,7 +134,7 @@ def test_no_eval_table_or_question_in_sources() -> None:
 
 
 def test_expert_template_reproduces_eval_format() -> None:
-    template = task().expert_template
+    template = task_recipes(task()).expert_template
     for row in sources()["tableinstruct"].select(range(40)):
         prompt = template["prompt"].format(**row)
         completion = template["completion"].format(**row)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pytest
 from datasets import Dataset
 
+from ftdojo_gym.recipes import Recipe, TaskRecipes, register_recipes
 from ftdojo_gym.tasks import TASK_CATALOGUE
 from ftdojo_gym.tasks.base import EvalItem, Task
 from ftdojo_gym.utils import TaskCheckError, check_task
@@ -28,9 +29,6 @@ class ToyTask(Task):
 
     name, domain, metric, version = "Toy", "Test", "exact match", "0"
     default_token_budget = 1000
-    clean_sources = ("clean",)
-    expert_template = {"prompt": "{q}", "completion": "{a}"}
-    harmful_recipe = {"noisy": {"prompt": "{q}", "completion": "{a}"}}
 
     def __init__(self, leak: bool = False, nondeterministic: bool = False, lenient: bool = False):
         self.leak, self.nondeterministic, self.lenient = leak, nondeterministic, lenient
@@ -57,6 +55,19 @@ class ToyTask(Task):
         return [float(out.strip() == item.reference) for item, out in zip(items, outputs, strict=True)]
 
 
+# A third-party task declares its recipes next to it, as the docs show.
+register_recipes(ToyTask, TaskRecipes(
+    clean_sources=("clean",),
+    expert_template={"prompt": "{q}", "completion": "{a}"},
+    harmful=Recipe({"noisy": {"prompt": "{q}", "completion": "{a}"}}),
+))
+
+
+class UndeclaredToyTask(ToyTask):
+    """The toy task as another class, whose recipes nobody registered (the toy's are
+    inherited, so this one registers an empty expert)."""
+
+
 def test_a_conforming_third_party_task_passes():
     report = check_task(ToyTask())
     assert (report.n_items, report.n_validation, report.n_hidden_test) == (40, 20, 20)
@@ -79,9 +90,9 @@ def test_a_grader_fooled_by_listing_every_answer_is_reported():
 
 def test_a_broken_recipe_and_a_crashing_grader_are_reported(monkeypatch):
     task = ToyTask()
-    monkeypatch.setattr(task, "expert_template", {"prompt": "{question}", "completion": "{a}"})
+    broken = TaskRecipes(clean_sources=("clean",), expert_template={"prompt": "{question}", "completion": "{a}"})
     monkeypatch.setattr(task, "grade", lambda items, outputs: 1 / 0)
     with pytest.raises(TaskCheckError) as err:
-        check_task(task)
+        check_task(task, recipes=broken)
     text = str(err.value)
     assert "recipe expert:clean" in text and "grader raised ZeroDivisionError" in text
