@@ -14,12 +14,14 @@ import math
 import os
 import re
 import tempfile
+import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import regex as regex_engine
 from datasets import Dataset, concatenate_datasets
 from datasets.utils.logging import disable_progress_bar
 
@@ -28,6 +30,14 @@ from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 
 # Data ops here are small and many; per-op progress bars would flood the terminal.
 disable_progress_bar()
+
+#: Seconds all regex searches of one ``filter`` call may take together. Agent-written
+#: patterns can backtrack catastrophically (``(a|aa)+$``: the cost doubles every few
+#: characters); the ``regex`` engine's own timeout stops a search mid-way.
+REGEX_TIMEOUT_S = 1.0
+#: Seconds one data operation (filter, transform, mix) may take before it fails
+#: with a DATA error: no tool call can stall the episode.
+DATA_OP_TIMEOUT_S = 30.0
 
 _TEMPLATE_FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 
@@ -43,6 +53,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class Deadline:
+    """A time bound for one data operation; :meth:`check` raises :class:`DataError` once it has passed."""
+
+    def __init__(self, what: str, seconds: float | None = None) -> None:
+        self.what = what
+        self.seconds = DATA_OP_TIMEOUT_S if seconds is None else seconds
+        self.end = time.monotonic() + self.seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self) -> None:
+        if time.monotonic() > self.end:
+            raise DataError(f"{self.what} took longer than {self.seconds:g} s and was stopped; "
+                            "work on fewer rows or a simpler condition")
 
 
 def text_fields(ds: Dataset) -> list[str]:
@@ -192,24 +219,33 @@ class DataWorkspace:
                 keep &= lengths >= min_tokens
             if max_tokens is not None:
                 keep &= lengths <= max_tokens
+        deadline = Deadline(f"filter of {dataset!r}")
         if regex is not None:
             try:
-                pattern = re.compile(regex)
-            except re.error as exc:
+                pattern = regex_engine.compile(regex)
+            except (regex_engine.error, OverflowError, RecursionError, ValueError) as exc:
                 raise DataError(f"invalid regex {regex[:80]!r}: {exc}") from None
             cols = [regex_field] if regex_field else fields
+            regex_deadline = Deadline(f"the regex {regex[:80]!r} (catastrophic backtracking?)", REGEX_TIMEOUT_S)
             for i, row in enumerate(ds.select_columns(cols)):
                 if keep[i]:
-                    keep[i] = pattern.search("\n".join(str(row[c] or "") for c in cols)) is not None
+                    text = "\n".join(str(row[c] or "") for c in cols)
+                    try:
+                        keep[i] = pattern.search(text, timeout=max(0.01, regex_deadline.left())) is not None
+                    except TimeoutError:
+                        regex_deadline.end = 0.0
+                    regex_deadline.check()
         if field is not None:
             for i, v in enumerate(ds[field]):
                 if keep[i]:
                     keep[i] = _compare(v, op, value)
+                    deadline.check()
         if rules:
             for i, row in enumerate(ds.select_columns(fields)):
                 if keep[i]:
                     texts = [str(row[c] or "") for c in fields]
                     keep[i] = all(_RULES[r](texts) for r in rules)
+                    deadline.check()
         if dedupe:
             cols = dedupe_fields or fields
             seen: set[str] = set()
@@ -218,6 +254,7 @@ class DataWorkspace:
                     key = "\x1f".join(_normalise(str(row[c] or "")) for c in cols)
                     keep[i] = key not in seen
                     seen.add(key)
+                    deadline.check()
         kept = np.flatnonzero(keep)
         result = ds.select(kept).flatten_indices()
         return self._store(output or dataset, result), len(ds) - len(kept)
@@ -229,8 +266,14 @@ class DataWorkspace:
         # Fail fast on the first row, with the field list, before mapping everything.
         render_template(prompt_template, ds[0])
         render_template(completion_template, ds[0])
+        deadline = Deadline(f"transform of {dataset!r}")
+
+        def render(row: dict[str, Any]) -> dict[str, str]:
+            deadline.check()
+            return {"prompt": render_template(prompt_template, row), "completion": render_template(completion_template, row)}
+
         result = ds.map(
-            lambda row: {"prompt": render_template(prompt_template, row), "completion": render_template(completion_template, row)},
+            render,
             remove_columns=list(ds.features),
             load_from_cache_file=False,
             keep_in_memory=True,

@@ -63,11 +63,6 @@ register_recipes(ToyTask, TaskRecipes(
 ))
 
 
-class UndeclaredToyTask(ToyTask):
-    """The toy task as another class, whose recipes nobody registered (the toy's are
-    inherited, so this one registers an empty expert)."""
-
-
 def test_a_conforming_third_party_task_passes():
     report = check_task(ToyTask())
     assert (report.n_items, report.n_validation, report.n_hidden_test) == (40, 20, 20)
