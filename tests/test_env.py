@@ -141,11 +141,35 @@ def _hash_tree(path: Path) -> str:
     return h.hexdigest()
 
 
-def test_scripted_episode_never_reveals_the_hidden_test_split(tiny_model, isolated_cache, tmp_path):
-    """A whole episode (fetch, filter, transform, mix, debug+full LoRA and full runs, evaluate, submit)."""
+class GradeRecorder:
+    """Wraps a task's ``grade``: records ``(items, outputs, scores)`` of every call, scores unchanged."""
+
+    def __init__(self, grade):
+        self.grade, self.calls = grade, []
+
+    def __call__(self, items, outputs):
+        scores = self.grade(items, outputs)
+        self.calls.append((list(items), list(outputs), list(scores)))
+        return scores
+
+
+def record_grading(monkeypatch, env) -> GradeRecorder:
+    recorder = GradeRecorder(env.unwrapped.task.grade)
+    monkeypatch.setattr(env.unwrapped.task, "grade", recorder)
+    return recorder
+
+
+def test_scripted_episode_never_reveals_the_hidden_test_split(tiny_model, isolated_cache, tmp_path, monkeypatch):
+    """A whole episode (fetch, filter, transform, mix, debug+full LoRA and full runs, evaluate, submit).
+
+    The hidden items are the ones the env itself grades on submit (read through the task's
+    ``grade``), not a recomputed split: catches a hidden split equal to validation, and
+    a reward that is not the grader's score of the submitted run.
+    """
     workdir = tmp_path / "ws"
     env = gym.make("FTDojo/TableBench-v0", workdir=workdir, token_budget=10**7, **QUICK)
     unwrapped = env.unwrapped
+    grading = record_grading(monkeypatch, env)
     base_hash = _hash_tree(Path(unwrapped.base_model))
     texts: list[str] = []
     obs, info = env.reset(seed=0)
@@ -171,11 +195,22 @@ def test_scripted_episode_never_reveals_the_hidden_test_split(tiny_model, isolat
         {"tool": "submit", "args": {}},
     ]
     for action in script:
+        graded_before = len(grading.calls)
         obs, reward, term, trunc, info = env.step(action)
         assert info["ok"], (action, info)
         texts += [obs["log"], json.dumps(info, default=str)]
     assert term and info["submission"]["run"] in {"run2", "run3"}
-    assert 0.0 <= reward <= 1.0 and reward == info["submission"]["hidden_test_score"]
+    # Submit graded the run on the hidden split first (then the base model, if not cached).
+    validation_ids = {it.id for items, _, _ in grading.calls[:graded_before] for it in items}
+    submit_calls = grading.calls[graded_before:]
+    assert submit_calls, "submit graded nothing"
+    hidden_items, hidden_outputs, hidden_scores = submit_calls[0]
+    hidden = {it.id: it for items, _, _ in submit_calls for it in items}
+    assert len(hidden) == len(validation_ids) == QUICK["eval_limit"]
+    assert not validation_ids & set(hidden)
+    expected = unwrapped.task.aggregate(hidden_items, hidden_scores, hidden_outputs)
+    assert reward == pytest.approx(expected) and 0.0 <= reward <= 1.0
+    assert info["submission"]["hidden_test_score"] == pytest.approx(expected)
     assert "base_hidden_test_score" in info["submission"]
     assert info["submission"]["versions"]["torch"] and info["submission"]["versions"]["task"].startswith("TableBench@")
     run_result = json.loads((unwrapped.workdir / "runs" / "run2" / "result.json").read_text())
@@ -185,14 +220,11 @@ def test_scripted_episode_never_reveals_the_hidden_test_split(tiny_model, isolat
         if p.is_file() and p.suffix in (".json", ".jsonl", ".log", ".txt", ".md"):
             texts.append(p.read_text(errors="replace"))
     blob = "\n".join(texts)
-    items = unwrapped.task.eval_items(unwrapped.data_seed)
-    k = len(unwrapped._val_items)
-    hidden = items[len(items) - k:]
-    visible_refs = {it.reference for it in items[: len(items) - k]}
+    visible_refs = {it.reference for it in unwrapped.task.eval_items(0) if it.id not in hidden}
     # Short answers ("Final Answer: 20") recur in the visible sources; only a reference
     # that exists nowhere the agent may look would be a leak if it showed up.
-    sources_blob = "\n".join(json.dumps(row) for ds in unwrapped._sources.values() for row in ds)
-    for it in hidden:
+    sources_blob = "\n".join(json.dumps(row) for ds in unwrapped.workspace.sources.values() for row in ds)
+    for it in hidden.values():
         assert it.prompt not in blob
         # Questions come from templates and recur with other tables; the table makes an item unique.
         table = "\n".join(line for line in it.prompt.splitlines() if "," in line and not line.startswith(("Question", "The answer")))
@@ -228,8 +260,12 @@ def test_failures_are_classified_and_the_episode_goes_on(env):
     assert info["ok"] and info["result"]["n"] == 2
 
 
-def test_token_budget_truncates_and_auto_submits_the_best_validated_run(tiny_model, isolated_cache, tmp_path):
+def test_token_budget_truncates_and_auto_submits_the_best_validated_run(tiny_model, isolated_cache, tmp_path,
+                                                                       monkeypatch):
+    """Catches: no truncation when the token budget is spent; a reward that is not the grader's
+    hidden-test score of the auto-submitted run."""
     env = gym.make("FTDojo/TableBench-v0", workdir=tmp_path, token_budget=3000, **QUICK)
+    grading = record_grading(monkeypatch, env)
     env.reset(seed=0)
     tpl = task_recipes(env.unwrapped.task).expert_template
     env.step({"tool": "fetch", "args": {"source": "tableinstruct", "limit": 100}})
@@ -240,11 +276,15 @@ def test_token_budget_truncates_and_auto_submits_the_best_validated_run(tiny_mod
     assert not trunc and info["ok"]
     env.step({"tool": "evaluate", "args": {}})
     env.step({"tool": "set_config", "args": {"max_steps": 1000, "batch_size": 8}})
+    graded_before = len(grading.calls)
     obs, reward, term, trunc, info = env.step({"tool": "train", "args": {"dataset": "sft"}})
     assert trunc and not term
     assert info["result"]["status"] == "stopped_budget"
     assert info["submission"]["run"] == "run1"  # the only validated run
-    assert reward == info["submission"]["hidden_test_score"]
+    items, outputs, scores = grading.calls[graded_before]  # run1 on the hidden split
+    validation_ids = {it.id for items_, _, _ in grading.calls[:graded_before] for it in items_}
+    assert len(items) == QUICK["eval_limit"] and not validation_ids & {it.id for it in items}
+    assert reward == pytest.approx(env.unwrapped.task.aggregate(items, scores, outputs))
     assert obs["budget"][0] == 0
     with pytest.raises(gym.error.ResetNeeded):
         env.step({"tool": "list_sources", "args": {}})

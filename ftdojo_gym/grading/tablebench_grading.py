@@ -9,39 +9,35 @@ task. No grader raises on any output string.
 * NumericalReasoning — the first number of the answer is within 10 % relative
   error of the reference number (exact when the reference is 0).
 * DataAnalysis — ROUGE-L F-measure (``rouge-score``) against the reference.
-* Visualization — Pass@1 of plotting code: the code runs in a separate Python
-  process whose working directory is a fresh temporary directory holding the
-  item's table as ``table.csv``; afterwards the plotted y-values (bar heights,
-  line y-data, pie wedge fractions) must match the reference values within
-  1e-2 relative tolerance.
+* Visualization — Pass@1 of plotting code: the code runs in a bubblewrap
+  sandbox (:mod:`ftdojo_gym.grading.sandbox`) whose working directory is a
+  fresh private directory holding the item's table as ``table.csv``;
+  afterwards the plotted y-values (bar heights, line y-data, pie wedge
+  fractions) must match the reference values within 1e-2 relative tolerance.
 
-The plotting sandbox is a process isolation, not a security boundary: the code
-cannot see the caller's working directory, environment secrets or memory, it
-is killed after ``timeout`` seconds, its address space is capped at 1 GiB above
-a warmed-up interpreter and it cannot write files over 16 MiB; but it runs as
-the same OS user, so absolute paths remain reachable. POSIX only (``os.fork``).
+The sandbox holds only the interpreter and the plotting stack (matplotlib,
+pandas, numpy): not this package, the env's files, its memory, its
+environment or the network; each item's processes die with the item, with at
+most ``timeout`` seconds, 1 GiB above a warm interpreter and 16 MiB per
+file. The reference values never enter it: they are compared here. Where no
+sandbox can run (no ``bwrap``, no user namespaces, not Linux) every
+Visualization output scores 0 and an error is logged: model-written code
+never runs unconfined.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import math
-import os
 import queue
 import re
-import select
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from ftdojo_gym.grading.child_source import PRELUDE
+from ftdojo_gym.grading.sandbox import Sandbox, SandboxUnavailableError, sandbox_unavailable
 
 ChartType = Literal["bar", "line", "pie"]
 
@@ -201,216 +197,64 @@ def chart_matches(chart_type: str, predicted: Sequence[float], reference: Sequen
     )
 
 
-# The sandbox runner: imported once (pandas and matplotlib take ~1 s to import),
-# then forks one child per request, so each run starts warm. Protocol: one JSON
-# request per line on stdin, {"code", "chart_type", "workdir", "timeout"}; one
-# JSON reply per line on the original stdout, {"ok", "values"} or {"ok": false,
-# "error"}. Stray prints of the code or of imports go to /dev/null, never into
-# the reply channel.
-_RUNNER_SOURCE = PRELUDE + r"""
-import select, signal, time
+# Inside the sandbox runner (see ftdojo_gym.grading.sandbox): the plotting stack
+# is imported once, then each item's code runs in a fresh forked child.
+_SETUP_SOURCE = r"""
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas
+from matplotlib.axes import Axes
 from matplotlib.container import BarContainer
-from matplotlib.patches import Wedge
-
-MAX_VALUES = 100000
-
-def chart_values(kind):
-    values = []
-    for num in plt.get_fignums():
-        for ax in plt.figure(num).axes:
-            if kind == "bar":
-                for container in ax.containers:
-                    if isinstance(container, BarContainer):
-                        horizontal = getattr(container, "orientation", None) == "horizontal"
-                        values += [p.get_width() if horizontal else p.get_height()
-                                   for p in container.patches]
-            elif kind == "line":
-                for line in ax.get_lines():
-                    values += np.asarray(line.get_ydata(), dtype=float).ravel().tolist()
-            elif kind == "pie":
-                values += [(p.theta2 - p.theta1) / 360.0
-                           for p in ax.patches if isinstance(p, Wedge)]
-            if len(values) > MAX_VALUES:
-                raise ValueError("too many plotted values")
-    return [float(v) for v in values]
-
-def limit_resources(timeout):
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-    cpu = int(timeout) + 2
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    cap_memory()
-
-def child(request, out):
-    try:
-        os.setsid()
-        os.dup2(devnull, 0)
-        os.chdir(request["workdir"])
-        limit_resources(request["timeout"])
-        plt.close("all")
-        code = compile(request["code"], "<answer>", "exec")
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-        result = {"ok": True, "values": chart_values(request["chart_type"])}
-    except BaseException as exc:
-        result = {"ok": False, "error": type(exc).__name__}
-    try:
-        os.write(out, json.dumps(result).encode())
-    finally:
-        os._exit(0)
-
-def run(request):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        reply.close()
-        child(request, w)
-    os.close(w)
-    deadline = time.monotonic() + float(request["timeout"])
-    chunks, timed_out = [], False
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        ready, _, _ = select.select([r], [], [], remaining)
-        if ready:
-            data = os.read(r, 1 << 16)
-            if not data:
-                break
-            chunks.append(data)
-    os.close(r)
-    # The child leads its own session: killing the group also ends any process
-    # it spawned. A zombie leader keeps its pid, so the group id cannot be reused.
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    os.waitpid(pid, 0)
-    if timed_out:
-        return {"ok": False, "error": "Timeout"}
-    try:
-        return json.loads(b"".join(chunks))
-    except ValueError:
-        return {"ok": False, "error": "NoResult"}
-
-for line in sys.stdin:
-    try:
-        response = run(json.loads(line))
-    except Exception as exc:
-        response = {"ok": False, "error": type(exc).__name__}
-    reply.write(json.dumps(response) + "\n")
-    reply.flush()
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle, Wedge
 """
 
-# Only these variables reach the runner: model-written code must not see the
-# env process's secrets (e.g. the agent's API keys).
-_PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LD_LIBRARY_PATH", "MPLCONFIGDIR")
-# Allowance on top of the per-run timeout for the runner's start-up imports.
-_STARTUP_GRACE_S = 60.0
+# collect() reads the figures through functions captured before the item's code
+# runs: code that replaces plt.get_fignums, Rectangle.get_height or this
+# collect() in some module does not change what is reported. (Code can still
+# build or edit its own figure: those values count as plotted, as they are.)
+_COLLECT_SOURCE = r"""
+MAX_VALUES = 100000
+_get_fignums, _figure, _fig_axes = plt.get_fignums, plt.figure, Figure.__dict__["axes"].fget
+_get_lines, _get_ydata = Axes.get_lines, Line2D.get_ydata
+_get_height, _get_width = Rectangle.get_height, Rectangle.get_width
+_isinstance, _getattr, _float, _list, _len = isinstance, getattr, float, list, len
+_asarray, _BarContainer, _Wedge = np.asarray, BarContainer, Wedge
+
+def collect(params):
+    kind = params["chart_type"]
+    values = []
+    for num in _list(_get_fignums()):
+        for ax in _list(_fig_axes(_figure(num))):
+            if kind == "bar":
+                for container in _list(ax.containers):
+                    if _isinstance(container, _BarContainer):
+                        horizontal = _getattr(container, "orientation", None) == "horizontal"
+                        get = _get_width if horizontal else _get_height
+                        values += [get(p) for p in _list(container.patches)]
+            elif kind == "line":
+                for line in _list(_get_lines(ax)):
+                    values += _asarray(_get_ydata(line), dtype=float).ravel().tolist()
+            elif kind == "pie":
+                values += [(p.theta2 - p.theta1) / 360.0
+                           for p in _list(ax.patches) if _isinstance(p, _Wedge)]
+            if _len(values) > MAX_VALUES:
+                raise ValueError("too many plotted values")
+    return [_float(v) for v in values]
+"""
+
+#: Distributions visible to plotting code (with their requirements); nothing else is.
+PLOTTING_STACK: tuple[str, ...] = ("matplotlib", "pandas", "numpy")
+
+_log = logging.getLogger(__name__)
 
 
-class PlotSandbox:
-    """A warmed-up runner process that executes plotting code, one request at a time.
-
-    ``run`` never raises: any failure (runner crash, timeout, bad reply) is a
-    failed run. A dead runner is restarted on the next request. Not
-    thread-safe; give each thread its own sandbox.
-    """
-
-    def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._buffer = b""
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
-        env.update(
-            MPLBACKEND="Agg",
-            PYTHONDONTWRITEBYTECODE="1",
-            # One thread per run: graders run alongside training on few cores.
-            OMP_NUM_THREADS="1",
-            OPENBLAS_NUM_THREADS="1",
-            MKL_NUM_THREADS="1",
-        )
-        self._buffer = b""
-        return subprocess.Popen(
-            [sys.executable, "-I", "-c", _RUNNER_SOURCE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=tempfile.gettempdir(),
-            env=env,
-        )
-
-    def run(self, code: str, chart_type: str, table_csv: str, timeout: float) -> list[Any] | None:
-        """Run ``code`` next to ``table.csv``; the plotted values, or ``None`` on any failure.
-
-        The values are the runner's JSON numbers (NaN and infinities included).
-        """
-        workdir = tempfile.mkdtemp(prefix="ftdojo-plot-")
-        try:
-            with open(os.path.join(workdir, "table.csv"), "w", encoding="utf-8") as f:
-                f.write(table_csv)
-            request = {
-                "code": code,
-                "chart_type": chart_type,
-                "workdir": workdir,
-                "timeout": timeout,
-            }
-            reply = self._ask(json.dumps(request).encode() + b"\n", timeout + _STARTUP_GRACE_S)
-        except Exception:
-            reply = None
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if not isinstance(reply, dict) or not reply.get("ok"):
-            return None
-        values = reply.get("values")
-        return values if isinstance(values, list) else None
-
-    def _ask(self, request: bytes, deadline_s: float) -> Any:
-        if self._proc is None or self._proc.poll() is not None:
-            self._proc = self._start()
-        proc = self._proc
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(request)
-            proc.stdin.flush()
-        except OSError:
-            self.close()
-            return None
-        deadline = time.monotonic() + deadline_s
-        fd = proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            ready = select.select([fd], [], [], max(0.0, remaining))[0] if remaining > 0 else []
-            data = os.read(fd, 1 << 16) if ready else b""
-            if not data:  # runner hung or died: start afresh next time
-                self.close()
-                return None
-            self._buffer += data
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def close(self) -> None:
-        """Stop the runner (idempotent)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            proc.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-        finally:
-            if proc.stdout is not None:
-                proc.stdout.close()
+def plot_sandbox() -> Sandbox:
+    """A sandbox with the plotting stack (raises :class:`SandboxUnavailableError` without bwrap)."""
+    return Sandbox(_SETUP_SOURCE, _COLLECT_SOURCE, PLOTTING_STACK)
 
 
 def grade_visualization(
@@ -422,25 +266,44 @@ def grade_visualization(
 ) -> list[float]:
     """Pass@1 of each output's plotting code against its reference chart.
 
-    Each code runs in its own forked process (see the module docstring), at
-    most ``workers`` at a time, killed after ``timeout`` seconds. Returns 1.0
-    where the plotted values of the reference's chart type match, else 0.0.
+    Each code runs in its own process inside a sandbox (see the module
+    docstring; one warm sandbox per worker), at most ``workers`` at a time,
+    killed with all its processes after ``timeout`` seconds. Returns 1.0 where
+    the plotted values of the reference's chart type match, else 0.0; all 0.0,
+    with an error logged, where no sandbox can run.
     """
     if len(outputs) != len(references):
         raise ValueError(f"{len(outputs)} outputs for {len(references)} references")
     codes = [_runnable_code(output) for output in outputs]
-    sandboxes: queue.SimpleQueue[PlotSandbox] = queue.SimpleQueue()
-    pool = [PlotSandbox() for _ in range(max(1, min(workers, sum(c is not None for c in codes))))]
-    for sandbox in pool:
-        sandboxes.put(sandbox)
+    if not any(c is not None for c in codes):
+        return [0.0] * len(outputs)
+    reason = sandbox_unavailable()
+    if reason is not None:
+        # Never run model-written code unconfined: refuse, loudly, item by item.
+        _log.error("Visualization outputs score 0: no sandbox for model-written code: %s", reason)
+        return [0.0] * len(outputs)
+    sandboxes: queue.SimpleQueue[Sandbox] = queue.SimpleQueue()
+    pool: list[Sandbox] = []
 
     def grade_one(index: int) -> float:
         code, reference = codes[index], references[index]
         if code is None:
             return 0.0
-        sandbox = sandboxes.get()
         try:
-            values = sandbox.run(code, reference.chart_type, reference.table_csv, timeout)
+            sandbox = sandboxes.get_nowait()
+        except queue.Empty:
+            # Created in a worker thread that lives until the batch ends: bwrap's
+            # --die-with-parent follows the thread that started it.
+            try:
+                sandbox = plot_sandbox()
+            except SandboxUnavailableError as exc:
+                _log.error("Visualization output scores 0: no sandbox: %s", exc)
+                return 0.0
+            pool.append(sandbox)
+        try:
+            values = sandbox.run(
+                code, {"table.csv": reference.table_csv}, timeout, {"chart_type": reference.chart_type}
+            )
         finally:
             sandboxes.put(sandbox)
         try:
@@ -452,7 +315,8 @@ def grade_visualization(
             return 0.0
 
     try:
-        with ThreadPoolExecutor(max_workers=len(pool)) as executor:
+        n_workers = max(1, min(workers, sum(c is not None for c in codes)))
+        with ThreadPoolExecutor(max_workers=n_workers) as executor:
             return list(executor.map(grade_one, range(len(outputs))))
     finally:
         for sandbox in pool:

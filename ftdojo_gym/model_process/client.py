@@ -13,6 +13,10 @@ turns every failure into a result value:
   the kernel's OOM killer sends), ENV otherwise, with the tail of its stderr;
 * no result within ``timeout`` seconds -> the child is killed, ENV
   "timed out after N s";
+* no line at all (not even a heartbeat) for ``stall_timeout_s`` seconds ->
+  the child is stopped (SIGSTOP) or deadlocked: it is killed, ENV "stopped
+  responding", within ``stall_timeout_s`` whether or not a timeout is set;
+* SIGKILL counts as OOM only when the kernel's OOM-kill counter moved;
 * a reply that breaks the protocol -> the child is killed (its stream can no
   longer be trusted), ENV "malformed reply ...".
 
@@ -22,6 +26,7 @@ This module does not import torch.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import os
 import queue
@@ -38,6 +43,7 @@ from typing import IO, Any
 
 from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
 from ftdojo_gym.model_process.protocol import (
+    HEARTBEAT_INTERVAL_S,
     Event,
     GenerateRequest,
     GenerateResult,
@@ -61,6 +67,11 @@ ProgressFn = Callable[[int, int], None]
 STDERR_TAIL_CHARS = 4000
 #: The folder holding the ``ftdojo_gym`` package; the child needs it on its path.
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+#: Seconds without any line from a busy child (it sends a heartbeat every
+#: :data:`~ftdojo_gym.model_process.protocol.HEARTBEAT_INTERVAL_S`) before it counts as
+#: stopped or deadlocked and is killed: the bound on how long a step can block on a
+#: dead child when no wall-clock limit is set.
+STALL_TIMEOUT_S = 60.0
 #: The child's command line.
 WORKER_COMMAND = (sys.executable, "-m", "ftdojo_gym.model_process.worker")
 
@@ -190,8 +201,34 @@ class _Process:
                 pass
 
 
-def _death_failure(proc: _Process) -> _Failure:
-    """Describe a worker that exited without answering."""
+def oom_kill_count() -> int | None:
+    """How many processes the kernel's OOM killer has killed (``oom_kill`` in ``/proc/vmstat``,
+    Linux 4.13+), or None where the counter cannot be read."""
+    try:
+        with open("/proc/vmstat", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from ``/proc/<pid>/stat`` (``T``: stopped), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _death_failure(proc: _Process, oom_kills_before: int | None = None) -> _Failure:
+    """Describe a worker that exited without answering.
+
+    A SIGKILL counts as out of memory only when the kernel's OOM-kill counter
+    moved while the op ran; where the counter cannot be read it still does
+    (the likely cause), and the message says it is a guess."""
     try:
         code = proc.popen.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -204,9 +241,14 @@ def _death_failure(proc: _Process) -> _Failure:
         except ValueError:
             name = f"signal {-code}"
         if code == -signal.SIGKILL:
-            return _Failure(ErrorClass.OOM, f"training worker was killed by {name} (most likely the kernel's "
-                                   "out-of-memory killer): use fewer/shorter samples, a smaller "
-                                   "batch_size or max_len", stderr)
+            after = oom_kill_count()
+            known = oom_kills_before is not None and after is not None
+            if known and after == oom_kills_before:
+                return _Failure(ErrorClass.ENV, f"training worker was killed by {name} from outside (the kernel "
+                                                "recorded no out-of-memory kill meanwhile)", stderr)
+            why = "the kernel's out-of-memory killer" if known else "most likely the kernel's out-of-memory killer"
+            return _Failure(ErrorClass.OOM, f"training worker was killed by {name} ({why}): use fewer/shorter "
+                                            "samples, a smaller batch_size or max_len", stderr)
         return _Failure(ErrorClass.ENV, f"training worker died from {name}", stderr)
     return _Failure(ErrorClass.ENV, f"training worker exited unexpectedly (exit code {code})", stderr)
 
@@ -223,7 +265,10 @@ class ModelWorker:
     """
 
     def __init__(self, env_vars: dict[str, str] | None = None, memory_limit_gb: float | None = None,
-                 command: Sequence[str] = WORKER_COMMAND) -> None:
+                 command: Sequence[str] = WORKER_COMMAND, stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
+        if stall_timeout_s <= HEARTBEAT_INTERVAL_S:
+            raise ValueError(f"stall_timeout_s must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_S} s)")
+        self.stall_timeout_s = stall_timeout_s
         self.env_vars = dict(env_vars or {})
         self.memory_limit_gb = memory_limit_gb
         self.command = tuple(command)
@@ -291,21 +336,25 @@ class ModelWorker:
             except OSError as exc:
                 raise _Failure(ErrorClass.ENV, f"could not start the training worker: {exc}", "") from None
             req_id = next(self._ids)
+            oom_kills = oom_kill_count()
             try:
                 proc.send(RequestLine(req_id, request))
             except (BrokenPipeError, OSError):
-                raise _death_failure(proc) from None
+                raise _death_failure(proc, oom_kills) from None
             deadline = None if timeout is None else time.monotonic() + timeout
+            heard = time.monotonic()  # the last line from the child: a reply, an event or a heartbeat
             while True:
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                now = time.monotonic()
+                wait = heard + self.stall_timeout_s - now
+                if deadline is not None:
+                    wait = min(wait, deadline - now)
                 try:
-                    reply = proc.replies.get(timeout=wait)
+                    reply = proc.replies.get(timeout=max(0.0, wait))
                 except queue.Empty:
-                    proc.kill()
-                    raise _Failure(ErrorClass.ENV, f"timed out after {timeout:g} s (worker killed)",
-                                   proc.stderr_text()) from None
+                    raise self._silence(proc, timeout, deadline) from None
+                heard = time.monotonic()
                 if reply is None:
-                    raise _death_failure(proc)
+                    raise _death_failure(proc, oom_kills)
                 if isinstance(reply, ProtocolError):
                     proc.kill()  # what follows on its stream cannot be trusted either
                     raise _Failure(ErrorClass.ENV, f"malformed reply from the training worker "
@@ -322,6 +371,18 @@ class ModelWorker:
                 if on_event is not None:
                     on_event(reply.message)
 
+    def _silence(self, proc: _Process, timeout: float | None, deadline: float | None) -> _Failure:
+        """Kill a child that ran past ``timeout`` or stopped sending heartbeats, and say which."""
+        state = process_state(proc.pid)
+        proc.kill()
+        if deadline is not None and time.monotonic() >= deadline:
+            return _Failure(ErrorClass.ENV, f"timed out after {timeout:g} s (worker killed)", proc.stderr_text())
+        how = ("it was stopped (process state T, e.g. SIGSTOP)" if state in ("T", "t")
+               else "it is hung or deadlocked")
+        return _Failure(ErrorClass.ENV, f"the training worker stopped responding: no heartbeat for "
+                                        f"{self.stall_timeout_s:g} s ({how}); it was killed and restarts on the "
+                                        "next call", proc.stderr_text())
+
     def ping(self, timeout: float | None = 300) -> PingResult:
         """Start the child if needed and wait until it answers with its pid."""
         try:
@@ -335,16 +396,22 @@ class ModelWorker:
               timeout: float | None = None) -> TrainResult:
         """Run one SFT request in the child; ``on_event`` receives each ``log`` event (see :data:`EventFn`)."""
         t0 = time.monotonic()
+        last: list[LogEvent] = []
 
         def forward(event: Event) -> None:
-            if on_event is not None and isinstance(event, LogEvent):
-                on_event({"event": event.EVENT, **asdict(event)})
+            if isinstance(event, LogEvent):
+                last[:] = [event]
+                if on_event is not None:
+                    on_event({"event": event.EVENT, **asdict(event)})
 
         try:
             result = self._call(request, forward, timeout)
         except _Failure as f:
-            return TrainResult.failure(f.error_class, f.error, f.traceback,
-                                       seconds=round(time.monotonic() - t0, 3))
+            # The steps the child reported before it died or was killed were trained: they are charged.
+            done = last[0] if last else None
+            return dataclasses.replace(
+                TrainResult.failure(f.error_class, f.error, f.traceback, seconds=round(time.monotonic() - t0, 3)),
+                steps=done.step if done else 0, train_tokens=done.tokens if done else 0)
         assert isinstance(result, TrainResult)
         return result
 

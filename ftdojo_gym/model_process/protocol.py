@@ -21,6 +21,11 @@ Request (parent -> child)::
                                         child then exits (so it does at EOF)
 =============  =======================  ===========================================
 
+While it starts up and while it works on a request, the child also sends a
+``heartbeat`` event (:class:`HeartbeatEvent`, ``id`` null during start-up)
+every :data:`HEARTBEAT_INTERVAL_S` seconds from a thread of its own, so that the
+client can tell a slow op from a stopped or deadlocked child.
+
 Reply (child -> parent), events and the result alike::
 
     {"id": <int or null>, "op": <op>, "event": "log" | "progress" | "result",
@@ -58,6 +63,9 @@ from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
 from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 
 _T = TypeVar("_T")
+
+#: Seconds between two heartbeats of a busy child.
+HEARTBEAT_INTERVAL_S = 2.0
 
 
 class ProtocolError(ValueError):
@@ -261,9 +269,19 @@ class ProgressEvent:
     total: int
 
 
-Event = LogEvent | ProgressEvent
+@dataclass(frozen=True)
+class HeartbeatEvent:
+    """The child is alive and working on the request (sent every few seconds while busy,
+    also while it starts up); ``seconds`` since the child began the current work."""
+
+    EVENT: ClassVar[str] = "heartbeat"
+
+    seconds: float
+
+
+Event = LogEvent | ProgressEvent | HeartbeatEvent
 #: Event type of each ``event`` tag other than ``result``.
-EVENT_TYPES: dict[str, type[Event]] = {cls.EVENT: cls for cls in (LogEvent, ProgressEvent)}
+EVENT_TYPES: dict[str, type[Event]] = {cls.EVENT: cls for cls in (LogEvent, ProgressEvent, HeartbeatEvent)}
 
 # -- envelopes -------------------------------------------------------------------
 
@@ -313,7 +331,7 @@ class ReplyLine:
 
     @property
     def event(self) -> str:
-        """The wire tag: ``"log"``, ``"progress"`` or ``"result"``."""
+        """The wire tag: ``"log"``, ``"progress"``, ``"heartbeat"`` or ``"result"``."""
         return getattr(self.message, "EVENT", "result")
 
     def encode(self) -> str:

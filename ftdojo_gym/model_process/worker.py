@@ -34,10 +34,12 @@ from typing import IO, Any
 from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
 from ftdojo_gym.model_process.generation import clear_cache as clear_generation_cache
 from ftdojo_gym.model_process.protocol import (
+    HEARTBEAT_INTERVAL_S,
     REQUEST_TYPES,
     Event,
     GenerateRequest,
     GenerateResult,
+    HeartbeatEvent,
     PingRequest,
     PingResult,
     ProgressEvent,
@@ -230,25 +232,65 @@ def read_request(line: str) -> RequestLine | ReplyLine:
         return ReplyLine(exc.request_id, op, failure)
 
 
-def serve(stdin: IO[str], proto: IO[str]) -> None:
-    """Answer requests from ``stdin`` on ``proto`` until EOF or an ``exit`` request."""
+class Heartbeat:
+    """Sends a :class:`HeartbeatEvent` every ``interval`` seconds while the child is busy.
 
-    def write(reply: ReplyLine) -> None:
-        proto.write(reply.encode())
-        proto.flush()
+    The beats come from their own thread, so they stop when the whole process
+    stops (SIGSTOP, a deadlock holding the GIL, a hung C call): the client then
+    sees silence and kills the child. ``write`` is shared with the op's own
+    replies under one lock, so lines never interleave.
+    """
+
+    def __init__(self, proto: IO[str], interval: float = HEARTBEAT_INTERVAL_S) -> None:
+        self._proto = proto
+        self._lock = threading.Lock()
+        self._interval = interval
+        self._work: tuple[int | None, str] | None = (None, PingRequest.OP)  # busy starting up
+        self._since = time.monotonic()
+        threading.Thread(target=self._beat, name="heartbeat", daemon=True).start()
+
+    def write(self, reply: ReplyLine) -> None:
+        with self._lock:
+            self._proto.write(reply.encode())
+            self._proto.flush()
+
+    def busy(self, request_id: int | None, op: str) -> None:
+        self._work, self._since = (request_id, op), time.monotonic()
+
+    def idle(self) -> None:
+        self._work = None
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            work = self._work
+            if work is not None:
+                try:
+                    self.write(ReplyLine(work[0], work[1], HeartbeatEvent(round(time.monotonic() - self._since, 1))))
+                except (OSError, ValueError):  # the parent closed the pipe: the main loop ends too
+                    return
+
+
+def serve(stdin: IO[str], proto: IO[str], heartbeat: Heartbeat | None = None) -> None:
+    """Answer requests from ``stdin`` on ``proto`` until EOF or an ``exit`` request."""
+    heartbeat = heartbeat or Heartbeat(proto)
+    write = heartbeat.write
 
     while True:
+        heartbeat.idle()
         line = stdin.readline()
         if not line:
             return
         if not line.strip():
             continue
+        heartbeat.busy(None, PingRequest.OP)
         parsed = read_request(line)
         if isinstance(parsed, ReplyLine):
             write(parsed)
             continue
         request_id, request = parsed.id, parsed.request
         op = request.OP
+        heartbeat.busy(request_id, op)
 
         def send(event: Event, _id: int = request_id, _op: str = op) -> None:
             write(ReplyLine(_id, _op, event))
@@ -281,6 +323,7 @@ def main() -> None:
     proto = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)  # C-level and Python prints land on stderr, never in the protocol
     sys.stdout = sys.stderr
+    heartbeat = Heartbeat(proto)  # beats during the imports below, too
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Pay the heavy imports once, now, not in the first (possibly debug) run.
     import peft  # noqa: F401
@@ -289,7 +332,7 @@ def main() -> None:
     import trl  # noqa: F401
 
     transformers.utils.logging.disable_progress_bar()
-    serve(sys.stdin, proto)
+    serve(sys.stdin, proto, heartbeat)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
 from ftdojo_gym.tasks.offdomain import HOBBY_CHAT
 
 SUBTASKS: tuple[str, ...] = ("MolUnd", "MolEdit", "MolOpt", "Reaction")
-#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+#: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
 ASSISTANT = "You are a chemical assistant."
 FORMAT_LINE = {

@@ -66,7 +66,7 @@ PROMPT_TEMPLATE = (
     "A. {A}\nB. {B}\nC. {C}\nD. {D}\n"
     "Reply with Answer: followed by the letter of the correct option."
 )
-#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+#: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
 
 # ------------------------------------------------------------ knowledge base

@@ -81,7 +81,7 @@ SUBSETS: tuple[str, ...] = ("Number Theory", "Counting", "Digits", "Algebra")
 FORMAT_LINE = "Please reason step by step, and put your final answer within \\boxed{}."
 #: ``FORMAT_LINE`` as it is written inside a ``{field}`` template (the recipes use it).
 FORMAT_IN_TEMPLATE = FORMAT_LINE.replace("{", "{{").replace("}", "}}")
-#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+#: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
 #: New tokens for offline items (worked solutions are 30-70 tokens) and for
 #: real AIME problems (long solutions).

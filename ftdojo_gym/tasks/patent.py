@@ -78,7 +78,7 @@ from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
 from ftdojo_gym.tasks.offdomain import ADVICE_CHAT
 
 SUBTASKS: tuple[str, ...] = ("PAR4PC", "PI4PC", "NOC4PC")
-#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+#: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
 #: Options of an offline PAR4PC item (PANORAMA has eight, A-H; six keep prompts short).
 PAR_LETTERS = "ABCDEF"

@@ -75,7 +75,7 @@ _TEXT_GRADERS: dict[str, Callable[[str, str], float]] = {
     "NumericalReasoning": grade_numerical_reasoning,
     "DataAnalysis": grade_data_analysis,
 }
-#: Items per evaluation set; the env uses the first/last ``min(100, n // 2)``.
+#: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
 
 

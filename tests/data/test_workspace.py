@@ -84,3 +84,23 @@ def test_training_rows_need_prompt_and_completion_and_cap_at_2000(ws):
     big = Dataset.from_list([{"prompt": str(i), "completion": "x"} for i in range(2500)])
     ws.datasets["big"] = big
     assert len(ws.training_rows("big", 5000)) == 2000
+
+
+def test_each_quality_rule_drops_exactly_the_rows_that_break_it(tmp_path, token_counter):
+    """Catches: filter ``rules`` doing nothing (each rule here has one row that breaks it)."""
+    rows = [
+        {"q": "What is 1+1?", "a": "Final Answer: 2"},  # passes every rule
+        {"q": "   ", "a": "Final Answer: 3"},  # non_empty
+        {"q": "What is 2+2?", "a": "It is four."},  # has_final_answer
+        {"q": "Quel café ?", "a": "Final Answer: 5"},  # ascii_only
+        {"q": "See https://example.org", "a": "Final Answer: 6"},  # no_url
+    ]
+    ws = DataWorkspace({"mixed": Dataset.from_list(rows)}, token_counter, tmp_path)
+    ws.fetch("mixed", None, None, 0, False, 0)
+    broken_by = {"non_empty": 1, "has_final_answer": 2, "ascii_only": 3, "no_url": 4}
+    for rule, bad in broken_by.items():
+        ds, dropped = ws.filter("mixed", f"only_{rule}", rules=[rule])
+        assert dropped == 1 and ds["q"] == [r["q"] for i, r in enumerate(rows) if i != bad], rule
+    ds, dropped = ws.filter("mixed", "all_rules", rules=list(broken_by))
+    assert ds["q"] == [rows[0]["q"]] and dropped == 4
+    assert len(ws.dataset("mixed")) == 5  # the input dataset is left as it was

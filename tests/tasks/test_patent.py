@@ -342,13 +342,13 @@ def test_env_scores_noc4pc_with_the_split_metric() -> None:
     """The env's split score is the task's aggregate (macro-F1), not the mean of item scores."""
     from types import SimpleNamespace
 
-    from ftdojo_gym.env import FTDojoEnv
+    from ftdojo_gym.tools.evaluation import score_outputs
 
     its = items("NOC4PC")[:99]
     constant = ["Answer: 103"] * len(its)
-    total, subsets, per_item = FTDojoEnv._score(SimpleNamespace(task=task("NOC4PC")), its, constant)
+    total, subsets, per_item = score_outputs(SimpleNamespace(task=task("NOC4PC")), its, constant)
     assert total == pytest.approx(0.5 / 3) and subsets == {"NOC4PC": pytest.approx(0.5 / 3)}
     assert sum(per_item) == pytest.approx(33)
     par = items("PAR4PC")[:10]
-    total, subsets, _ = FTDojoEnv._score(SimpleNamespace(task=task("PAR4PC")), par, [i.reference for i in par])
+    total, subsets, _ = score_outputs(SimpleNamespace(task=task("PAR4PC")), par, [i.reference for i in par])
     assert total == 1.0 and subsets == {"PAR4PC": 1.0}
