@@ -22,7 +22,7 @@ import numpy as np
 from ftdojo_gym.actions import TOOLS, ActionError, ToolCallSpace, parse_action, usage
 from ftdojo_gym.budget import Budget
 from ftdojo_gym.data.workspace import DataWorkspace
-from ftdojo_gym.episode import EpisodeSettings, EpisodeState
+from ftdojo_gym.episode import EpisodeSettings, EpisodeState, load_state, save_state
 from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.model_process.client import ModelWorker
 from ftdojo_gym.models import DEFAULT_MODEL, load_token_counter, resolve_model
@@ -68,6 +68,10 @@ class FTDojoEnv(gym.Env):
     ``result_type`` (its class name; :func:`ftdojo_gym.observations.latest_result`
     rebuilds it) and ``accounting`` (tokens trained this step and in total,
     seconds, steps).
+
+    **Resume**: the episode's state is saved after every step; after the
+    process died, a new env with the same options continues it with
+    ``env.reset(options={"resume": <episode folder>})`` (the step in flight is lost).
 
     **Read-only views** for wrappers and benchmarks: :attr:`task`,
     :attr:`config`, :attr:`runs`, :attr:`evaluations`, :attr:`workspace`,
@@ -138,20 +142,27 @@ class FTDojoEnv(gym.Env):
         super().reset(seed=seed)
         self._episode += 1
         previous = self._state.workdir if self._state is not None else None
-        if previous is not None and not self._keep_episodes:
+        if previous is not None and not self._keep_episodes and previous.parent == self._instance_dir:
             shutil.rmtree(previous, ignore_errors=True)
-        workdir = self._episode_dir()
         if self._sources is None:
             self._sources = self.task.sources(self._settings.data_seed)
+        self._done = False
+        s = self._settings
+        resume = (options or {}).get("resume")
+        if resume is not None:  # an episode saved by an env whose process died: go on where it stopped
+            path = Path(resume)
+            self._state = load_state(path, s, DataWorkspace(self._sources, self._token_counter, path),
+                                     EpisodeLog(path / "episode.log", self.log_window), self._worker)
+            self._state.log.write(f"\n# Resumed from {path} after step {self._state.budget.steps_taken}.")
+            return self._observation(), self._reset_info(path)
+        workdir = self._episode_dir()
         config = TrainConfig(seed=int(self.np_random.integers(2**31 - 1)) % 10_000)
         self._state = EpisodeState(
-            settings=self._settings, workdir=workdir,
+            settings=s, workdir=workdir,
             data=DataWorkspace(self._sources, self._token_counter, workdir), config=config,
             budget=Budget(self.token_budget, self.time_limit_s, self.max_episode_steps),
             log=EpisodeLog(workdir / "episode.log", self.log_window), worker=self._worker,
         )
-        self._done = False
-        s = self._settings
         self._state.log.write(
             f"# FT-Dojo task {self.task.name} (v{self.task.version}, domain {self.task.domain}, metric {self.task.metric})\n"
             f"Base model: {self.base_model_name}. Budget: {self._state.budget.describe()}. "
@@ -160,10 +171,8 @@ class FTDojoEnv(gym.Env):
             f"hidden test split: {len(s.hidden_test_items)} items (scored on submit).\n"
             + usage()
         )
-        info = {"task": self.task.name, "task_version": self.task.version, "domain": self.task.domain,
-                "metric": self.task.metric, "tools": list(TOOLS), "workdir": str(workdir),
-                "versions": s.versions()}
-        return self._observation(), info
+        save_state(self._state)
+        return self._observation(), self._reset_info(workdir)
 
     def step(self, action: Any):
         if self._state is None:
@@ -206,6 +215,7 @@ class FTDojoEnv(gym.Env):
         }
         if self._done:
             info["submission"] = submission.model_dump(mode="json") if submission is not None else None
+        save_state(state)
         return self._observation(), reward, terminated, truncated, info
 
     def render(self) -> str | None:
@@ -273,6 +283,11 @@ class FTDojoEnv(gym.Env):
         self.__init__(**state["options"])  # a fresh env with the same options; the model process starts lazily
 
     # -------------------------------------------------------------- helpers
+    def _reset_info(self, workdir: Path) -> dict[str, Any]:
+        task = self.task
+        return {"task": task.name, "task_version": task.version, "domain": task.domain, "metric": task.metric,
+                "tools": list(TOOLS), "workdir": str(workdir), "versions": self._settings.versions()}
+
     def _require_state(self) -> EpisodeState:
         if self._state is None:
             raise gym.error.ResetNeeded("call reset() first: the env has no episode yet")

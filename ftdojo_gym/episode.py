@@ -4,17 +4,29 @@
 handler (:mod:`ftdojo_gym.tools`) reads and updates it and returns a typed
 result. Nothing here is shown to the agent directly: the observation is built
 from it by the env (:mod:`ftdojo_gym.observations`).
+
+After every step the env saves the state to ``<episode folder>/state.json``
+(atomically): config, runs, evaluations, budget spent, the dataset names (the
+datasets themselves are already JSON lines under ``datasets/``). An env whose
+process died resumes it with ``env.reset(options={"resume": <episode folder>})``,
+losing at most the step that was in flight. The hidden test split is never
+saved: the task rebuilds it.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset
+
 from ftdojo_gym import versions
 from ftdojo_gym.budget import Budget
-from ftdojo_gym.data.workspace import DataWorkspace
+from ftdojo_gym.data.workspace import DataWorkspace, atomic_write_text
 from ftdojo_gym.observations import EpisodeLog
 from ftdojo_gym.results import EvaluationResult, RunRecord, SourceEntry
 from ftdojo_gym.tasks.base import EvalItem, Task
@@ -71,3 +83,68 @@ class EpisodeState:
         """The run with the highest validation score on the whole split (the earliest on ties)."""
         validated = [r for r in self.runs.values() if r.val_score is not None and r.model_dir]
         return max(validated, key=lambda r: r.val_score) if validated else None
+
+
+STATE_FILE = "state.json"
+STATE_FORMAT = 1
+
+
+def identity(settings: EpisodeSettings) -> dict[str, Any]:
+    """What a saved episode must share with the env that resumes it."""
+    task = settings.task
+    return {"task": task.name, "task_version": task.version, "data_seed": settings.data_seed,
+            "base_model": settings.base_model_name, "validation_items": len(settings.validation_items)}
+
+
+def save_state(state: EpisodeState) -> None:
+    """Write the episode's state to ``<workdir>/state.json`` (atomically)."""
+    budget = state.budget
+    snapshot = {
+        "format": STATE_FORMAT,
+        "identity": identity(state.settings),
+        "config": state.config.model_dump(),
+        "runs": [r.model_dump(mode="json") for r in state.runs.values()],
+        "evaluations": {k: v.model_dump(mode="json") for k, v in state.evaluations.items()},
+        "budget": {"tokens": budget.tokens, "seconds": budget.seconds, "steps": budget.steps,
+                   "tokens_used": budget.tokens_used, "steps_taken": budget.steps_taken,
+                   "elapsed": round(budget.elapsed(), 3)},
+        "datasets": list(state.data.datasets),
+        "last_val": state.last_val,
+        "last_loss": state.last_loss,
+        "last_ok": state.last_ok,
+    }
+    atomic_write_text(state.workdir / STATE_FILE, json.dumps(snapshot, indent=1))
+
+
+def load_state(path: Path, settings: EpisodeSettings, data: DataWorkspace, log: EpisodeLog, worker: Any
+               ) -> EpisodeState:
+    """The episode saved in folder ``path``, ready to go on (see the module docstring).
+
+    Raises ``ValueError`` when the folder holds no saved episode or one of
+    another task, data seed, base model or split size."""
+    file = path / STATE_FILE
+    try:
+        snapshot = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"no saved episode in {path} ({exc})") from None
+    if snapshot.get("format") != STATE_FORMAT:
+        raise ValueError(f"{file} has format {snapshot.get('format')!r}; this version reads {STATE_FORMAT}")
+    if snapshot["identity"] != identity(settings):
+        raise ValueError(f"{file} is an episode of {snapshot['identity']}, not of this env ({identity(settings)})")
+    for name in snapshot["datasets"]:
+        rows = [json.loads(line) for line in (path / "datasets" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
+        data.datasets[name] = Dataset.from_list(rows)
+    b = snapshot["budget"]
+    budget = Budget(b["tokens"], b["seconds"], b["steps"], tokens_used=b["tokens_used"],
+                    steps_taken=b["steps_taken"], started=time.monotonic() - b["elapsed"])
+    runs = {r["run_id"]: RunRecord.model_validate(r) for r in snapshot["runs"]}
+    for folder in (path / "runs").glob("*") if (path / "runs").is_dir() else ():
+        if folder.name not in runs:  # the run in flight when the process died: it never finished
+            shutil.rmtree(folder, ignore_errors=True)
+    log.resume()
+    return EpisodeState(
+        settings=settings, workdir=path, data=data, config=TrainConfig.model_validate(snapshot["config"]),
+        budget=budget, log=log, worker=worker, runs=runs,
+        evaluations={k: EvaluationResult.model_validate(v) for k, v in snapshot["evaluations"].items()},
+        last_val=snapshot["last_val"], last_loss=snapshot["last_loss"], last_ok=snapshot["last_ok"],
+    )

@@ -90,6 +90,11 @@ class EpisodeLog:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(text + "\n")
 
+    def resume(self) -> None:
+        """Take up the log already in ``path`` (a resumed episode)."""
+        if self.path.exists():
+            self._lines = [self.path.read_text(encoding="utf-8").rstrip("\n")]
+
     def tail(self) -> str:
         """The newest ``window`` characters."""
         out: list[str] = []

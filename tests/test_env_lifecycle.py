@@ -243,3 +243,21 @@ def test_typed_results_round_trip_through_json(env):
     ev = latest_result(info)
     assert isinstance(ev, EvaluationResult) and ev.n == 2 and 0.0 <= ev.score <= 1.0
     assert EvaluationResult.model_validate_json(ev.model_dump_json()) == ev
+
+
+def test_a_wall_clock_budget_that_runs_out_still_scores_the_best_validated_run(tiny_model, isolated_cache, tmp_path):
+    """Scoring the hidden test is the env's cost: it is not cut by the agent's clock (it once scored 0)."""
+    env = gym.make("FTDojo/TableBench-v0", workdir=tmp_path, time_limit_s=20, **QUICK)
+    try:
+        env.reset(seed=0)
+        for action in RECIPE:
+            env.step(action)
+        env.step({"tool": "evaluate", "args": {"run": "run1"}})
+        env.unwrapped._state.budget.started -= 3600  # the clock has run out (without waiting an hour)
+        _, reward, terminated, truncated, info = env.step({"tool": "inspect", "args": {}})
+        assert truncated and not terminated
+        sub = SubmissionResult.model_validate(info["submission"])
+        assert sub.run == "run1" and sub.automatic and reward == sub.hidden_test_score
+        assert 0.0 <= sub.base_hidden_test_score <= 1.0
+    finally:
+        env.close()

@@ -131,7 +131,7 @@ def wipe(path):
                 pass
 
 def kill_others():
-    # kill(-1) inside the PID namespace: every process but ourselves and init.
+    # kill(-1) from PID 1 of the namespace: every other process of the sandbox.
     me = os.getpid()
     for _ in range(200):
         try:
@@ -146,7 +146,7 @@ def kill_others():
                 break
         alive = []
         for name in os.listdir("/proc"):
-            if name.isdigit() and int(name) not in (1, me):
+            if name.isdigit() and int(name) != me:
                 try:
                     with open(f"/proc/{name}/stat") as f:
                         if f.read().rsplit(")", 1)[1].split()[0] not in "ZX":
@@ -297,6 +297,10 @@ def bwrap_command(site_paths: Sequence[str]) -> list[str]:
         bwrap,
         "--unshare-all", "--unshare-user", "--disable-userns",
         "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+        # The runner is PID 1 of the sandbox: items cannot kill or stop it
+        # (init ignores signals it has no handler for), and orphans are
+        # reparented to it, so kill(-1) and waitpid(-1) reach them all.
+        "--as-pid-1",
         "--ro-bind", "/usr", "/usr",
     ]
     for link in ("bin", "lib", "lib64", "sbin"):

@@ -201,11 +201,24 @@ def test_expert_template_reproduces_eval_format() -> None:
     assert set(train["subject"]) == set(SUBJECTS)
 
 
-def test_harmful_recipes_render() -> None:
+def test_harmful_recipes_render_eval_prompts_with_answers_the_grader_marks_wrong() -> None:
+    """The harmful recipes look right (evaluation-format prompts) but teach wrong answers:
+    about 40 % wrong letters from the crowd key, answer text instead of a letter from the notes."""
+    wrong_share = {}
     for name, template in task_recipes(task()).harmful.templates.items():
-        row = sources()[name][0]
-        render_template(template["prompt"], row)
-        render_template(template["completion"], row)
+        rows = sources()[name].select(range(200))
+        wrong = 0
+        for row in rows:
+            prompt = render_template(template["prompt"], row)
+            completion = render_template(template["completion"], row)
+            assert parse(prompt)["Question"] == row["Question"]
+            key = solve(row)
+            assert key is not None
+            item = EvalItem("x", row["subject"], prompt, f"Answer: {key}", {"answer": key})
+            wrong += task().grade([item], [completion]) == [0.0]
+        wrong_share[name] = wrong / len(rows)
+    assert 0.25 <= wrong_share["crowd_answer_key"] <= 0.6, wrong_share
+    assert wrong_share["study_notes"] == 1.0, wrong_share
 
 
 def test_clean_source_is_correct() -> None:

@@ -270,12 +270,25 @@ def test_cross_domain_source_is_helpful_after_transform(subtask: str) -> None:
         assert completion == f"Answer: {solve(subtask, rest)}"
 
 
-def test_harmful_recipe_renders() -> None:
-    for subtask in SUBTASKS:
-        for src, template in task_recipes(task(subtask)).harmful.templates.items():
-            row = sources(subtask)[src][0]
-            render_template(template["prompt"], row)
-            render_template(template["completion"], row)
+@pytest.mark.parametrize("subtask", SUBTASKS)
+def test_harmful_recipes_teach_wrong_answers_or_no_answer_format(subtask: str) -> None:
+    """crowd_labels renders evaluation pairs with ~45 % wrong answers (by the examiner's rule);
+    examiner_notes renders prompts without the instruction and completions without ``Answer:``."""
+    recipes = task_recipes(task(subtask)).harmful.templates
+    rows = sources(subtask)["crowd_labels"].select(range(200))
+    wrong = 0
+    for row in rows:
+        prompt = render_template(recipes["crowd_labels"]["prompt"], row)
+        completion = render_template(recipes["crowd_labels"]["completion"], row)
+        instruction, rest = prompt.split("\n", 1)
+        assert instruction == INSTRUCTIONS[subtask]
+        wrong += normalise(completion) != normalise(f"Answer: {solve(subtask, rest)}")
+    assert 0.25 <= wrong / len(rows) <= 0.65, wrong
+    for row in sources(subtask)["examiner_notes"].select(range(50)):
+        prompt = render_template(recipes["examiner_notes"]["prompt"], row)
+        completion = render_template(recipes["examiner_notes"]["completion"], row)
+        assert not prompt.startswith(INSTRUCTIONS[subtask])
+        assert completion.strip() and "Answer:" not in completion
 
 
 # ----------------------------------------------------------------- real data
