@@ -10,9 +10,11 @@ episode's life: construction, ``reset``, ``step``, truncation and ``close``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -297,7 +299,12 @@ class FTDojoEnv(gym.Env):
         if self._instance_dir is None:
             if self._root is not None:
                 self._root.mkdir(parents=True, exist_ok=True)
+            else:
+                sweep_orphaned_folders()
             self._instance_dir = Path(tempfile.mkdtemp(prefix="ftdojo-", dir=self._root))
+            (self._instance_dir / OWNER_FILE).write_text(str(os.getpid()))
+            if self._root is None:  # a temporary folder goes with the env, closed or not
+                weakref.finalize(self, shutil.rmtree, self._instance_dir, True)
         workdir = self._instance_dir / f"episode-{self._episode:03d}"
         workdir.mkdir(parents=True)
         return workdir
@@ -356,3 +363,28 @@ def _check_options(*, log_window: int, eval_batch_size: int, eval_limit: int | N
         raise ValueError(f"worker_memory_gb must be positive, got {worker_memory_gb}")
     if render_mode is not None and render_mode not in FTDojoEnv.metadata["render_modes"]:
         raise ValueError(f"render_mode must be one of {FTDojoEnv.metadata['render_modes']} or None, got {render_mode!r}")
+
+
+#: File in an env's own folder naming the process that owns it.
+OWNER_FILE = ".owner-pid"
+
+
+def sweep_orphaned_folders(parent: Path | None = None) -> list[Path]:
+    """Remove temporary env folders (``ftdojo-*``) whose owning process is gone (it was killed
+    before it could clean up); returns what was removed."""
+    removed = []
+    for folder in Path(parent or tempfile.gettempdir()).glob("ftdojo-*"):
+        try:
+            pid = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or being created right now
+        try:
+            os.kill(pid, 0)
+            continue  # its owner is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed

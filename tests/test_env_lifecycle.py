@@ -254,10 +254,44 @@ def test_a_wall_clock_budget_that_runs_out_still_scores_the_best_validated_run(t
             env.step(action)
         env.step({"tool": "evaluate", "args": {"run": "run1"}})
         env.unwrapped._state.budget.started -= 3600  # the clock has run out (without waiting an hour)
+        worker = env.unwrapped._worker
+        timeouts: list = []
+        generate = worker.generate
+
+        def recording_generate(*args, **kwargs):
+            timeouts.append(kwargs.get("timeout"))
+            return generate(*args, **kwargs)
+
+        worker.generate = recording_generate
         _, reward, terminated, truncated, info = env.step({"tool": "inspect", "args": {}})
+        assert timeouts and all(t is None for t in timeouts)  # the hidden test is not on the agent's clock
         assert truncated and not terminated
         sub = SubmissionResult.model_validate(info["submission"])
         assert sub.run == "run1" and sub.automatic and reward == sub.hidden_test_score
         assert 0.0 <= sub.base_hidden_test_score <= 1.0
     finally:
         env.close()
+
+
+def test_temporary_folders_go_with_the_env_and_orphans_are_swept(tiny_model, isolated_cache, tmp_path):
+    import gc
+    import subprocess
+    import sys
+
+    from ftdojo_gym.env import OWNER_FILE, sweep_orphaned_folders
+
+    env = FTDojoEnv("TableBench", **QUICK)
+    env.reset(seed=0)
+    folder = env.workdir.parent
+    del env
+    gc.collect()
+    assert not folder.exists()  # never closed, still cleaned
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / "ftdojo-orphan"
+    orphan.mkdir()
+    (orphan / OWNER_FILE).write_text(dead.stdout.strip())
+    alive = tmp_path / "ftdojo-alive"
+    alive.mkdir()
+    (alive / OWNER_FILE).write_text(str(__import__("os").getpid()))
+    assert sweep_orphaned_folders(tmp_path) == [orphan]
+    assert alive.exists() and not orphan.exists()

@@ -126,7 +126,7 @@ class Task:
         k = min(MAX_SPLIT_ITEMS, len(items) // 2)
         if limit is not None:
             k = min(k, limit)
-        return list(items[:k]), list(items[:k])
+        return list(items[:k]), list(items[len(items) - k:])
 
     def max_new_tokens_for(self, item: EvalItem) -> int:
         return self.max_new_tokens
