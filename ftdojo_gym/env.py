@@ -10,25 +10,28 @@ episode's life: construction, ``reset``, ``step``, truncation and ``close``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 import weakref
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 
 from ftdojo_gym.actions import TOOLS, ActionError, ToolCallSpace, parse_action, usage
 from ftdojo_gym.budget import Budget
 from ftdojo_gym.data.workspace import DataWorkspace
 from ftdojo_gym.episode import EpisodeSettings, EpisodeState, load_state, save_state
 from ftdojo_gym.errors import DataError, ErrorClass
+from ftdojo_gym.folders import make_env_folder
 from ftdojo_gym.model_process.client import ModelWorker
 from ftdojo_gym.models import DEFAULT_MODEL, load_token_counter, resolve_model
-from ftdojo_gym.observations import EpisodeLog, format_observation, observation_space
+from ftdojo_gym.observations import (
+    EpisodeLog,
+    build_observation,
+    format_observation,
+    observation_space,
+)
 from ftdojo_gym.results import (
     ErrorResult,
     EvaluationResult,
@@ -109,7 +112,7 @@ class FTDojoEnv(gym.Env):
         progress: bool = False,
         render_mode: str | None = None,
     ):
-        _check_options(log_window=log_window, eval_batch_size=eval_batch_size, eval_limit=eval_limit,
+        check_env_options(log_window=log_window, eval_batch_size=eval_batch_size, eval_limit=eval_limit,
                        worker_memory_gb=worker_memory_gb, render_mode=render_mode)
         self._options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.task: Task = make_task(task, data=data) if isinstance(task, str) else task
@@ -297,12 +300,7 @@ class FTDojoEnv(gym.Env):
 
     def _episode_dir(self) -> Path:
         if self._instance_dir is None:
-            if self._root is not None:
-                self._root.mkdir(parents=True, exist_ok=True)
-            else:
-                sweep_orphaned_folders()
-            self._instance_dir = Path(tempfile.mkdtemp(prefix="ftdojo-", dir=self._root))
-            (self._instance_dir / OWNER_FILE).write_text(str(os.getpid()))
+            self._instance_dir = make_env_folder(self._root)
             if self._root is None:  # a temporary folder goes with the env, closed or not
                 weakref.finalize(self, shutil.rmtree, self._instance_dir, True)
         workdir = self._instance_dir / f"episode-{self._episode:03d}"
@@ -328,29 +326,11 @@ class FTDojoEnv(gym.Env):
             return tool, ErrorResult(error=f"{type(exc).__name__}: {str(exc)[:1000]}", error_class=ErrorClass.ENV)
 
     def _observation(self) -> dict[str, Any]:
-        state = self._state
-        assert state is not None
-        runs = state.runs.values()
-        vals = [r.val_score for r in runs if r.val_score is not None]
-        base = state.evaluations.get("base")
-        metrics = [
-            max(vals) if vals else -1.0,
-            -1.0 if state.last_val is None else state.last_val,
-            base.score if base else -1.0,
-            -1.0 if state.last_loss is None else state.last_loss,
-            state.budget.used_fraction_left(),
-            state.budget.steps_taken,
-            sum(r.ok for r in runs),
-            sum(not r.ok for r in runs),
-            len(state.evaluations),
-            len(state.data.datasets),
-            1.0 if state.last_ok else 0.0,
-        ]
-        return {"log": state.log.tail(), "metrics": np.array(metrics, dtype=np.float32),
-                "budget": state.budget.vector()}
+        assert self._state is not None
+        return build_observation(self._state)
 
 
-def _check_options(*, log_window: int, eval_batch_size: int, eval_limit: int | None, worker_memory_gb: float | None,
+def check_env_options(*, log_window: int, eval_batch_size: int, eval_limit: int | None, worker_memory_gb: float | None,
                    render_mode: str | None) -> None:
     """Reject constructor options that would make a broken env, with a message that says which."""
     if log_window < 1:
@@ -363,28 +343,3 @@ def _check_options(*, log_window: int, eval_batch_size: int, eval_limit: int | N
         raise ValueError(f"worker_memory_gb must be positive, got {worker_memory_gb}")
     if render_mode is not None and render_mode not in FTDojoEnv.metadata["render_modes"]:
         raise ValueError(f"render_mode must be one of {FTDojoEnv.metadata['render_modes']} or None, got {render_mode!r}")
-
-
-#: File in an env's own folder naming the process that owns it.
-OWNER_FILE = ".owner-pid"
-
-
-def sweep_orphaned_folders(parent: Path | None = None) -> list[Path]:
-    """Remove temporary env folders (``ftdojo-*``) whose owning process is gone (it was killed
-    before it could clean up); returns what was removed."""
-    removed = []
-    for folder in Path(parent or tempfile.gettempdir()).glob("ftdojo-*"):
-        try:
-            pid = int((folder / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue  # not ours, or being created right now
-        try:
-            os.kill(pid, 0)
-            continue  # its owner is alive
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # another user's live process
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed

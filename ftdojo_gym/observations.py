@@ -19,12 +19,15 @@ import math
 import string
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gymnasium import spaces
 
 from ftdojo_gym.results import RESULT_TYPES, ToolResult
+
+if TYPE_CHECKING:
+    from ftdojo_gym.episode import EpisodeState
 
 #: Characters the ``log`` observation may hold; anything else is escaped as ``\\uXXXX``.
 LOG_CHARSET = frozenset(string.printable)
@@ -105,6 +108,28 @@ class EpisodeLog:
             if size >= self.window:
                 break
         return "\n".join(reversed(out))[-self.window:]
+
+
+def build_observation(state: EpisodeState) -> dict[str, Any]:
+    """The observation of an episode's current state."""
+    runs = state.runs.values()
+    vals = [r.val_score for r in runs if r.val_score is not None]
+    base = state.evaluations.get("base")
+    metrics = [
+        max(vals) if vals else -1.0,
+        -1.0 if state.last_val is None else state.last_val,
+        base.score if base else -1.0,
+        -1.0 if state.last_loss is None else state.last_loss,
+        state.budget.used_fraction_left(),
+        state.budget.steps_taken,
+        sum(r.ok for r in runs),
+        sum(not r.ok for r in runs),
+        len(state.evaluations),
+        len(state.data.datasets),
+        1.0 if state.last_ok else 0.0,
+    ]
+    return {"log": state.log.tail(), "metrics": np.array(metrics, dtype=np.float32),
+            "budget": state.budget.vector()}
 
 
 # --------------------------------------------------------------------------- decoders

@@ -10,6 +10,8 @@ import gymnasium as gym
 from ftdojo_gym.tasks import TASK_CATALOGUE, closest_ids
 
 ENTRY_POINT = "ftdojo_gym.env:FTDojoEnv"
+STEP_LIMIT_WRAPPER = gym.envs.registration.WrapperSpec(
+    name="MakeStepLimit", entry_point="ftdojo_gym.wrappers.step_limit:MakeStepLimit", kwargs={})
 
 
 def register_envs() -> None:
@@ -25,6 +27,8 @@ def register_envs() -> None:
             kwargs={"task": entry.task_name},
             nondeterministic=True,
             disable_env_checker=False,
+            # gym.make(id, max_episode_steps=N) becomes the env's own step limit (see the wrapper's docstring).
+            additional_wrappers=(STEP_LIMIT_WRAPPER,),
         )
 
 

@@ -278,7 +278,7 @@ def test_temporary_folders_go_with_the_env_and_orphans_are_swept(tiny_model, iso
     import subprocess
     import sys
 
-    from ftdojo_gym.env import OWNER_FILE, sweep_orphaned_folders
+    from ftdojo_gym.folders import OWNER_FILE, sweep_orphaned_folders
 
     env = FTDojoEnv("TableBench", **QUICK)
     env.reset(seed=0)

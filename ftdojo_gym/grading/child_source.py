@@ -1,8 +1,8 @@
-"""Source code shared by the grading children (``python -I -c <source>``).
+"""Source code of the math-verify grading child (``python -I -c <source>``).
 
-The children of :mod:`ftdojo_gym.grading.math_grading` and
-:mod:`ftdojo_gym.grading.tablebench_grading` run untrusted or pathological input;
-both start with :data:`PRELUDE`: the reply channel is a duplicate of the
+The child of :mod:`ftdojo_gym.grading.math_grading` parses pathological model
+output (it executes none: model-written *code* only runs in
+:mod:`ftdojo_gym.grading.sandbox`); it starts with :data:`PRELUDE`: the reply channel is a duplicate of the
 original stdout, stdout and stderr go to /dev/null (stray prints of the
 libraries or of the graded code never reach the reply channel), and
 ``cap_memory()`` limits the address space to the current size plus 1 GiB.

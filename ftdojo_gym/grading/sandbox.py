@@ -117,8 +117,6 @@ exec(compile(sys.argv[2], "<collect>", "exec"))
 with open("/proc/self/statm") as f:
     MEMORY_CAP = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE") + (1 << 30)
 MAX_FD = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-_write, _exit, _repr = os.write, os._exit, repr
-
 def wipe(path):
     for name in os.listdir(path):
         full = os.path.join(path, name)
@@ -159,6 +157,9 @@ def kill_others():
     raise RuntimeError("processes survive kill(-1)")
 
 def child(request, w):
+    # Everything used after the item's code runs is bound here, as locals: the
+    # code can rebind module globals and builtins, not this frame's locals.
+    collect_, write, exit_, repr_, float_, type_ = collect, os.write, os._exit, repr, float, type
     try:
         os.closerange(3, w)
         os.closerange(w + 1, MAX_FD)
@@ -172,16 +173,17 @@ def child(request, w):
         code = compile(request["code"], "<answer>", "exec")
         del request
         exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-        values = collect(params)
-        data = "[" + ",".join([_repr(float(v)) for v in values]) + "]"
+        values = collect_(params)
+        data = "[" + ",".join([repr_(float_(v)) for v in values]) + "]"
         out = b'{"ok":true,"values":' + data.encode() + b"}"
     except BaseException as exc:
-        out = ('{"ok":false,"error":%s}' % json.dumps(type(exc).__name__)).encode()
+        name = "".join([c for c in str(type_(exc).__name__) if c.isalnum()])[:64]
+        out = b'{"ok":false,"error":"' + name.encode() + b'"}'
     try:
         while out:
-            out = out[_write(w, out):]
+            out = out[write(w, out):]
     finally:
-        _exit(0)
+        exit_(0)
 
 def run(request):
     for path in ("/tmp", "/dev/shm"):
@@ -379,7 +381,9 @@ class Sandbox:
 
     ``setup_source`` runs once in the runner before any item (imports);
     ``collect_source`` must define ``collect(params) -> list of floats``, run in
-    the item's process after its code. ``distributions`` are the only
+    the item's process after its code (bound before the code runs, so
+    rebinding the name does not replace it; bind what ``collect`` uses in a
+    closure for the same reason). ``distributions`` are the only
     installed distributions visible inside (with their requirements).
 
     :meth:`run` never raises for anything the code does: a timeout, crash,

@@ -212,38 +212,42 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle, Wedge
 """
 
-# collect() reads the figures through functions captured before the item's code
-# runs: code that replaces plt.get_fignums, Rectangle.get_height or this
-# collect() in some module does not change what is reported. (Code can still
+# collect() reads the figures through functions captured (in a closure) before
+# the item's code runs: code that replaces plt.get_fignums, Rectangle.get_height
+# or the global collect does not change what is reported. (Code can still
 # build or edit its own figure: those values count as plotted, as they are.)
 _COLLECT_SOURCE = r"""
-MAX_VALUES = 100000
-_get_fignums, _figure, _fig_axes = plt.get_fignums, plt.figure, Figure.__dict__["axes"].fget
-_get_lines, _get_ydata = Axes.get_lines, Line2D.get_ydata
-_get_height, _get_width = Rectangle.get_height, Rectangle.get_width
-_isinstance, _getattr, _float, _list, _len = isinstance, getattr, float, list, len
-_asarray, _BarContainer, _Wedge = np.asarray, BarContainer, Wedge
+def _make_collect():
+    get_fignums, figure, fig_axes = plt.get_fignums, plt.figure, Figure.__dict__["axes"].fget
+    get_lines, get_ydata = Axes.get_lines, Line2D.get_ydata
+    get_height, get_width = Rectangle.get_height, Rectangle.get_width
+    isinstance_, getattr_, float_, list_, len_ = isinstance, getattr, float, list, len
+    asarray, bar_container, wedge = np.asarray, BarContainer, Wedge
 
-def collect(params):
-    kind = params["chart_type"]
-    values = []
-    for num in _list(_get_fignums()):
-        for ax in _list(_fig_axes(_figure(num))):
-            if kind == "bar":
-                for container in _list(ax.containers):
-                    if _isinstance(container, _BarContainer):
-                        horizontal = _getattr(container, "orientation", None) == "horizontal"
-                        get = _get_width if horizontal else _get_height
-                        values += [get(p) for p in _list(container.patches)]
-            elif kind == "line":
-                for line in _list(_get_lines(ax)):
-                    values += _asarray(_get_ydata(line), dtype=float).ravel().tolist()
-            elif kind == "pie":
-                values += [(p.theta2 - p.theta1) / 360.0
-                           for p in _list(ax.patches) if _isinstance(p, _Wedge)]
-            if _len(values) > MAX_VALUES:
-                raise ValueError("too many plotted values")
-    return [_float(v) for v in values]
+    def collect(params):
+        kind = params["chart_type"]
+        values = []
+        for num in list_(get_fignums()):
+            for ax in list_(fig_axes(figure(num))):
+                if kind == "bar":
+                    for container in list_(ax.containers):
+                        if isinstance_(container, bar_container):
+                            horizontal = getattr_(container, "orientation", None) == "horizontal"
+                            get = get_width if horizontal else get_height
+                            values += [get(p) for p in list_(container.patches)]
+                elif kind == "line":
+                    for line in list_(get_lines(ax)):
+                        values += asarray(get_ydata(line), dtype=float).ravel().tolist()
+                elif kind == "pie":
+                    values += [(p.theta2 - p.theta1) / 360.0
+                               for p in list_(ax.patches) if isinstance_(p, wedge)]
+                if len_(values) > 100000:
+                    raise ValueError("too many plotted values")
+        return [float_(v) for v in values]
+
+    return collect
+
+collect = _make_collect()
 """
 
 #: Distributions visible to plotting code (with their requirements); nothing else is.

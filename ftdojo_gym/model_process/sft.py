@@ -356,13 +356,13 @@ def _trainer_classes() -> tuple[type, type]:
             import torch.nn.functional as F
 
             labels = inputs["labels"]
-            target = labels[:, 2:]
+            target = labels[:, 1:]
             keep = target != -100
             # Called below the model's forward, so apply accelerate's autocast (bf16) by hand.
             with self.accelerator.autocast():
                 hidden = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                                   use_cache=False).last_hidden_state
-                logits = head(hidden[:, :-2][keep])
+                logits = head(hidden[:, :-1][keep])
             loss = F.cross_entropy(logits.float(), target[keep], reduction="sum")
             denom = keep.sum() if num_items_in_batch is None else num_items_in_batch
             return loss / torch.as_tensor(denom, device=loss.device).clamp(min=1)

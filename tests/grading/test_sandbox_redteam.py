@@ -142,6 +142,7 @@ def test_probes_are_real_attacks(targets, tmp_path):
         assert done.stdout.strip() == "ESCAPED", (name, done.stdout, done.stderr[-2000:])
     (REPO / "ftdojo_pwned.txt").unlink(missing_ok=True)
     (targets["root"] / "pwned.txt").unlink(missing_ok=True)
+    targets["server"].accept()[0].close()  # the unconfined probe's connection
 
 
 @pytest.mark.parametrize("name", list(escape_probes({"env_file": "", "pid": 0, "port": 0, "root": Path("/")})))
@@ -213,7 +214,7 @@ def test_no_process_outlives_its_item():
              f"        os.execvp('sleep', ['sleep', '{marker}'])\n    os._exit(0)\n"
              "while True:\n    pass\n")
     # The next item, in the same sandbox, looks for any other live process.
-    look = "escaped = bool(other_pids())"
+    look = "escaped = bool(set(other_pids()) - {1})  # 1 is the runner"
     start = time.monotonic()
     scores = grade_visualization(["Final Answer: " + spawn, probe(look)], [BAR, BAR], timeout=1.0, workers=1)
     assert scores == [0.0, 0.0]
