@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ftdojo_gym.observations import NO_TIME_LIMIT
+#: ``seconds_left`` without a wall-clock limit: a finite bound (float32's
+#: largest value) keeps the observation's Box space finite, which RL libraries
+#: and Gymnasium's checker expect; the decoders turn it back into ``math.inf``.
+NO_TIME_LIMIT = float(np.finfo(np.float32).max)
 
 
 @dataclass

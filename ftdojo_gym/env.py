@@ -28,7 +28,6 @@ from ftdojo_gym.model_process.client import ModelWorker
 from ftdojo_gym.models import DEFAULT_MODEL, load_token_counter, resolve_model
 from ftdojo_gym.observations import (
     EpisodeLog,
-    build_observation,
     format_observation,
     observation_space,
 )
@@ -327,7 +326,7 @@ class FTDojoEnv(gym.Env):
 
     def _observation(self) -> dict[str, Any]:
         assert self._state is not None
-        return build_observation(self._state)
+        return self._state.observation()
 
 
 def check_env_options(*, log_window: int, eval_batch_size: int, eval_limit: int | None, worker_memory_gb: float | None,

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset
 
 from ftdojo_gym import versions
 from ftdojo_gym.budget import Budget
 from ftdojo_gym.data.workspace import DataWorkspace, atomic_write_text
-from ftdojo_gym.observations import EpisodeLog
+from ftdojo_gym.observations import METRIC_FIELDS, EpisodeLog
 from ftdojo_gym.results import EvaluationResult, RunRecord, SourceEntry
 from ftdojo_gym.tasks.base import EvalItem, Task
 from ftdojo_gym.training_config import TrainConfig
@@ -78,6 +79,27 @@ class EpisodeState:
 
     def successful_runs(self) -> list[RunRecord]:
         return [r for r in self.runs.values() if r.ok]
+
+    def observation(self) -> dict[str, Any]:
+        """The observation of the episode as it stands (fields in :mod:`ftdojo_gym.observations`)."""
+        runs = self.runs.values()
+        vals = [r.val_score for r in runs if r.val_score is not None]
+        base = self.evaluations.get("base")
+        metrics = {
+            "best_val_score": max(vals) if vals else -1.0,
+            "last_val_score": -1.0 if self.last_val is None else self.last_val,
+            "base_val_score": base.score if base else -1.0,
+            "last_train_loss": -1.0 if self.last_loss is None else self.last_loss,
+            "budget_tokens_left_frac": self.budget.used_fraction_left(),
+            "steps_taken": self.budget.steps_taken,
+            "train_runs_ok": sum(r.ok for r in runs),
+            "train_runs_failed": sum(not r.ok for r in runs),
+            "evaluations": len(self.evaluations),
+            "datasets": len(self.data.datasets),
+            "last_action_ok": 1.0 if self.last_ok else 0.0,
+        }
+        return {"log": self.log.tail(), "metrics": np.array([metrics[k] for k in METRIC_FIELDS], dtype=np.float32),
+                "budget": self.budget.vector()}
 
     def best_validated_run(self) -> RunRecord | None:
         """The run with the highest validation score on the whole split (the earliest on ties)."""

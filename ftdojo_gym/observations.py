@@ -19,15 +19,13 @@ import math
 import string
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
+from ftdojo_gym.budget import NO_TIME_LIMIT
 from ftdojo_gym.results import RESULT_TYPES, ToolResult
-
-if TYPE_CHECKING:
-    from ftdojo_gym.episode import EpisodeState
 
 #: Characters the ``log`` observation may hold; anything else is escaped as ``\\uXXXX``.
 LOG_CHARSET = frozenset(string.printable)
@@ -51,10 +49,6 @@ METRIC_FIELDS: tuple[str, ...] = (
 #: :data:`NO_TIME_LIMIT` when the episode has no wall-clock limit.
 BUDGET_FIELDS: tuple[str, ...] = ("tokens_left", "seconds_left", "steps_left")
 
-#: ``seconds_left`` without a wall-clock limit: a finite bound (float32's
-#: largest value) keeps the Box space finite, which RL libraries and
-#: Gymnasium's checker expect; the decoders turn it back into ``math.inf``.
-NO_TIME_LIMIT = float(np.finfo(np.float32).max)
 
 #: Line prefix of each tool call in the log.
 CALL_MARK = "\n> "
@@ -108,28 +102,6 @@ class EpisodeLog:
             if size >= self.window:
                 break
         return "\n".join(reversed(out))[-self.window:]
-
-
-def build_observation(state: EpisodeState) -> dict[str, Any]:
-    """The observation of an episode's current state."""
-    runs = state.runs.values()
-    vals = [r.val_score for r in runs if r.val_score is not None]
-    base = state.evaluations.get("base")
-    metrics = [
-        max(vals) if vals else -1.0,
-        -1.0 if state.last_val is None else state.last_val,
-        base.score if base else -1.0,
-        -1.0 if state.last_loss is None else state.last_loss,
-        state.budget.used_fraction_left(),
-        state.budget.steps_taken,
-        sum(r.ok for r in runs),
-        sum(not r.ok for r in runs),
-        len(state.evaluations),
-        len(state.data.datasets),
-        1.0 if state.last_ok else 0.0,
-    ]
-    return {"log": state.log.tail(), "metrics": np.array(metrics, dtype=np.float32),
-            "budget": state.budget.vector()}
 
 
 # --------------------------------------------------------------------------- decoders
