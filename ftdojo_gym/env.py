@@ -25,12 +25,19 @@ from ftdojo_gym.episode import EpisodeSettings, EpisodeState, load_state, save_s
 from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.folders import make_env_folder
 from ftdojo_gym.model_process.client import ModelWorker
-from ftdojo_gym.models import DEFAULT_MODEL, load_token_counter, resolve_model
+from ftdojo_gym.models import (
+    DEFAULT_MODEL,
+    cache_dir,
+    load_token_counter,
+    model_fingerprint,
+    resolve_model,
+)
 from ftdojo_gym.observations import (
     EpisodeLog,
     format_observation,
     observation_space,
 )
+from ftdojo_gym.outcome_cache import OutcomeCache
 from ftdojo_gym.results import (
     ErrorResult,
     EvaluationResult,
@@ -70,7 +77,8 @@ class FTDojoEnv(gym.Env):
     **info** holds ``tool``, ``ok``, ``error_class`` (CONFIG, OOM, DATA, ENV or
     None for a malformed action), ``result`` (the typed result as a dict),
     ``result_type`` (its class name; :func:`ftdojo_gym.observations.latest_result`
-    rebuilds it) and ``accounting`` (tokens trained this step and in total,
+    rebuilds it), ``cached`` (the result was replayed from the outcome cache,
+    :mod:`ftdojo_gym.outcome_cache`; ``outcome_cache=False`` turns it off) and ``accounting`` (tokens trained this step and in total,
     seconds, steps).
 
     **Resume**: the episode's state is saved after every step; after the
@@ -108,6 +116,7 @@ class FTDojoEnv(gym.Env):
         eval_batch_size: int = 16,
         eval_limit: int | None = None,
         worker_memory_gb: float | None = None,
+        outcome_cache: bool | str | Path = True,
         progress: bool = False,
         render_mode: str | None = None,
     ):
@@ -130,7 +139,8 @@ class FTDojoEnv(gym.Env):
         self._settings = EpisodeSettings(
             task=self.task, base_model=self.base_model, base_model_name=base_model, data_seed=data_seed,
             eval_batch_size=eval_batch_size, progress=progress, validation_items=validation,
-            hidden_test_items=hidden_test,
+            hidden_test_items=hidden_test, base_model_fingerprint=model_fingerprint(self.base_model),
+            outcome_cache=_open_cache(outcome_cache),
         )
         self._sources: dict[str, Any] | None = None
         self._worker = ModelWorker(memory_limit_gb=worker_memory_gb)
@@ -208,6 +218,7 @@ class FTDojoEnv(gym.Env):
             "error_class": result.failure(),
             "result": result.model_dump(mode="json"),
             "result_type": type(result).__name__,
+            "cached": bool(getattr(result, "cached", False)),
             "accounting": {
                 "tokens_trained": state.budget.tokens_used - tokens_before,
                 "tokens_used": state.budget.tokens_used,
@@ -342,3 +353,10 @@ def check_env_options(*, log_window: int, eval_batch_size: int, eval_limit: int 
         raise ValueError(f"worker_memory_gb must be positive, got {worker_memory_gb}")
     if render_mode is not None and render_mode not in FTDojoEnv.metadata["render_modes"]:
         raise ValueError(f"render_mode must be one of {FTDojoEnv.metadata['render_modes']} or None, got {render_mode!r}")
+
+
+def _open_cache(option: bool | str | Path) -> OutcomeCache | None:
+    """The outcome cache an env uses: ``True`` the shared one in the cache folder, a path that file, ``False`` none."""
+    if option is False:
+        return None
+    return OutcomeCache(cache_dir() / "outcomes.sqlite" if option is True else Path(option))

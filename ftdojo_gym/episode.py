@@ -29,6 +29,7 @@ from ftdojo_gym import versions
 from ftdojo_gym.budget import Budget
 from ftdojo_gym.data.workspace import DataWorkspace, atomic_write_text
 from ftdojo_gym.observations import METRIC_FIELDS, EpisodeLog
+from ftdojo_gym.outcome_cache import OutcomeCache
 from ftdojo_gym.results import EvaluationResult, RunRecord, SourceEntry
 from ftdojo_gym.tasks.base import EvalItem, Task
 from ftdojo_gym.training_config import TrainConfig
@@ -49,6 +50,10 @@ class EpisodeSettings:
     hidden_test_items: list[EvalItem] = field(repr=False)
     #: the ``list_sources`` catalogue, computed on first use (token statistics take seconds)
     source_catalog: list[SourceEntry] | None = None
+    #: results of runs and evaluations computed before (None: off)
+    outcome_cache: OutcomeCache | None = None
+    #: identifies the base model's weights in cache keys
+    base_model_fingerprint: str = ""
 
     def versions(self) -> dict[str, str]:
         return versions.collect(task=f"{self.task.name}@{self.task.version}", base_model=self.base_model_name)

@@ -117,6 +117,8 @@ class RunFields(BaseModel):
     samples: int = 0
     #: validation score on the whole validation split, once evaluated
     val_score: float | None = None
+    #: the run's key in the outcome cache (None when the cache is off or the run is not cacheable)
+    cache_key: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -227,6 +229,8 @@ class RunResult(ToolResult, RunFields):
     error: str = ""
     traceback: str = ""
     tokens_left: int = 0
+    #: replayed from the outcome cache (trained before with the same rows, config, model and task)
+    cached: bool = False
     versions: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -246,6 +250,7 @@ class RunResult(ToolResult, RunFields):
             return (f"Run {r.run_id} FAILED ({r.error_class.value if r.error_class else 'ENV'}): {self.error}\n"
                     f"Loss head {self.loss_head}, tail {self.loss_tail}\nTraceback (first):\n{self.traceback[:4000]}")
         stopped = " (stopped: token budget reached)" if r.status == "stopped_budget" else ""
+        stopped += " (replayed from the outcome cache)" if self.cached else ""
         warn = ("\nWarnings: " + " | ".join(w[:200] for w in self.warnings[:5])) if self.warnings else ""
         return (f"Run {r.run_id} finished{stopped}: {self.steps} steps, {r.train_tokens} tokens, final loss {r.final_loss}, "
                 f"loss head {format_losses(self.loss_head)} tail {format_losses(self.loss_tail)}. "
@@ -276,10 +281,13 @@ class EvaluationResult(ToolResult):
     n: int
     wrong_answers: list[WrongAnswer] = Field(default_factory=list)
     seconds: float = 0.0
+    #: the outputs came from the outcome cache (generated before for the same run and split)
+    cached: bool = False
 
     def render(self) -> str:
         lines = [f"Validation score of {self.run}: {100 * self.score:.1f} on {self.n} items ("
-                 + ", ".join(f"{k} {100 * v:.1f}" for k, v in self.subsets.items()) + ")"]
+                 + ", ".join(f"{k} {100 * v:.1f}" for k, v in self.subsets.items()) + ")"
+                 + (" (outputs replayed from the outcome cache)" if self.cached else "")]
         for w in self.wrong_answers:
             lines.append(f"  wrong [{w.subset}] {w.id}: expected {w.reference[:120]!r}, got {w.output[:200]!r}")
         return "\n".join(lines)

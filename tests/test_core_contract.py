@@ -35,19 +35,6 @@ def make_env(tmp_path: Path, eval_limit: int = 4, **kwargs: Any) -> gym.Env:
                     token_budget=kwargs.pop("token_budget", 10**7), **kwargs)
 
 
-def make_env_with_step_limit(tmp_path: Path, max_episode_steps: int, **kwargs: Any) -> gym.Env:
-    """The env with its own step limit, built from its registered entry point.
-
-    Not ``gym.make(id, max_episode_steps=n)``: gymnasium 1.x takes that argument for its
-    ``TimeLimit`` wrapper, which truncates without a submission (see
-    :func:`test_gym_make_step_limit_truncates_with_an_auto_submission`).
-    """
-    spec = gym.spec(ENV_ID)
-    creator = gym.envs.registration.load_env_creator(spec.entry_point)
-    return creator(**spec.kwargs, base_model="tiny", eval_limit=4, workdir=tmp_path / "ws", token_budget=10**7,
-                   max_episode_steps=max_episode_steps, **kwargs)
-
-
 class GradeSpy:
     """Stands in for ``task.grade``: records each call; ``score`` replaces the real scores."""
 
@@ -201,7 +188,7 @@ def test_runs_are_scored_with_their_adapter_and_the_step_limit_auto_submits_the_
     from the base model (0.0). The step limit ends the episode on the ninth step: it must
     truncate and submit run1, whose hidden-test score is 1.0 against the base model's 0.0.
     """
-    env = make_env_with_step_limit(tmp_path, 9)
+    env = make_env(tmp_path, max_episode_steps=9)
     spy_on_grade(monkeypatch, env, marker_grader)
     env.reset(seed=0)
     constant_answer_dataset(env, FIXED_PROMPT)  # steps 1-2
@@ -227,11 +214,9 @@ def test_runs_are_scored_with_their_adapter_and_the_step_limit_auto_submits_the_
     env.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: gymnasium 1.x applies max_episode_steps as its own "
-                   "TimeLimit wrapper, which truncates without the env's auto-submission; the env docstring "
-                   "says gym.make(id, max_episode_steps=N) sets the env's step limit")
 def test_gym_make_step_limit_truncates_with_an_auto_submission(tiny_model, isolated_cache, tmp_path):
-    """Catches: ``gym.make(id, max_episode_steps=n)`` ending the episode with no submission."""
+    """Catches: ``gym.make(id, max_episode_steps=n)`` ending the episode with no submission
+    (gymnasium's own ``TimeLimit`` truncates without the env's auto-submission)."""
     env = make_env(tmp_path, eval_limit=2, max_episode_steps=1)
     env.reset(seed=0)
     _, _, term, trunc, info = env.step({"tool": "list_sources", "args": {}})

@@ -6,6 +6,8 @@ Arguments override that list for one run::
 
     tools/mutation.sh                                   # every module of the list
     tools/mutation.sh ftdojo_gym/data/workspace.py      # one module
+    MUTATION_TESTS="tests/data/test_workspace.py" tools/mutation.sh ftdojo_gym/data/workspace.py
+                                                        # ... against fewer tests (faster)
 
 The run works on a snapshot of the working tree (tracked and untracked, not
 ignored, files) in a scratch folder, so the tree others edit is never touched
@@ -39,13 +41,13 @@ def snapshot(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def set_modules(pyproject: Path, modules: list[str]) -> None:
-    """Replace ``only_mutate`` in the snapshot's pyproject by ``modules``."""
+def set_list(pyproject: Path, key: str, values: list[str]) -> None:
+    """Replace the list ``key`` of ``[tool.mutmut]`` in the snapshot's pyproject by ``values``."""
     text = pyproject.read_text()
-    listed = "only_mutate = [" + ", ".join(f'"{m}"' for m in modules) + "]"
-    new, n = re.subn(r"(?ms)^only_mutate\s*=\s*\[.*?\]", listed, text, count=1)
+    listed = f"{key} = [" + ", ".join(f'"{v}"' for v in values) + "]"
+    new, n = re.subn(rf"(?ms)^{key}\s*=\s*\[.*?\]", listed, text, count=1)
     if n != 1:
-        sys.exit("pyproject.toml has no [tool.mutmut] only_mutate list")
+        sys.exit(f"pyproject.toml has no [tool.mutmut] {key} list")
     pyproject.write_text(new)
 
 
@@ -89,7 +91,9 @@ def main(argv: list[str]) -> int:
     workdir = Path(os.environ.get("MUTATION_WORKDIR") or tempfile.mkdtemp(prefix="ftdojo-mutation-"))
     workdir.mkdir(parents=True, exist_ok=True)
     snapshot(workdir)
-    set_modules(workdir / "pyproject.toml", modules)
+    set_list(workdir / "pyproject.toml", "only_mutate", modules)
+    if os.environ.get("MUTATION_TESTS"):
+        set_list(workdir / "pyproject.toml", "pytest_add_cli_args_test_selection", os.environ["MUTATION_TESTS"].split())
     print(f"mutmut on {', '.join(modules)} in {workdir} (nice 19, one worker)", flush=True)
     run = subprocess.run(["nice", "-n", "19", python, "-m", "mutmut", "run", "--max-children", "1"], cwd=workdir)
     if run.returncode not in (0, 1):

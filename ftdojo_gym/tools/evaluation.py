@@ -23,6 +23,7 @@ from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.episode import EpisodeState
 from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.models import cache_dir, model_fingerprint
+from ftdojo_gym.outcome_cache import OutcomeCache, split_key
 from ftdojo_gym.progress import ProgressBar
 from ftdojo_gym.results import ErrorResult, EvaluationResult, SubmissionResult, WrongAnswer
 from ftdojo_gym.tasks.base import EvalItem
@@ -119,6 +120,9 @@ def evaluate(state: EpisodeState, args: EvaluateArgs) -> EvaluationResult | Erro
     else:
         cache = BaseScoreCache(state) if run_id == BASE and whole else None
         cached = cache.get("validation") if cache else None
+        outcomes, key, split = _outcome_slot(state, run_id, "validation", items)
+        if cached is None and outcomes is not None:
+            cached = outcomes.get_evaluation(key, split)
         if cached:
             outputs, seconds = cached["outputs"], cached["seconds"]
         else:
@@ -127,10 +131,13 @@ def evaluate(state: EpisodeState, args: EvaluateArgs) -> EvaluationResult | Erro
                 return ErrorResult(error=f"evaluation of {run_id} failed: {gen.error}\n{gen.traceback[:4000]}",
                                    error_class=gen.error_class or ErrorClass.ENV, run=run_id)
             outputs, seconds = gen.outputs, round(gen.seconds, 2)
+            if outcomes is not None:
+                outcomes.put_evaluation(key, split, {"outputs": outputs, "seconds": seconds})
         score, subsets, per_item = score_outputs(state, items, outputs)
         wrong = sorted((s, i) for i, s in enumerate(per_item) if s < 1.0)[:10]
         ev = EvaluationResult(
             run=run_id, score=score, subsets=subsets, n=len(items), seconds=seconds,
+            cached=bool(cached) and run_id != BASE,
             wrong_answers=[
                 WrongAnswer(id=items[i].id, subset=items[i].subset, prompt=items[i].prompt[-400:],
                             reference=items[i].reference[:400], output=outputs[i][:400], score=round(s, 3))
@@ -154,6 +161,9 @@ def _hidden_test_score(state: EpisodeState, run_id: str, model: str, adapter: st
     if cache is not None and (cached := cache.get("hidden_test")):
         return cached
     items = state.settings.hidden_test_items
+    outcomes, key, split = _outcome_slot(state, run_id, "hidden_test", items)
+    if outcomes is not None and (cached := outcomes.get_evaluation(key, split)):
+        return cached
     gen = _generate(state, items, model, adapter, f"hidden test {run_id}", timeout=None)
     if gen.status != "ok":
         raise SubmissionError(f"hidden-test generation failed ({gen.error_class}): {gen.error}")
@@ -161,7 +171,25 @@ def _hidden_test_score(state: EpisodeState, run_id: str, model: str, adapter: st
     result = {"score": score, "subsets": subsets, "seconds": round(gen.seconds, 2)}
     if cache is not None:
         cache.put("hidden_test", result)
+    if outcomes is not None:  # scores only: hidden-test outputs are never stored
+        outcomes.put_evaluation(key, split, result)
     return result
+
+
+def _outcome_slot(state: EpisodeState, run_id: str, split_name: str, items: list[EvalItem]
+                  ) -> tuple[OutcomeCache | None, str, str]:
+    """Where the outcome cache keeps this run's results on these items: (cache or None, run key, split key).
+
+    The grader's version is part of the split key (through the task version), and
+    scores are always recomputed from outputs for validation, so a grader fix
+    never serves a stale score there."""
+    cache = state.settings.outcome_cache
+    record = state.runs.get(run_id)
+    if cache is None or record is None or record.cache_key is None:
+        return None, "", ""
+    task = state.task
+    split = split_key(f"{split_name}@{task.name}@{task.version}", items, [task.max_new_tokens_for(it) for it in items])
+    return cache, record.cache_key, split
 
 
 def submit_run(state: EpisodeState, run: str | None, automatic: bool = False) -> SubmissionResult | ErrorResult:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -10,7 +12,8 @@ from ftdojo_gym.actions import SetConfigArgs, TrainArgs, usage
 from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.episode import EpisodeState
 from ftdojo_gym.errors import ErrorClass
-from ftdojo_gym.model_process.protocol import TrainRequest
+from ftdojo_gym.model_process.protocol import TrainRequest, TrainResult
+from ftdojo_gym.outcome_cache import OutcomeCache, restore_adapter, run_key
 from ftdojo_gym.progress import ProgressBar
 from ftdojo_gym.results import ConfigResult, ErrorResult, RunResult
 from ftdojo_gym.training_config import TrainConfig
@@ -39,6 +42,38 @@ def train(state: EpisodeState, args: TrainArgs) -> RunResult:
         base_model=state.settings.base_model, data_path=str(data_path), output_dir=str(run_dir / "model"),
         config=config, debug=args.debug, max_tokens=max(1, state.budget.tokens_left), max_samples=len(rows),
     )
+    cache, key = state.settings.outcome_cache, None
+    if cache is not None and state.config.method == "lora":  # full weights are too big to keep
+        s = state.settings
+        key = run_key(rows=rows, config=config, debug=args.debug, base_model=s.base_model_fingerprint,
+                      task=s.task.name, task_version=s.task.version, data_seed=s.data_seed)
+    res = _replay(cache, key, request, run_dir) if key else None
+    cached = res is not None
+    if res is None:
+        res = _train(state, run_id, request)
+        if key and res.status != "error" and res.model_dir:
+            cache.put_run(key, {**dataclasses.asdict(res), "model_dir": None, "max_tokens": request.max_tokens},
+                          Path(res.model_dir))
+    state.budget.charge_tokens(res.train_tokens)  # a replay costs what the original run cost
+    failed = res.status == "error"
+    result = RunResult(
+        run_id=run_id, dataset=args.dataset, config=config, debug=args.debug, status=res.status,
+        error_class=res.error_class, train_tokens=int(res.train_tokens), seconds=round(res.seconds, 2),
+        final_loss=res.final_loss, model_dir=None if failed else res.model_dir, samples=len(rows),
+        steps=res.steps, loss_head=res.loss_head, loss_tail=res.loss_tail, warnings=res.warnings[:10],
+        error=res.error if failed else "", traceback=res.traceback[:4000] if failed else "",
+        tokens_left=state.budget.tokens_left, cached=cached, cache_key=key if not failed else None,
+        versions=state.settings.versions(),
+    )
+    state.runs[run_id] = result.record()
+    atomic_write_text(run_dir / "result.json", result.model_dump_json(indent=2))
+    if res.final_loss is not None:
+        state.last_loss = float(res.final_loss)
+    return result
+
+
+def _train(state: EpisodeState, run_id: str, request: TrainRequest) -> TrainResult:
+    """Train for real in the model process, logging each step."""
     bar = ProgressBar(f"train {run_id}", "step", enabled=state.settings.progress)
 
     def on_event(event: dict) -> None:
@@ -47,21 +82,28 @@ def train(state: EpisodeState, args: TrainArgs) -> RunResult:
             bar.update(event.get("step"), event.get("max_steps"), loss=f"{event['loss']:.3f}")
 
     try:
-        res = state.worker.train(request, on_event=on_event, timeout=state.budget.timeout_for_agent_work())
+        return state.worker.train(request, on_event=on_event, timeout=state.budget.timeout_for_agent_work())
     finally:
         bar.close()
-    state.budget.charge_tokens(res.train_tokens)
-    failed = res.status == "error"
-    result = RunResult(
-        run_id=run_id, dataset=args.dataset, config=config, debug=args.debug, status=res.status,
-        error_class=res.error_class, train_tokens=int(res.train_tokens), seconds=round(res.seconds, 2),
-        final_loss=res.final_loss, model_dir=None if failed else res.model_dir, samples=len(rows),
-        steps=res.steps, loss_head=res.loss_head, loss_tail=res.loss_tail, warnings=res.warnings[:10],
-        error=res.error if failed else "", traceback=res.traceback[:4000] if failed else "",
-        tokens_left=state.budget.tokens_left, versions=state.settings.versions(),
-    )
-    state.runs[run_id] = result.record()
-    atomic_write_text(run_dir / "result.json", result.model_dump_json(indent=2))
-    if res.final_loss is not None:
-        state.last_loss = float(res.final_loss)
-    return result
+
+
+def _replay(cache: OutcomeCache, key: str, request: TrainRequest, run_dir: Path) -> TrainResult | None:
+    """The cached outcome of this run, its adapter restored into the run folder, or None.
+
+    A finished run replays when it fits in the tokens left; a run the budget cut
+    short replays only under the same cap (it would have trained further)."""
+    hit = cache.get_run(key)
+    if hit is None or not hit.adapter:
+        return None
+    fields = dict(hit.result)
+    cap = fields.pop("max_tokens", None)
+    if fields.get("status") == "stopped_budget" and cap != request.max_tokens:
+        return None
+    if fields.get("status") == "ok" and request.max_tokens is not None and fields["train_tokens"] > request.max_tokens:
+        return None
+    try:
+        result = TrainResult(**fields)
+    except TypeError:  # written by another version of the result type
+        return None
+    model_dir = restore_adapter(hit.adapter, Path(request.output_dir))
+    return dataclasses.replace(result, model_dir=str(model_dir), seconds=result.seconds)
