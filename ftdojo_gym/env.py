@@ -38,6 +38,7 @@ from ftdojo_gym.observations import (
     observation_space,
 )
 from ftdojo_gym.outcome_cache import OutcomeCache
+from ftdojo_gym.outcome_table import OutcomeTable
 from ftdojo_gym.results import (
     ErrorResult,
     EvaluationResult,
@@ -81,12 +82,18 @@ class FTDojoEnv(gym.Env):
     :mod:`ftdojo_gym.outcome_cache`; ``outcome_cache=False`` turns it off) and ``accounting`` (tokens trained this step and in total,
     seconds, steps).
 
+    **Modes**: ``mode="live"`` (default) trains and generates for real, replaying
+    repeated runs from the outcome cache; ``mode="tabular"`` serves train,
+    evaluate and submit from a shipped table of real outcomes over a recipe grid
+    (:mod:`ftdojo_gym.outcome_table`, ``outcome_table=`` for another file): a run
+    outside the table is a CONFIG error naming the nearest recipes.
+
     **Resume**: the episode's state is saved after every step; after the
     process died, a new env with the same options continues it with
     ``env.reset(options={"resume": <episode folder>})`` (the step in flight is lost).
 
     **Read-only views** for wrappers and benchmarks: :attr:`task`,
-    :attr:`config`, :attr:`runs`, :attr:`evaluations`, :attr:`workspace`,
+    :attr:`config`, :attr:`runs`, :attr:`evaluations`, :attr:`workspace`, :attr:`lineage`,
     :attr:`workdir`, :attr:`tokens_used` (through wrappers:
     ``env.get_wrapper_attr("runs")``).
 
@@ -117,11 +124,14 @@ class FTDojoEnv(gym.Env):
         eval_limit: int | None = None,
         worker_memory_gb: float | None = None,
         outcome_cache: bool | str | Path = True,
+        mode: str = "live",
+        outcome_table: str | Path | None = None,
         progress: bool = False,
         render_mode: str | None = None,
     ):
         check_env_options(log_window=log_window, eval_batch_size=eval_batch_size, eval_limit=eval_limit,
-                       worker_memory_gb=worker_memory_gb, render_mode=render_mode)
+                       worker_memory_gb=worker_memory_gb, render_mode=render_mode, mode=mode,
+                       outcome_table=outcome_table)
         self._options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.task: Task = make_task(task, data=data) if isinstance(task, str) else task
         self.base_model_name = base_model
@@ -140,8 +150,12 @@ class FTDojoEnv(gym.Env):
             task=self.task, base_model=self.base_model, base_model_name=base_model, data_seed=data_seed,
             eval_batch_size=eval_batch_size, progress=progress, validation_items=validation,
             hidden_test_items=hidden_test, base_model_fingerprint=model_fingerprint(self.base_model),
-            outcome_cache=_open_cache(outcome_cache),
+            outcome_cache=_open_cache(outcome_cache) if mode == "live" else None,
         )
+        if mode == "tabular":  # real outcomes from a shipped table; no model process is ever started
+            table = OutcomeTable.load(outcome_table) if outcome_table else OutcomeTable.shipped(self.task.name)
+            table.check_for(self.task, data_seed, len(validation), self._settings.base_model_fingerprint)
+            self._settings.outcome_table = table
         self._sources: dict[str, Any] | None = None
         self._worker = ModelWorker(memory_limit_gb=worker_memory_gb)
         self._instance_dir: Path | None = None
@@ -278,6 +292,11 @@ class FTDojoEnv(gym.Env):
         return self._require_state().data
 
     @property
+    def lineage(self) -> dict[str, list[Any]]:
+        """How each dataset of the episode was made (its data operations from the sources)."""
+        return json.loads(json.dumps(self._require_state().lineage))
+
+    @property
     def workdir(self) -> Path:
         return self._require_state().workdir
 
@@ -341,7 +360,7 @@ class FTDojoEnv(gym.Env):
 
 
 def check_env_options(*, log_window: int, eval_batch_size: int, eval_limit: int | None, worker_memory_gb: float | None,
-                   render_mode: str | None) -> None:
+                      render_mode: str | None, mode: str = "live", outcome_table: str | Path | None = None) -> None:
     """Reject constructor options that would make a broken env, with a message that says which."""
     if log_window < 1:
         raise ValueError(f"log_window must be at least 1 character, got {log_window}")
@@ -351,6 +370,10 @@ def check_env_options(*, log_window: int, eval_batch_size: int, eval_limit: int 
         raise ValueError(f"eval_limit must be at least 1 item per split (or None for the task's), got {eval_limit}")
     if worker_memory_gb is not None and worker_memory_gb <= 0:
         raise ValueError(f"worker_memory_gb must be positive, got {worker_memory_gb}")
+    if mode not in ("live", "tabular"):
+        raise ValueError(f"mode must be 'live' (real training) or 'tabular' (a shipped outcome table), got {mode!r}")
+    if outcome_table is not None and mode != "tabular":
+        raise ValueError("outcome_table is used in mode='tabular' only")
     if render_mode is not None and render_mode not in FTDojoEnv.metadata["render_modes"]:
         raise ValueError(f"render_mode must be one of {FTDojoEnv.metadata['render_modes']} or None, got {render_mode!r}")
 

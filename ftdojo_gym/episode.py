@@ -30,6 +30,7 @@ from ftdojo_gym.budget import Budget
 from ftdojo_gym.data.workspace import DataWorkspace, atomic_write_text
 from ftdojo_gym.observations import METRIC_FIELDS, EpisodeLog
 from ftdojo_gym.outcome_cache import OutcomeCache
+from ftdojo_gym.outcome_table import OutcomeTable
 from ftdojo_gym.results import EvaluationResult, RunRecord, SourceEntry
 from ftdojo_gym.tasks.base import EvalItem, Task
 from ftdojo_gym.training_config import TrainConfig
@@ -54,6 +55,8 @@ class EpisodeSettings:
     outcome_cache: OutcomeCache | None = None
     #: identifies the base model's weights in cache keys
     base_model_fingerprint: str = ""
+    #: tabular mode: train/evaluate/submit are served from this table only (None: live)
+    outcome_table: OutcomeTable | None = None
 
     def versions(self) -> dict[str, str]:
         return versions.collect(task=f"{self.task.name}@{self.task.version}", base_model=self.base_model_name)
@@ -74,6 +77,8 @@ class EpisodeState:
     runs: dict[str, RunRecord] = field(default_factory=dict)
     #: validation results by ``"<run>@<items>"``; ``"base"`` is the base model's full-split result
     evaluations: dict[str, EvaluationResult] = field(default_factory=dict)
+    #: how each dataset was made: the data operations from its sources, in order
+    lineage: dict[str, list[Any]] = field(default_factory=dict)
     last_val: float | None = None
     last_loss: float | None = None
     last_ok: bool = True
@@ -136,6 +141,7 @@ def save_state(state: EpisodeState) -> None:
                    "tokens_used": budget.tokens_used, "steps_taken": budget.steps_taken,
                    "elapsed": round(budget.elapsed(), 3)},
         "datasets": list(state.data.datasets),
+        "lineage": state.lineage,
         "last_val": state.last_val,
         "last_loss": state.last_loss,
         "last_ok": state.last_ok,
@@ -173,5 +179,6 @@ def load_state(path: Path, settings: EpisodeSettings, data: DataWorkspace, log: 
         settings=settings, workdir=path, data=data, config=TrainConfig.model_validate(snapshot["config"]),
         budget=budget, log=log, worker=worker, runs=runs,
         evaluations={k: EvaluationResult.model_validate(v) for k, v in snapshot["evaluations"].items()},
+        lineage=snapshot.get("lineage", {}),
         last_val=snapshot["last_val"], last_loss=snapshot["last_loss"], last_ok=snapshot["last_ok"],
     )

@@ -57,11 +57,15 @@ def _digest(*parts: Any) -> str:
 
 
 def run_key(*, rows: Sequence[Mapping[str, str]], config: Mapping[str, Any], debug: bool, base_model: str,
-            task: str, task_version: str, data_seed: int) -> str:
-    """The key of a training run: a hash of everything that determines its outcome."""
+            task: str, task_version: str, data_seed: int, libraries: bool = True) -> str:
+    """The key of a training run: a hash of everything that determines its outcome.
+
+    ``libraries=False`` leaves the training libraries' versions out: the key of a
+    shipped outcome table (:mod:`ftdojo_gym.outcome_table`), whose outcomes were
+    measured once with the versions its manifest records."""
     libs = versions.library_versions()
-    return _digest("run", FORMAT, list(rows), dict(config), debug, base_model, task, task_version, data_seed,
-                   {k: libs.get(k) for k in _SHAPING_LIBRARIES})
+    shaping = {k: libs.get(k) for k in _SHAPING_LIBRARIES} if libraries else "table"
+    return _digest("run", FORMAT, list(rows), dict(config), debug, base_model, task, task_version, data_seed, shaping)
 
 
 def split_key(name: str, items: Iterable[Any], max_new_tokens: Sequence[int]) -> str:

@@ -23,8 +23,11 @@ configuration), or passes ``recipes=`` to :func:`~ftdojo_gym.utils.check_task`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import random
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ftdojo_gym.tasks.base import RealDataTask, Task
 from ftdojo_gym.tasks.chemistry import FORMAT_LINE as CHEMCOT_FORMAT_LINE
@@ -47,12 +50,51 @@ def _checked(template: Template) -> dict[str, str]:
     return dict(template)
 
 
+_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+
+
+def template_fields(text: str) -> list[str]:
+    """The ``{field}`` placeholders of a template string, in order (``{{ }}`` are literal braces)."""
+    return _FIELD.findall(text)
+
+
+def answer_fields(template: Template) -> tuple[str, ...]:
+    """The fields a template's completion reads and its prompt does not: where the answer is."""
+    prompt = set(template_fields(template["prompt"]))
+    return tuple(dict.fromkeys(f for f in template_fields(template["completion"]) if f not in prompt))
+
+
+def shuffle_answers(rows: Sequence[Mapping[str, Any]], template: Template, seed: int = 0) -> list[dict[str, Any]]:
+    """``rows`` with the answer fields (:func:`answer_fields`) of ``template``
+    permuted between rows, jointly and deterministically in ``seed``: every
+    prompt keeps its own fields and gets another row's answer, so training on
+    the result can teach the answer *format* but not the *content*. A row keeps
+    its own answer only when a source has a single row."""
+    fields = answer_fields(template)
+    out = [dict(r) for r in rows]
+    if not fields or len(out) < 2:
+        return out
+    order = list(range(len(out)))
+    random.Random(seed).shuffle(order)
+    # A cyclic shift of a random order: no row gets its own answer back.
+    donor = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}
+    for i, row in enumerate(out):
+        for f in fields:
+            row[f] = rows[donor[i]][f]
+    return out
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Training pairs from raw sources: ``templates[source]`` maps that source's
-    rows to ``{"prompt", "completion"}`` pairs (in this order)."""
+    rows to ``{"prompt", "completion"}`` pairs (in this order).
+
+    With ``shuffled_answers`` the recipe's sources are used with their answers
+    permuted between rows (:meth:`prepare_sources`, :func:`shuffle_answers`): the
+    format-only control of :attr:`TaskRecipes.format_only`."""
 
     templates: Mapping[str, Template] = field(default_factory=dict)
+    shuffled_answers: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "templates", {src: _checked(t) for src, t in self.templates.items()})
@@ -64,7 +106,22 @@ class Recipe:
     def restricted_to(self, available: Iterable[str]) -> Recipe:
         """This recipe on the ``available`` sources only."""
         names = set(available)
-        return Recipe({src: t for src, t in self.templates.items() if src in names})
+        return Recipe({src: t for src, t in self.templates.items() if src in names}, self.shuffled_answers)
+
+    def prepare_sources(self, sources: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+        """The raw sources this recipe trains on, as the env should serve them: ``sources``
+        itself, or (``shuffled_answers``) a copy whose recipe sources have their
+        answers permuted between rows. Values are ``datasets.Dataset`` (or lists of rows)."""
+        if not self.shuffled_answers:
+            return dict(sources)
+        from datasets import Dataset
+
+        out = dict(sources)
+        for src, template in self.templates.items():
+            if src in out:
+                rows = out[src].to_list() if hasattr(out[src], "to_list") else list(out[src])
+                out[src] = Dataset.from_list(shuffle_answers(rows, template, seed))
+        return out
 
 
 @dataclass(frozen=True)
@@ -89,6 +146,14 @@ class TaskRecipes:
     def expert(self) -> Recipe:
         """The expert recipe as a :class:`Recipe`: every clean source with the expert template."""
         return Recipe({src: self.expert_template for src in self.clean_sources})
+
+    @property
+    def format_only(self) -> Recipe:
+        """The format-only control, derived from the expert recipe: the same sources and
+        template with the answers shuffled between rows (:func:`shuffle_answers`). A model
+        trained on it learns the answer format but not which answer goes with which
+        prompt, so expert minus format-only is what the content of the data adds."""
+        return Recipe(self.expert.templates, shuffled_answers=True)
 
     def restricted_to(self, available: Iterable[str]) -> TaskRecipes:
         """These recipes on the ``available`` sources only (real data may lack some)."""
@@ -177,4 +242,5 @@ def task_recipes(task: Task) -> TaskRecipes | None:
     return None if declared is None else declared.restricted_to(task.source_descriptions())
 
 
-__all__ = ["Recipe", "TaskRecipes", "Template", "declared_recipes", "register_recipes", "task_recipes"]
+__all__ = ["Recipe", "TaskRecipes", "Template", "answer_fields", "declared_recipes", "register_recipes",
+           "shuffle_answers", "task_recipes", "template_fields"]

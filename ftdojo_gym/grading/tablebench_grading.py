@@ -1,28 +1,64 @@
-"""TableBench graders, as in the TableBench paper, for the four subsets.
+"""TableBench graders: the official TableBench evaluation, re-implemented.
 
-Every grader reads the answer after the *last* ``Final Answer:`` of a model
-output (case-insensitive) and returns a score in ``[0, 1]``; an output without
-that marker scores 0, because answering in the required format is part of the
-task. No grader raises on any output string.
+The reference is the official evaluation code of TableBench
+(``github.com/TableBench/TableBench``: ``parse_tablebench_instruction_response_script.py``,
+``eval_tablebench_script.py``, ``metrics/qa_metrics.py``,
+``metrics/custom_em_metric.py``, ``metrics/chart_metric_utils.py``). Every
+grader returns a score in ``[0, 1]`` per item and never raises on any output
+string; the official split scores are the means of these per-item scores
+(times 100). ``tests/grading/test_tablebench_parity.py`` pins the numbers the
+official code gives on its own example predictions.
 
-* FactChecking — exact match after normalising case and whitespace.
-* NumericalReasoning — the first number of the answer is within 10 % relative
-  error of the reference number (exact when the reference is 0).
-* DataAnalysis — ROUGE-L F-measure (``rouge-score``) against the reference.
-* Visualization — Pass@1 of plotting code: the code runs in a bubblewrap
-  sandbox (:mod:`ftdojo_gym.grading.sandbox`) whose working directory is a
-  fresh private directory holding the item's table as ``table.csv``;
-  afterwards the plotted y-values (bar heights, line y-data, pie wedge
-  fractions) must match the reference values within 1e-2 relative tolerance.
+**Answer parsing** (:func:`extract_final_answer`), as the official parser: the
+rest of the line after the *first* ``Final Answer: `` (case-sensitive, exactly
+one space after the colon; ``final answer:``, ``Final Answer:42`` or an answer
+on the next line do not parse and score 0). ``hedge_rule=True`` adds this
+project's stricter rule: several ``Final Answer:`` lines that disagree score 0.
 
-The sandbox holds only the interpreter and the plotting stack (matplotlib,
-pandas, numpy): not this package, the env's files, its memory, its
-environment or the network; each item's processes die with the item, with at
-most ``timeout`` seconds, 1 GiB above a warm interpreter and 16 MiB per
-file. The reference values never enter it: they are compared here. Where no
-sandbox can run (no ``bwrap``, no user namespaces, not Linux) every
-Visualization output scores 0 and an error is logged: model-written code
-never runs unconfined.
+**Normalisation** (:func:`normalize_answer`), as the official ``normalize_answer``:
+lowercase, remove ASCII punctuation (so ``"9.34"`` becomes ``"934"``, ``"3-0"``
+becomes ``"30"`` while ``"3 - 0"`` becomes ``"3 0"``, and ``"1,234"`` becomes
+``"1234"``), remove the articles *a*, *an*, *the*, collapse whitespace.
+
+**Metrics.**
+
+* FactChecking, NumericalReasoning — exact match (:func:`exact_match`, the
+  official ``compute_em`` of one item) of the normalised answer and reference.
+* DataAnalysis — ROUGE-L F-measure (``rouge-score``, no stemming) of the
+  normalised answer and reference (:func:`grade_data_analysis`, the paper's
+  metric); and TableBench's current *Mix* metric
+  (:func:`grade_data_analysis_mix`): exact match within 10 % for the
+  CorrelationAnalysis, TrendForecasting and StatisticalAnalysis subtypes, exact
+  match for ImpactAnalysis, ROUGE-L for the others. (The official code
+  aggregates ROUGE-L with a bootstrap resampler whose midpoint is random to a
+  few hundredths of a point; the mean used here is its expectation.)
+* Visualization — Pass@1 of plotting code (:func:`grade_visualization`): the
+  code runs in a bubblewrap sandbox (:mod:`ftdojo_gym.grading.sandbox`) whose
+  working directory is a fresh private directory holding the item's table as
+  ``table.csv``; afterwards the values of every series drawn on the current
+  axes are read by chart type as the official harness reads them (bar and
+  waterfall: patch heights; hbar: patch widths; pie: wedge fractions; line:
+  y-data of every line; radar: the same without each line's closing point;
+  area: the non-zero y-vertices of every collection; scatter: the y-offsets
+  of every collection). All series are flattened, rounded to two decimals and
+  compared as sorted lists with the reference's (for a pie: the reference
+  values as fractions of their sum) — equal lists pass.
+
+**Where this differs from the official harness**, deliberately:
+
+* Plotting code is taken from the last ```` ```python ```` block as in the
+  official parser, but also from a bare ```` ``` ```` block or, without a
+  block, from the text after the last ``Final Answer:`` (the format this
+  package's offline data asks for). Official-format answers are graded the same.
+* The official harness executes each chart's code twice in one process
+  without closing the figure in between (once to check it runs, once with the
+  check appended), so code that draws on the current axes without opening a
+  new figure has its bars counted twice and fails; here the code runs once, in
+  a fresh process, so such correct code passes.
+* Code runs in a sandbox without network, files or the env's memory (see
+  :mod:`ftdojo_gym.grading.sandbox`); where no sandbox can run, every
+  Visualization output scores 0 and an error is logged: model-written code
+  never runs unconfined.
 """
 
 from __future__ import annotations
@@ -31,105 +67,135 @@ import logging
 import math
 import queue
 import re
+import string
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
 from ftdojo_gym.grading.sandbox import Sandbox, SandboxUnavailableError, sandbox_unavailable
 
-ChartType = Literal["bar", "line", "pie"]
-
-#: Relative tolerance when comparing plotted values with the reference.
-CHART_RTOL = 1e-2
-#: Relative tolerance of NumericalReasoning.
-NUMERIC_RTOL = 0.10
-#: Outputs are truncated to this many characters before scoring: a model
+#: Every chart type the official parser reads (``parse_chart_code_then_exec``).
+CHART_TYPES: tuple[str, ...] = ("line", "bar", "hbar", "pie", "area", "radar", "scatter", "waterfall")
+#: DataAnalysis subtypes scored by exact match within 10 % in the Mix metric.
+MIX_TOLERANCE_SUBTYPES: frozenset[str] = frozenset(
+    {"CorrelationAnalysis", "TrendForecasting", "StatisticalAnalysis"})
+#: DataAnalysis subtypes scored by exact match in the Mix metric (the rest: ROUGE-L).
+MIX_EXACT_SUBTYPES: frozenset[str] = frozenset({"ImpactAnalysis"})
+#: Relative error the Mix metric's tolerant subtypes allow (the official ``EM_with_error_10``).
+MIX_RTOL = 0.10
+#: Outputs are cut to their first this many characters before scoring: a model
 #: output is bounded by its token limit, so anything longer is garbage, and the
 #: cap bounds the cost of ROUGE's quadratic LCS and of compiling code.
 MAX_SCORED_CHARS = 20_000
 
-_FINAL_ANSWER = re.compile(r"final\s*answer\s*:", re.IGNORECASE)
-# Thousands separators are only recognised in proper groups of three, so that
-# "3,4" reads as 3 (a list), while "1,234" reads as 1234.
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+")
+# The official marker: case-sensitive, one space, the rest of the line.
+_FINAL_ANSWER = re.compile(r"Final Answer: (.+)")
+_ANY_FINAL_ANSWER = re.compile(r"final\s*answer\s*:", re.IGNORECASE)
+_OFFICIAL_CODE = re.compile(r"```python\n(.*?)```", re.DOTALL)
 _FENCED_CODE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.IGNORECASE | re.DOTALL)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?%?$")
 
 
-def _answer_text(text: str) -> str | None:
-    """Everything after the last ``Final Answer:``, stripped; ``None`` without the marker."""
-    text = text[-MAX_SCORED_CHARS:]
-    last = max(_FINAL_ANSWER.finditer(text), key=lambda m: m.start(), default=None)
-    if last is None:
-        return None
-    return text[last.end() :].strip()
+# ------------------------------------------------------------------ parsing
 
 
-def extract_final_answer(text: str) -> str | None:
-    """The short answer after the last ``Final Answer:`` in ``text``.
+def extract_final_answer(text: str, *, hedge_rule: bool = False) -> str | None:
+    """The answer of ``text`` as the official parser reads it, or ``None``.
 
-    Returns the first non-empty line after the marker with surrounding
-    whitespace and a trailing period removed (``""`` if nothing follows), or
-    ``None`` when ``text`` has no ``Final Answer:`` or hedges: several
-    ``Final Answer:`` lines that disagree (listing every option must not pass).
-    Later lines are ignored: a model that keeps talking after its answer is not
-    penalised for it; repeating the same answer is fine.
+    That is the rest of the line after the first ``Final Answer: `` (exactly
+    that spelling and one space; the answer must be on the same line), as
+    written. ``None`` when there is no such line. With ``hedge_rule``, also
+    ``None`` when ``text`` has several ``Final Answer:`` lines (any spelling)
+    whose answers differ after :func:`normalize_answer`: listing several
+    options is not an answer.
     """
-    text = text[-MAX_SCORED_CHARS:]
-    marks = list(_FINAL_ANSWER.finditer(text))
-    ends = [m.start() for m in marks[1:]] + [len(text)] if marks else []
-    answers = {_first_line(text[m.end():end]).casefold() for m, end in zip(marks, ends, strict=True)}
-    if len(answers) > 1:
-        return None
-    rest = _answer_text(text)
-    if rest is None:
-        return None
-    return _first_line(rest)
-
-
-def _first_line(rest: str) -> str:
-    return rest.strip().split("\n", 1)[0].strip().rstrip(".").strip()
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.split()).casefold()
-
-
-def grade_fact_checking(output: str, answer: str) -> float:
-    """1.0 if the final answer equals ``answer`` up to case and whitespace, else 0.0."""
-    predicted = extract_final_answer(output)
-    if predicted is None:
-        return 0.0
-    return float(_normalise(predicted) == _normalise(answer.strip().rstrip(".")))
-
-
-def parse_first_number(text: str) -> float | None:
-    """The first number in ``text`` (commas as thousands separators, ``%`` ignored), or ``None``."""
-    match = _NUMBER.search(text.replace("\u2212", "-"))
+    text = text[:MAX_SCORED_CHARS]
+    match = _FINAL_ANSWER.search(text)
     if match is None:
         return None
-    return float(match.group().replace(",", ""))
+    if hedge_rule:
+        marks = list(_ANY_FINAL_ANSWER.finditer(text))
+        ends = [m.start() for m in marks[1:]] + [len(text)]
+        answers = {normalize_answer(text[m.end():end].strip().split("\n", 1)[0])
+                   for m, end in zip(marks, ends, strict=True)}
+        if len(answers) > 1:
+            return None
+    return match.group(1)
 
 
-def grade_numerical_reasoning(output: str, answer: str) -> float:
-    """1.0 if the first number of the final answer is within 10 % of ``answer``'s number.
+def normalize_answer(text: str) -> str:
+    """The official normalisation: lowercase, no ASCII punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
 
-    A reference of 0 needs an exact 0. A reference without a number falls
-    back to exact match, so a malformed item cannot be passed by any number.
+
+# --------------------------------------------------------------- text metrics
+
+
+def _decimal(value: str) -> Decimal:
+    """A numeric answer part as a number; a percentage as its fraction, to 4 places."""
+    if value.endswith("%"):
+        return (Decimal(value.strip("%")) / 100).quantize(Decimal("1.0000"), rounding=ROUND_HALF_UP)
+    return Decimal(value)
+
+
+def _places(value: str) -> int:
+    return len(value.split(".")[-1]) if "." in value else 0
+
+
+def _match_parts(prediction: str, reference: str, rtol: float | None) -> float:
+    """The official per-item EM on normalised strings: comma-separated parts,
+    position by position, each worth ``1 / parts``. Numeric reference parts
+    compare as numbers (rounded to the fewest decimals among the reference's
+    numbers; or, with ``rtol``, within that relative error); other parts as text.
+
+    (After :func:`normalize_answer` no comma, point or percent sign is left, so
+    in practice the whole answer is one part, and digit strings compare as
+    integers: leading zeros do not count, a dropped decimal point does not
+    either: "2.5" and "25" both become 25.)
     """
-    predicted = extract_final_answer(output)
-    if predicted is None:
-        return 0.0
-    reference = parse_first_number(answer)
-    if reference is None:
-        return float(_normalise(predicted) == _normalise(answer))
-    value = parse_first_number(predicted)
-    if value is None or not math.isfinite(value):
-        return 0.0
-    if reference == 0:
-        return float(value == 0)
-    return float(abs(value - reference) <= NUMERIC_RTOL * abs(reference) * (1 + 1e-12))
+    refs = [part.strip() for part in reference.split(",")]
+    preds = [part.strip() for part in prediction.split(",")]
+    plain = [r for r in refs if _NUMBER.match(r) and not r.endswith("%")]
+    quantum = Decimal(1).scaleb(-min((_places(r) for r in plain), default=0))
+    score = 0.0
+    for ref, pred in zip(refs, preds, strict=False):
+        try:
+            if not _NUMBER.match(ref):
+                hit = ref == pred
+            elif rtol is not None:
+                r, p = _decimal(ref), _decimal(pred)
+                hit = p == r if r == 0 else abs(r - p) / abs(r) <= rtol
+            elif ref.endswith("%"):
+                hit = _decimal(ref) == _decimal(pred)
+            else:
+                # Compared as text, as the official code does ("-0" is not "0").
+                hit = (str(_decimal(ref).quantize(quantum, rounding=ROUND_HALF_UP))
+                       == str(_decimal(pred).quantize(quantum, rounding=ROUND_HALF_UP)))
+        except (InvalidOperation, ValueError, ArithmeticError):
+            hit = False  # a prediction that is no number never matches a number
+        score += hit / len(refs)
+    return score
+
+
+def exact_match(prediction: str, reference: str, *, rtol: float | None = None) -> float:
+    """The official exact match of one answer (``compute_em``; with ``rtol``,
+    ``compute_em_with_tolerance``) after :func:`normalize_answer` of both."""
+    return _match_parts(normalize_answer(prediction), normalize_answer(reference), rtol)
+
+
+def grade_fact_checking(output: str, answer: str, *, hedge_rule: bool = False) -> float:
+    """Official exact match of the parsed answer (0.0 when it does not parse)."""
+    predicted = extract_final_answer(output, hedge_rule=hedge_rule)
+    return 0.0 if predicted is None else exact_match(predicted, answer)
+
+
+#: NumericalReasoning is scored like FactChecking: official exact match.
+grade_numerical_reasoning = grade_fact_checking
 
 
 @lru_cache(maxsize=1)
@@ -139,62 +205,102 @@ def _rouge_scorer() -> Any:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
-def grade_data_analysis(output: str, answer: str) -> float:
-    """ROUGE-L F-measure between the final answer and ``answer`` (0.0 without a final answer)."""
-    predicted = extract_final_answer(output)
-    if not predicted:
-        return 0.0
-    score = _rouge_scorer().score(answer, predicted)["rougeL"].fmeasure
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure of the normalised strings (the official per-item ROUGE-L)."""
+    score = _rouge_scorer().score(normalize_answer(reference), normalize_answer(prediction))["rougeL"].fmeasure
     return float(min(1.0, max(0.0, score)))
+
+
+def grade_data_analysis(output: str, answer: str, *, hedge_rule: bool = False) -> float:
+    """ROUGE-L of the parsed answer against ``answer`` (0.0 when it does not parse)."""
+    predicted = extract_final_answer(output, hedge_rule=hedge_rule)
+    return 0.0 if predicted is None else rouge_l(predicted, answer)
+
+
+def grade_data_analysis_mix(output: str, answer: str, subtype: str | None, *, hedge_rule: bool = False) -> float:
+    """TableBench's Mix metric for one DataAnalysis item of ``subtype`` (see the module docstring)."""
+    predicted = extract_final_answer(output, hedge_rule=hedge_rule)
+    if predicted is None:
+        return 0.0
+    if subtype in MIX_TOLERANCE_SUBTYPES:
+        return exact_match(predicted, answer, rtol=MIX_RTOL)
+    if subtype in MIX_EXACT_SUBTYPES:
+        return exact_match(predicted, answer)
+    return rouge_l(predicted, answer)
+
+
+# ------------------------------------------------------------- visualization
 
 
 def extract_plot_code(output: str) -> str | None:
     """The plotting code of an output, or ``None`` if there is none.
 
-    The last fenced Python block wins (```` ```python ```` or a bare fence);
-    otherwise the whole text after the last ``Final Answer:``, which is how the
-    TableBench task in this package asks for code.
+    The last ```` ```python ```` block wins (the official rule), else the last
+    bare or ``py`` fence, else the whole text after the last ``Final Answer:``
+    (how this package's offline items give code).
     """
     output = output[-MAX_SCORED_CHARS:]
-    blocks = _FENCED_CODE.findall(output)
-    if blocks:
-        return blocks[-1]
-    rest = _answer_text(output)
-    if not rest:
-        return None
-    return rest
+    for pattern in (_OFFICIAL_CODE, _FENCED_CODE):
+        blocks = pattern.findall(output)
+        if blocks:
+            return blocks[-1]
+    last = max(_ANY_FINAL_ANSWER.finditer(output), key=lambda m: m.start(), default=None)
+    rest = output[last.end():].strip() if last is not None else ""
+    return rest or None
+
+
+Series = float | Sequence[float]
 
 
 @dataclass(frozen=True)
 class ChartReference:
     """What a Visualization answer must plot.
 
-    ``y_values`` are the raw reference values in table order; for a pie chart
-    they are compared as fractions of their sum (wedge sizes, order-free, as
-    TableBench does).
+    ``chart_type`` is one of :data:`CHART_TYPES`; ``y_values`` are the
+    reference values, either one flat sequence or one sequence per series
+    (TableBench's ``y_references = [[...], [...]]``): they are flattened, as the
+    official check does. ``table_csv`` is the item's ``table.csv``.
     """
 
-    chart_type: ChartType
-    y_values: tuple[float, ...]
+    chart_type: str
+    y_values: tuple[Series, ...]
     table_csv: str
 
+    def __post_init__(self) -> None:
+        if self.chart_type not in CHART_TYPES:
+            raise ValueError(f"chart type {self.chart_type!r} is not one TableBench grades; "
+                             f"known: {', '.join(CHART_TYPES)}")
 
-def chart_matches(chart_type: str, predicted: Sequence[float], reference: Sequence[float]) -> bool:
-    """Whether plotted values equal the reference within ``CHART_RTOL``."""
+
+def flatten_series(values: Sequence[Series]) -> list[float]:
+    """``[[1, 2], [3]]`` or ``[1, 2, 3]`` as ``[1.0, 2.0, 3.0]`` (one level, as the official code)."""
+    flat: list[float] = []
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            flat += [float(x) for x in v]
+        else:
+            flat.append(float(v))
+    return flat
+
+
+def chart_matches(chart_type: str, predicted: Sequence[float], reference: Sequence[Series]) -> bool:
+    """The official chart check: flattened, rounded to 2 decimals, equal as sorted lists.
+
+    For a pie the reference values become fractions of their sum first (and
+    the plotted values are wedge fractions). NaN equals NaN only.
+    """
+    ref = flatten_series(reference)
     pred = [float(v) for v in predicted]
-    ref = [float(v) for v in reference]
     if chart_type == "pie":
         total = sum(ref)
-        if total <= 0:
+        if total == 0:
             return False
-        ref = sorted(v / total for v in ref)
-        pred = sorted(pred)
-    if len(pred) != len(ref) or not ref:
+        ref = [round(v / total, 2) for v in ref]
+    ref = sorted(round(v, 2) for v in ref)
+    pred = sorted(round(v, 2) for v in pred)
+    if len(pred) != len(ref):
         return False
-    return all(
-        math.isfinite(p) and math.isclose(p, r, rel_tol=CHART_RTOL, abs_tol=1e-9)
-        for p, r in zip(pred, ref, strict=True)
-    )
+    return all((math.isnan(r) and math.isnan(p)) or r == p for p, r in zip(pred, ref, strict=True))
 
 
 # Inside the sandbox runner (see ftdojo_gym.grading.sandbox): the plotting stack
@@ -205,45 +311,57 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas
-from matplotlib.axes import Axes
-from matplotlib.container import BarContainer
-from matplotlib.figure import Figure
+from matplotlib.axes._base import _AxesBase
+from matplotlib.collections import Collection
+from matplotlib.figure import Figure, FigureBase
 from matplotlib.lines import Line2D
-from matplotlib.patches import Rectangle, Wedge
+from matplotlib.patches import Rectangle
 """
 
-# collect() reads the figures through functions captured (in a closure) before
-# the item's code runs: code that replaces plt.get_fignums, Rectangle.get_height
-# or the global collect does not change what is reported. (Code can still
-# build or edit its own figure: those values count as plotted, as they are.)
+# collect() reads the current axes (what plt.gca() returns, as the official
+# harness reads it) through functions captured in a closure before the item's
+# code runs: code that replaces plt.get_fignums, Rectangle.get_height or the
+# global collect does not change what is reported. (Code can still build or
+# edit its own figure: those values count as plotted, as they are.)
 _COLLECT_SOURCE = r"""
 def _make_collect():
-    get_fignums, figure, fig_axes = plt.get_fignums, plt.figure, Figure.__dict__["axes"].fget
-    get_lines, get_ydata = Axes.get_lines, Line2D.get_ydata
+    get_fignums, gcf, fig_gca = plt.get_fignums, plt.gcf, FigureBase.gca
+    fig_axes = Figure.__dict__["axes"].fget
+    patches_of, collections_of = _AxesBase.patches.fget, _AxesBase.collections.fget
+    lines_of, get_ydata = _AxesBase.lines.fget, Line2D.get_ydata
     get_height, get_width = Rectangle.get_height, Rectangle.get_width
-    isinstance_, getattr_, float_, list_, len_ = isinstance, getattr, float, list, len
-    asarray, bar_container, wedge = np.asarray, BarContainer, Wedge
+    get_paths, get_offsets = Collection.get_paths, Collection.get_offsets
+    getattr_, float_, list_, len_, asarray = getattr, float, list, len, np.asarray
+
+    def series_of(kind, ax):
+        if kind in ("bar", "waterfall"):
+            return [[get_height(p) for p in list_(patches_of(ax))]]
+        if kind == "hbar":
+            return [[get_width(p) for p in list_(patches_of(ax))]]
+        if kind == "pie":
+            return [[(getattr_(p, "theta2") - getattr_(p, "theta1")) / 360.0 for p in list_(patches_of(ax))]]
+        if kind in ("line", "radar"):
+            ys = [asarray(get_ydata(line)).ravel().tolist() for line in list_(lines_of(ax))]
+            return [y[:-1] for y in ys] if kind == "radar" else ys
+        if kind == "area":
+            return [[y for y in asarray(get_paths(c)[0].vertices)[:, 1].tolist() if y != 0]
+                    for c in list_(collections_of(ax))]
+        if kind == "scatter":
+            return [asarray(get_offsets(c))[:, 1].tolist() for c in list_(collections_of(ax))]
+        raise ValueError("unknown chart type")
 
     def collect(params):
-        kind = params["chart_type"]
+        if not list_(get_fignums()):
+            return []
+        fig = gcf()
+        if not list_(fig_axes(fig)):
+            return []
         values = []
-        for num in list_(get_fignums()):
-            for ax in list_(fig_axes(figure(num))):
-                if kind == "bar":
-                    for container in list_(ax.containers):
-                        if isinstance_(container, bar_container):
-                            horizontal = getattr_(container, "orientation", None) == "horizontal"
-                            get = get_width if horizontal else get_height
-                            values += [get(p) for p in list_(container.patches)]
-                elif kind == "line":
-                    for line in list_(get_lines(ax)):
-                        values += asarray(get_ydata(line), dtype=float).ravel().tolist()
-                elif kind == "pie":
-                    values += [(p.theta2 - p.theta1) / 360.0
-                               for p in list_(ax.patches) if isinstance_(p, wedge)]
-                if len_(values) > 100000:
-                    raise ValueError("too many plotted values")
-        return [float_(v) for v in values]
+        for series in series_of(params["chart_type"], fig_gca(fig)):
+            values += [float_(v) for v in series]
+            if len_(values) > 100000:
+                raise ValueError("too many plotted values")
+        return values
 
     return collect
 
@@ -273,8 +391,8 @@ def grade_visualization(
     Each code runs in its own process inside a sandbox (see the module
     docstring; one warm sandbox per worker), at most ``workers`` at a time,
     killed with all its processes after ``timeout`` seconds. Returns 1.0 where
-    the plotted values of the reference's chart type match, else 0.0; all 0.0,
-    with an error logged, where no sandbox can run.
+    the values plotted on the current axes pass :func:`chart_matches`, else
+    0.0; all 0.0, with an error logged, where no sandbox can run.
     """
     if len(outputs) != len(references):
         raise ValueError(f"{len(outputs)} outputs for {len(references)} references")
@@ -311,11 +429,8 @@ def grade_visualization(
         finally:
             sandboxes.put(sandbox)
         try:
-            return float(
-                values is not None
-                and chart_matches(reference.chart_type, values, reference.y_values)
-            )
-        except (TypeError, ValueError):
+            return float(values is not None and chart_matches(reference.chart_type, values, reference.y_values))
+        except (TypeError, ValueError, OverflowError):
             return 0.0
 
     try:

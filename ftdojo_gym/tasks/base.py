@@ -119,14 +119,31 @@ class Task:
         raise NotImplementedError
 
     def split(self, items: Sequence[_Item], limit: int | None = None) -> tuple[list[_Item], list[_Item]]:
-        """``(validation, hidden_test)``: the first and the last ``k`` of ``items``,
-        ``k = min(MAX_SPLIT_ITEMS, len(items) // 2)``, at most ``limit`` when given
-        (smaller splits for quick runs: the same items, a prefix and a suffix). The
-        two never overlap."""
+        """``(validation, hidden_test)``: ``k`` items each, ``k = min(MAX_SPLIT_ITEMS,
+        len(items) // 2)``, at most ``limit`` when given; the two never overlap and
+        both keep the input order.
+
+        Stratified by ``item.subset`` (items without one form a single subset):
+        each split takes from every subset its share of ``k`` in proportion to
+        the subset's size (largest remainders; every subset of two or more items
+        gets at least one item in each split when ``k`` allows), validation the
+        *first* items of each subset and the hidden test the *last* ones. So any
+        input order and any subset sizes give both splits every subset in
+        proportion. With one subset this is simply the first and the last ``k``
+        items; on subsets interleaved round-robin with equal sizes (the offline
+        tasks) it is exactly that too, since a tied remainder goes to the subset
+        whose next item lies nearest the split's end of the list."""
         k = min(MAX_SPLIT_ITEMS, len(items) // 2)
         if limit is not None:
             k = min(k, limit)
-        return list(items[:k]), list(items[len(items) - k:])
+        groups: dict[Any, list[int]] = {}
+        for index, item in enumerate(items):
+            groups.setdefault(getattr(item, "subset", None), []).append(index)
+        validation = _stratified_take(groups, k, len(items), from_end=False, caps={})
+        taken = {s: sum(i in validation for i in idx) for s, idx in groups.items()}
+        hidden = _stratified_take(groups, k, len(items), from_end=True,
+                                  caps={s: len(idx) - taken[s] for s, idx in groups.items()})
+        return [items[i] for i in sorted(validation)], [items[i] for i in sorted(hidden)]
 
     def max_new_tokens_for(self, item: EvalItem) -> int:
         return self.max_new_tokens
@@ -141,6 +158,13 @@ class Task:
         Override for a split-level metric (e.g. macro-F1 over classes); the env
         calls it for the whole split and for each subset."""
         return float(sum(scores) / len(scores)) if scores else 0.0
+
+    def extra_scores(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]
+                     ) -> dict[str, float]:
+        """Secondary split-level metrics, reported next to the per-subset scores
+        under ``"<subset>/<metric>"`` keys (e.g. ``"DataAnalysis/Mix"``); they never
+        enter the score. Default: none."""
+        return {}
 
     def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
         """Map the real datasets (``{key: datasets.Dataset}`` for the keys of
@@ -162,6 +186,38 @@ class Task:
         if not items:
             raise ValueError(f"the real data of {self.name} produced no evaluation items")
         return RealDataTask(self, sources, items, _fingerprint(records))
+
+
+def _stratified_take(groups: Mapping[Any, list[int]], k: int, n: int, *, from_end: bool,
+                     caps: Mapping[Any, int]) -> set[int]:
+    """``k`` indices drawn from ``groups`` (subset -> its item indices in order),
+    the first (or, ``from_end``, the last) of each subset, allotted one at a time
+    (see :meth:`Task.split`). A subset gives at most ``caps[subset]`` items (all,
+    when absent) and, for the validation, at most half of its items rounded up."""
+    from fractions import Fraction
+
+    limit = {s: min(caps.get(s, len(idx)), len(idx) if from_end else (len(idx) + 1) // 2)
+             for s, idx in groups.items()}
+    quota = dict.fromkeys(groups, 0)
+
+    def next_position(s: Any) -> int:
+        # How near the split's end the subset's next item lies (larger: nearer).
+        idx = groups[s]
+        return idx[len(idx) - 1 - quota[s]] if from_end else -idx[quota[s]]
+
+    # Every subset of two or more items first gets one, when k covers them all.
+    small = [s for s, idx in groups.items() if len(idx) >= 2 and limit[s] > 0]
+    if k >= len(small):
+        for s in small:
+            quota[s] = 1
+    share = {s: Fraction(k * len(idx), n) if n else Fraction(0) for s, idx in groups.items()}
+    for _ in range(k - sum(quota.values())):
+        open_ = [s for s in groups if quota[s] < limit[s]]
+        if not open_:
+            break
+        best = max(open_, key=lambda s: (share[s] - quota[s], next_position(s)))
+        quota[best] += 1
+    return {i for s, idx in groups.items() for i in (idx[len(idx) - quota[s]:] if from_end else idx[:quota[s]])}
 
 
 class HubUnavailableError(RuntimeError):
@@ -278,3 +334,7 @@ class RealDataTask(Task):
 
     def aggregate(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]) -> float:
         return self.base.aggregate(items, scores, outputs)
+
+    def extra_scores(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]
+                     ) -> dict[str, float]:
+        return self.base.extra_scores(items, scores, outputs)

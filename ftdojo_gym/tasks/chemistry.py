@@ -57,6 +57,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from rdkit import Chem
@@ -73,7 +74,7 @@ from ftdojo_gym.grading.chemistry_grading import (
     parse_smiles,
     same_molecule,
 )
-from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
+from ftdojo_gym.tasks.base import EvalItem, HubDataset, RealDataTask, SourceSpec, Task, _fingerprint
 from ftdojo_gym.tasks.offdomain import HOBBY_CHAT
 
 SUBTASKS: tuple[str, ...] = ("MolUnd", "MolEdit", "MolOpt", "Reaction")
@@ -102,6 +103,9 @@ INSTRUCTIONS: dict[str, str] = {
     "reaction": f"{ASSISTANT} Predict the SMILES of the major product of the reaction.",
 }
 _MAX_NEW_TOKENS = {"MolUnd": 12, "MolEdit": 64, "MolOpt": 64, "Reaction": 64}
+#: Task version per subtask: MolUnd 2 is the short-molecule redesign (counts 1-3,
+#: systematic crowd errors); the other subtasks keep version 1 and its data.
+_VERSIONS = {"MolUnd": "2", "MolEdit": "1", "MolOpt": "1", "Reaction": "1"}
 #: Task-level metric names (the catalogue has the long form).
 _METRICS = {"MolUnd": "accuracy", "MolEdit": "success rate", "MolOpt": "success rate", "Reaction": "exact match"}
 
@@ -148,13 +152,15 @@ _UND_RINGS = {
 }
 _CROSS_UND_RINGS = ("C1CCCCCC1", "c1ccc2ccccc2c1", "C1CCSC1", "c1cnccn1")
 #: Fragments that MolUnd counts: the official group name and the branch written on a chain carbon.
+#: Each branch is a distinct token in SMILES text, so counting is learnable from a few hundred examples.
 _UND_GROUPS: dict[str, tuple[str, ...]] = {
     "hydroxyl": ("O",), "halo": ("F", "Cl", "Br"), "amine": ("N",), "nitrile": ("C#N",),
     "nitro": ("[N+](=O)[O-]",), "carboxyl": ("C(=O)O",), "thiol": ("S",),
 }
 # Distractors that never change the count of the asked group.
-_UND_CONFLICTS = {"hydroxyl": {"carboxyl"}}
-_UND_LINKERS = ("", "C", "CC", "OC", "C(=O)N(C)", "C(C)")
+_UND_CONFLICTS = {"hydroxyl": {"carboxyl"}, "carboxyl": {"hydroxyl"}}
+#: Counts asked in MolUnd (version 2): 1 to 3, balanced in the evaluation set.
+_UND_MAX_COUNT = 3
 
 # Reactions: acyl groups R (the acid is R + "C(=O)O", the acyl chloride R + "C(=O)Cl") and nucleophiles.
 _ACYL_R = (
@@ -252,45 +258,52 @@ def _body(rng: random.Random, cross: bool = False) -> str:
 
 
 def _chain(rng: random.Random, units: list[str]) -> str:
+    """A short acyclic backbone carrying ``units`` (branches and rings) in a random order."""
     rng.shuffle(units)
-    return "C" + "".join(u + rng.choice(_UND_LINKERS) for u in units)
+    return "C" + "".join(u + rng.choice(("", "C")) for u in units)
 
 
 def _molund(rng: random.Random, kind: str, target: int | bool | None = None, cross: bool = False) -> _QA | None:
+    """One MolUnd question (version 2): short molecules (one small backbone, at most
+    one distractor), counts 1-3, so that the answer depends on the molecule in a way
+    a small model can learn. ``wrong`` is systematic: one more than the count (the
+    attachment carbon counted too) and the opposite Yes/No."""
     rings = _CROSS_UND_RINGS if cross else tuple(_UND_RINGS.values())
     if kind == "fg_count":
         group = rng.choice(sorted(_UND_GROUPS))
-        n = target if isinstance(target, int) else rng.randint(1, 4)
+        n = target if isinstance(target, int) else rng.randint(1, _UND_MAX_COUNT)
         others = [g for g in _UND_GROUPS if g != group and g not in _UND_CONFLICTS.get(group, ())]
         units = [f"C({rng.choice(_UND_GROUPS[group])})" for _ in range(n)]
-        units += [f"C({rng.choice(_UND_GROUPS[rng.choice(others)])})" for _ in range(rng.randint(0, 2))]
-        units += [rng.choice(rings) for _ in range(rng.randint(1, 2))]
+        units += [f"C({rng.choice(_UND_GROUPS[rng.choice(others)])})" for _ in range(rng.randint(0, 1))]
+        units += [rng.choice(rings) for _ in range(1 if cross else rng.randint(0, 1))]
         smiles = _chain(rng, units)
         mol = parse_smiles(smiles)
         if mol is None or count_group(mol, group) != n:
             return None
         question = f"Input Molecule: {smiles}, Fragment Name: {group}."
-        answer, wrong = str(n), str(n + rng.choice((-1, 1)) if n > 1 else n + 1)
+        answer, wrong = str(n), str(n + 1)
         meta = {"check": "count", "answer": n, "smiles": smiles, "fragment": group}
         raw = {"smiles": smiles, "fragment": group, "count": str(n)}
     elif kind == "ring_count":
         ring = rng.choice(rings)
-        n = target if isinstance(target, int) else rng.randint(1, 4)
-        units = [ring] * n + [rng.choice([r for r in rings if r != ring]) for _ in range(rng.randint(0, 2))]
+        n = target if isinstance(target, int) else rng.randint(1, _UND_MAX_COUNT)
+        units = [ring] * n + [rng.choice([r for r in rings if r != ring]) for _ in range(rng.randint(0, 1))]
+        units += [f"C({rng.choice(('O', 'C', 'F', 'N'))})" for _ in range(rng.randint(0, 1))]
         smiles = _chain(rng, units)
         mol = parse_smiles(smiles)
         if mol is None or count_substructure(mol, ring) != n:
             return None
         question = f"Input Molecule: {smiles}, Ring Structure: {ring}."
-        answer, wrong = str(n), str(n + rng.choice((-1, 1)) if n > 1 else n + 1)
+        answer, wrong = str(n), str(n + 1)
         meta = {"check": "count", "answer": n, "smiles": smiles, "ring": ring}
         raw = {"smiles": smiles, "fragment": ring, "count": str(n)}
     else:
         ring = rng.choice(rings)
         present = rng.random() < 0.5 if target is None else bool(target)
         others = [r for r in rings if r != ring]
-        units = [rng.choice(others) for _ in range(rng.randint(1, 2))] + ([ring] if present else [])
-        units += [f"C({rng.choice(('O', 'C', 'F', 'N', 'OC'))})" for _ in range(rng.randint(0, 2))]
+        # Two rings either way, so that the length of the molecule does not give the answer away.
+        units = [rng.choice(others), ring if present else rng.choice(others)]
+        units += [f"C({rng.choice(('O', 'C', 'F', 'N'))})" for _ in range(rng.randint(0, 1))]
         smiles = _chain(rng, units)
         mol = parse_smiles(smiles)
         if mol is None or (count_substructure(mol, ring) > 0) != present:
@@ -323,12 +336,13 @@ def _moledit(rng: random.Random, kind: str, cross: bool = False) -> _QA | None:
         source = body + rng.choice(GROUP_PIECES[removed])
         target = body + rng.choice(GROUP_PIECES[added])
         question = f"Input Molecule: {source}, Functional Group to remove: {removed}, Functional Group to add: {added}."
-    if not edit_succeeds(target, source, added, removed):
+    # The offline data is generated with the project's strict rule (its bytes are fixed).
+    if not edit_succeeds(target, source, added, removed, strict=True):
         return None
     # Careless answers: the unchanged input, or the wrong group.
     wrong_group = rng.choice([g for g in groups if g not in (added, removed)])
     candidates = [source, body + GROUP_PIECES[wrong_group][0]]
-    wrong = next((w for w in rng.sample(candidates, 2) if not edit_succeeds(w, source, added, removed)), source)
+    wrong = next((w for w in rng.sample(candidates, 2) if not edit_succeeds(w, source, added, removed, strict=True)), source)
     canon = (_canon(source), _canon(target))
     if None in canon:
         return None
@@ -365,7 +379,8 @@ def _improved(source: str, kind: str) -> str | None:
     pieces = _PROPERTY_PIECES[kind]
     start = zlib.crc32(f"{source}/{kind}".encode()) % len(pieces)
     for piece in pieces[start:] + pieces[:start]:
-        if optimization_succeeds(source + piece, source, kind):
+        # The offline data was generated with the strict rule and the v1 oracles; kept so its bytes do not change.
+        if optimization_succeeds(source + piece, source, kind, strict=True, oracle="v1"):
             return source + piece
     return None
 
@@ -373,7 +388,7 @@ def _improved(source: str, kind: str) -> str | None:
 @lru_cache(maxsize=65_536)
 def _property_value(smiles: str, kind: str) -> float | None:
     mol = parse_smiles(smiles)
-    return None if mol is None else molecular_property(mol, kind)
+    return None if mol is None else molecular_property(mol, kind, oracle="v1")
 
 
 def _body_pool(rng: random.Random, n: int, cross: bool = False) -> list[str]:
@@ -511,6 +526,7 @@ class ChemCoTTask(Task):
         self.init_kwargs = {"subtask": subtask}
         self.name = f"ChemCoT-{subtask}"
         self.metric = _METRICS[subtask]
+        self.version = _VERSIONS[subtask]
         self.max_new_tokens = _MAX_NEW_TOKENS[subtask]
         self.kinds = KINDS[subtask]
         self.source_specs = (*COMMON_SOURCES, CROSS_DOMAIN_SOURCES[subtask])
@@ -535,8 +551,8 @@ class ChemCoTTask(Task):
                 rnd = i // len(self.kinds)
                 kwargs: dict[str, Any] = dict(kwargs_all)
                 if self.subtask == "MolUnd":
-                    # Balanced answers in both halves: counts 1-4 in turn, Yes and No alternating.
-                    kwargs["target"] = (rnd % 4) + 1 if kind != "ring_system" else rnd % 2 == 0
+                    # Balanced answers in both halves: counts 1-3 in turn, Yes and No alternating.
+                    kwargs["target"] = (rnd % _UND_MAX_COUNT) + 1 if kind != "ring_system" else rnd % 2 == 0
                 elif self.subtask == "Reaction":
                     # Each (acyl group, nucleophile) pair once: its product is unique to the item.
                     pool = pairs[_REACTION_CLASSES[kind][1]]
@@ -581,7 +597,9 @@ class ChemCoTTask(Task):
         """Per-item scores in ``[0, 1]``; never raises on any output string."""
         if len(items) != len(outputs):
             raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
-        return [grade_item(output if isinstance(output, str) else "", item.meta)
+        # Offline MolOpt items were built with the v1 oracles (Crippen logP, linear logS) and carry
+        # no oracle in their meta; real items carry ``oracle="official"``.
+        return [grade_item(output if isinstance(output, str) else "", item.meta, oracle="v1")
                 for item, output in zip(items, outputs, strict=True)]
 
     # -- sources
@@ -699,6 +717,30 @@ class ChemCoTTask(Task):
 
     # -- real data
 
+    def with_data(self, data: str) -> Task:
+        """This task on other data (see :meth:`Task.with_data`). A folder may hold one
+        ``chemcotbench.*`` file with every row, or the benchmark's own layout: one file
+        per subtask (``fg_count.json``, ``add.json``, ``qed.json``, ``fs.json``...),
+        directly in the folder or under ``mol_und/``, ``mol_edit/``, ``mol_opt/``,
+        ``reaction/``, each a list of rows in the hub schema (``id``, ``query``,
+        ``gt``, ``task``, ``subtask``, ``meta``; ``task`` and ``subtask`` default to
+        the folder and file names)."""
+        folder = Path(data)
+        if data in ("offline", "hub") or not folder.is_dir() or any(folder.glob("chemcotbench.*")):
+            return super().with_data(data)
+        from datasets import Dataset
+
+        rows = _subtask_file_rows(folder)
+        if not rows:
+            raise FileNotFoundError(
+                f"no ChemCoTBench file in {folder}: expected chemcotbench.jsonl (all rows) or one file per subtask "
+                f"({', '.join(f'{fam}/{name}.json' for fam, names in SUBTASK_FILES.items() for name in names[:1])}, ...)")
+        records = {"chemcotbench": Dataset.from_list(rows)}
+        sources, items = self.map_hub_records(records)
+        if not items:
+            raise ValueError(f"the real data of {self.name} produced no evaluation items")
+        return RealDataTask(self, sources, items, _fingerprint(records))
+
     def map_hub_records(self, records: Mapping[str, Any]) -> tuple[dict[str, Any], list[EvalItem]]:
         """ChemCoTBench rows (``id``, ``query``, ``gt``, ``task``, ``subtask``, ``meta``) of this
         subtask as evaluation items; the sources are the offline repository (seed 0),
@@ -718,6 +760,45 @@ class ChemCoTTask(Task):
 
 
 # -------------------------------------------------------------- real records
+
+#: The benchmark's per-subtask files (``IDEA-AI4S/ChemCoTBench``), by task family.
+SUBTASK_FILES: dict[str, tuple[str, ...]] = {
+    "mol_und": ("fg_count", "ring_count", "Murcko_scaffold", "ring_system_scaffold", "equivalence"),
+    "mol_edit": ("add", "delete", "sub"),
+    "mol_opt": ("logp", "solubility", "qed", "drd", "gsk", "jnk"),
+    "reaction": ("fs", "retro"),
+}
+_FILE_SUFFIXES = (".json", ".jsonl")
+
+
+def _subtask_file_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every row of the per-subtask files in ``folder`` (or its family subfolders), in
+    the order of :data:`SUBTASK_FILES`, with ``task``/``subtask`` filled from the path."""
+    rows: list[dict[str, Any]] = []
+    for family, names in SUBTASK_FILES.items():
+        for name in names:
+            for base in (folder / family, folder):
+                path = next((base / f"{name}{suffix}" for suffix in _FILE_SUFFIXES if (base / f"{name}{suffix}").is_file()),
+                            None)
+                if path is None:
+                    continue
+                text = path.read_text(encoding="utf-8")
+                try:
+                    data = json.loads(text)
+                    records = data if isinstance(data, list) else [data]
+                except ValueError:  # JSON lines
+                    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+                for record in records:
+                    row = {key: record.get(key) for key in ("id", "query", "gt", "task", "subtask", "meta")}
+                    row["task"] = row["task"] or family
+                    row["subtask"] = row["subtask"] or name
+                    for key in ("gt", "meta"):
+                        if row[key] is not None and not isinstance(row[key], str):
+                            row[key] = json.dumps(row[key])
+                    rows.append({k: "" if v is None else str(v) for k, v in row.items()})
+                break
+    return rows
+
 
 _MOLECULE_IN_QUERY = re.compile(r"(?:Input|Source) Molecule:\s*(\S+)")
 _HUB_PROPERTIES = {"logp": "logp", "qed": "qed", "solubility": "solubility"}
@@ -742,26 +823,41 @@ def _molecule_in_query(query: str) -> str | None:
 
 
 def _improving_edit(source: str, prop: str) -> str | None:
-    """A reference answer for an optimization item: ``source`` with one small group
-    on a carbon that carries a hydrogen, improving ``prop`` (checked by the grader)."""
+    """A reference answer for an optimization item (the official metric needs none:
+    it compares the answer's property with the source's): ``source`` with one
+    small group on a carbon that carries a hydrogen, or with one terminal heavy
+    atom removed, that improves ``prop`` by the official oracle; ``None`` if no
+    such single edit does."""
     mol = parse_smiles(source)
     if mol is None:
         return None
-    for piece in _PROPERTY_PIECES[prop]:
+    candidates: list[Chem.Mol] = []
+    for piece in (*_PROPERTY_PIECES[prop], *_EXTRA_PIECES):
         group = Chem.MolFromSmiles(piece)
         for atom in mol.GetAtoms():
             if atom.GetAtomicNum() != 6 or atom.GetTotalNumHs() == 0:
                 continue
             combo = Chem.RWMol(Chem.CombineMols(mol, group))
             combo.AddBond(atom.GetIdx(), mol.GetNumAtoms(), Chem.BondType.SINGLE)
-            try:
-                Chem.SanitizeMol(combo)
-                smiles = Chem.MolToSmiles(combo)
-            except Exception:  # noqa: BLE001 - an impossible valence; try the next atom
-                continue
-            if optimization_succeeds(smiles, source, prop):
-                return smiles
+            candidates.append(combo)
+    for atom in mol.GetAtoms():
+        if atom.GetDegree() == 1:
+            smaller = Chem.RWMol(mol)
+            smaller.RemoveAtom(atom.GetIdx())
+            candidates.append(smaller)
+    for candidate in candidates:
+        try:
+            Chem.SanitizeMol(candidate)
+            smiles = Chem.MolToSmiles(candidate)
+        except Exception:  # noqa: BLE001 - an impossible valence; try the next edit
+            continue
+        if optimization_succeeds(smiles, source, prop):
+            return smiles
     return None
+
+
+#: More single-group edits tried for a real item's reference, after the property's own pieces.
+_EXTRA_PIECES = ("O", "N", "F", "Cl", "C", "C(=O)O", "C(N)=O", "OC")
 
 
 def _hub_meta(subtask: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -777,7 +873,8 @@ def _hub_meta(subtask: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
             answer = text.capitalize()
             return {"check": "yes_no", "answer": answer, "reference": answer}
         if text and parse_smiles(text) is not None:
-            return {"check": "smiles", "answer": text, "reference": text}
+            # Murcko scaffold items: the official soft scaffold score.
+            return {"check": "scaffold", "answer": text, "reference": text}
         return None
     if subtask == "MolEdit":
         source = _molecule_in_query(query)
@@ -795,13 +892,18 @@ def _hub_meta(subtask: str, row: Mapping[str, Any]) -> dict[str, Any] | None:
         source = _molecule_in_query(query)
         if prop is None or source is None:
             return None
-        reference = _improving_edit(source, prop)
-        if reference is None:
-            return None
-        return {"check": "optimize", "source": source, "property": prop, "reference": reference}
+        # Kept even without a reference: the official metric compares the answer with the source.
+        reference = _improving_edit(source, prop) or f"(any molecule with a higher {_PROPERTY_NAMES[prop]} than {source})"
+        return {"check": "optimize", "source": source, "property": prop, "oracle": "official",
+                "reference": reference}
     if name != "fs":
         return None
     product = _json_dict(gt).get("Major Product") if isinstance(gt, str) and gt.strip().startswith("{") else gt
+    if isinstance(product, str) and product.strip().startswith("["):
+        try:
+            product = json.loads(product)  # a list of products written as JSON
+        except ValueError:
+            return None
     if isinstance(product, list):
         product = ".".join(map(str, product))
     if not isinstance(product, str) or parse_smiles(product) is None:

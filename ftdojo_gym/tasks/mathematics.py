@@ -83,10 +83,26 @@ FORMAT_LINE = "Please reason step by step, and put your final answer within \\bo
 FORMAT_IN_TEMPLATE = FORMAT_LINE.replace("{", "{{").replace("}", "}}")
 #: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
-#: New tokens for offline items (worked solutions are 30-70 tokens) and for
-#: real AIME problems (long solutions).
+#: New tokens for offline items (worked solutions are 30-70 tokens).
 MAX_NEW_TOKENS = 112
-REAL_MAX_NEW_TOKENS = 512
+#: Real AIME items: the limit is derived from the data (see :func:`real_new_token_limit`),
+#: between these bounds. 512, the former fixed limit, cut real AIME reasoning short.
+REAL_MIN_NEW_TOKENS = 1024
+REAL_MAX_NEW_TOKENS = 4096
+#: Characters per token assumed for LaTeX-heavy math text (conservative: real tokenizers give 3-4).
+_CHARS_PER_TOKEN = 3.0
+
+
+def real_new_token_limit(reference: str, training_solutions: Sequence[str] = ()) -> int:
+    """New tokens for one real AIME item: twice the longer of its reference solution
+    and the 99th percentile of the training solutions (estimated at
+    ``_CHARS_PER_TOKEN`` characters a token), rounded up to 256 and kept within
+    ``[REAL_MIN_NEW_TOKENS, REAL_MAX_NEW_TOKENS]``, so that a solution as long as
+    the gold one or as the data the model learned from fits with headroom."""
+    lengths = sorted(len(t) for t in training_solutions)
+    p99 = lengths[min(len(lengths) - 1, int(0.99 * len(lengths)))] if lengths else 0
+    tokens = 2 * max(len(reference), p99) / _CHARS_PER_TOKEN
+    return int(min(REAL_MAX_NEW_TOKENS, max(REAL_MIN_NEW_TOKENS, -(-tokens // 256) * 256)))
 
 
 # ------------------------------------------------------------------ problems
@@ -764,8 +780,7 @@ class AIMETask(Task):
             items.append(EvalItem(
                 id=f"AIME/real/{row.get('id', i)}", subset=_aime_subset(row.get("url")),
                 prompt=f"{problem}\n{FORMAT_LINE}", reference=reference,
-                meta={"answer": answer, "url": str(row.get("url") or ""),
-                      "max_new_tokens": REAL_MAX_NEW_TOKENS}))
+                meta={"answer": answer, "url": str(row.get("url") or "")}))
             eval_keys.add(_problem_key(problem))
         rows = []
         for row in records["deepscaler"]:
@@ -778,6 +793,9 @@ class AIMETask(Task):
                 solution = f"{solution}\n\\boxed{{{answer}}}".strip()
             rows.append({"problem": problem, "solution": solution, "answer": answer})
         sources = {"competition_math": Dataset.from_list(rows)} if rows else {}
+        solutions = [r["solution"] for r in rows]
+        items = [EvalItem(it.id, it.subset, it.prompt, it.reference,
+                          {**it.meta, "max_new_tokens": real_new_token_limit(it.reference, solutions)}) for it in items]
         return sources, items
 
 

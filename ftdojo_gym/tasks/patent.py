@@ -35,7 +35,9 @@ format; deterministic in the seed; no evaluation claim occurs in any):
 * ``examiner_records`` — clean, in-domain, evaluation format
   (``instruction``, ``input``, ``output``, ``field``).
 * ``crowd_labels`` — the same plus ``annotator_agreement``; about 45 % of the
-  answers are wrong, mostly on rows with agreement below 0.6.
+  answers are wrong (PAR4PC), or about 70 % wrong in one systematic way
+  (PI4PC: the paragraph after the cited one; NOC4PC: 102 as 103, 103 as
+  ALLOW, ALLOW as 102), mostly on rows with agreement below 0.6.
 * ``citation_mirror`` — a few dozen records repeated many times with changes of
   case and whitespace only.
 * ``examiner_notes`` — free-text rationales (``rationale``) without the
@@ -393,52 +395,53 @@ def _candidate(rng: random.Random, fld: _Field, feats: Sequence[_Feature], long:
     return text
 
 
-# A dependent claim usually copies its wording from the specification: every
-# paragraph states its part as "the <part> is <property>", and the cited one
-# states exactly the claimed clause.
-_PARAGRAPH_TEMPLATES = (
-    "In one embodiment, {clause}.",
-    "As shown in FIG. {fig}, {clause}.",
-    "In the {device}, {clause}.",
-    "According to this example, {clause}.",
+# A dependent claim usually copies its wording from the specification: the cited
+# paragraph opens with exactly the claimed clause ("The thermal pad is made of
+# graphite."), the other paragraphs of the passage describe other parts. The
+# shared phrase is the surface cue a small model can learn to follow (version 2;
+# version 1 buried the clause after varying openings and a 135M model stayed at
+# chance). The paragraphs are a consecutive passage of the document, as cited
+# passages are.
+_PARAGRAPH_TAILS = (
+    "as shown in FIG. {fig}.",
+    "in the {device} of FIG. {fig}.",
+    "according to one embodiment.",
+    "in this example.",
 )
 
 
 def _paragraph(rng: random.Random, fld: _Field, feat: _Feature) -> str:
-    return rng.choice(_PARAGRAPH_TEMPLATES).format(clause=feat.wherein, fig=rng.randint(1, 9), device=fld.device)
+    clause = feat.wherein[0].upper() + feat.wherein[1:]
+    return f"{clause}, " + rng.choice(_PARAGRAPH_TAILS).format(fig=rng.randint(1, 9), device=fld.device)
 
 
 def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragraphs: int = 5) -> _Record:
-    """Paragraphs of one document; the cited one describes the claimed element."""
+    """A passage of one document; the cited paragraph opens with the claimed clause."""
     target = _features(rng, fld, 1)[0]
     base = rng.randint(1, 3)
     body = f"The {fld.device} of claim {base}, wherein {target.wherein}."
     claim = f"{claim_intro} {rng.randint(base + 1, 25)}: {body}"
-    keys = sorted(rng.sample(range(2, max(120, 4 * n_paragraphs)), n_paragraphs))
-    gold_key = rng.choice(keys)
-    others = [k for k in keys if k != gold_key]
+    start = rng.randint(10, 90)
+    keys = list(range(start, start + n_paragraphs))
+    gold_pos = rng.randrange(n_paragraphs)
+    gold_key = keys[gold_pos]
     texts = {gold_key: _paragraph(rng, fld, target)}
     silver: list[int] = []
-    decoy: list[int] = []
-    kinds = []
-    if rng.random() < 0.35:
-        kinds.append("same component")  # the silver paragraph: same part, other property
-    if rng.random() < 0.25:
-        kinds.append("same qualifier")  # another part with the claimed property
-    for k, kind in zip(others, kinds + ["other"] * len(others), strict=False):
-        if kind == "same component":
+    # One item in five has the silver paragraph: the same part with another property.
+    with_silver = rng.random() < 0.2
+    others = [k for k in keys if k != gold_key]
+    components = [c for c in fld.components if c != target.component]
+    for k in others:
+        if with_silver and not silver:
             texts[k] = _paragraph(rng, fld, _Feature(target.component, _qualifier(rng, fld, avoid=target.qualifier)))
             silver.append(k)
-        elif kind == "same qualifier":
-            comp = rng.choice([c for c in fld.components if c != target.component])
-            texts[k] = _paragraph(rng, fld, _Feature(comp, target.qualifier))
-            decoy.append(k)
         else:
-            texts[k] = _paragraph(rng, fld, _features(rng, fld, 1, exclude=[target.component])[0])
+            comp = components.pop(rng.randrange(len(components))) if components else rng.choice(fld.components)
+            texts[k] = _paragraph(rng, fld, _Feature(comp, _qualifier(rng, fld)))
     title = f"{fld.device.capitalize()} and method of assembly"
     prior_art = f"Prior art: {title}\n" + "\n".join(f"[{k}] {texts[k]}" for k in keys)
-    # The typical confusion: the same part with another property, or the property on another part.
-    wrong = silver[0] if silver else (decoy[0] if decoy else rng.choice(others))
+    # The systematic crowd error: the paragraph after the cited one (the one before, at the end).
+    wrong = keys[gold_pos + 1] if gold_pos + 1 < n_paragraphs else keys[gold_pos - 1]
     rationale = rng.choice((
         "Paragraph {k} is the one cited: it describes {p}.",
         "The examiner pointed to paragraph {k}, where {p} is disclosed.",
@@ -448,51 +451,61 @@ def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragr
     return _Record("PI4PC", fld.key, claim, body, prior_art, str(gold_key), str(wrong), rationale, meta)
 
 
+def _numbered_claim_body(fld: _Field, feats: Sequence[_Feature]) -> str:
+    phrases = [f"({i}) {f.phrase}" for i, f in enumerate(feats, 1)]
+    return f"{_article(fld.device).capitalize()} {fld.device} comprising {', '.join(phrases[:-1])} and {phrases[-1]}."
+
+
+def _features_line(numbers: Sequence[int]) -> str:
+    if len(numbers) == 3:
+        return "discloses all claimed features"
+    if len(numbers) == 2:
+        return f"discloses features {numbers[0]}-{numbers[1]} only"
+    return f"discloses feature {numbers[0]} only"
+
+
 def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Claim", long: bool = False) -> _Record:
-    """Two cited documents; the label follows from which claim features each one discloses."""
+    """Two cited documents, each summarised by the examiner's feature mapping.
+
+    The claim numbers its three features; each document line opens with which
+    of them it discloses ("discloses all claimed features", "discloses features
+    1-2 only", "discloses feature 3 only"), then quotes what it discloses. The
+    label follows from that mapping: ``102`` when one document discloses all
+    features, ``103`` when only the two together do, ``ALLOW`` when feature 3 is
+    in neither (version 2; version 1 left the mapping implicit in the quoted
+    phrases and a 135M model stayed at chance).
+    """
     feats = _features(rng, fld, 3)
-    body = _claim_body(fld, feats)
+    body = _numbered_claim_body(fld, feats)
     claim = f"{claim_intro} {rng.randint(1, 20)}: {body}"
     used = [f.component for f in feats]
-    spare = _features(rng, fld, 3, exclude=used)
-    order = feats[:]
-    rng.shuffle(order)
-    # Every document discloses three features, so only their content tells the labels apart.
-    if label == "102":  # one document describes the claimed combination as such, in the claim's order
-        docs = [list(feats), _shuffled(rng, [order[0], spare[1], spare[2]])]
+    spare = _features(rng, fld, 2, exclude=used)
+    if label == "102":
+        mapped = [[1, 2, 3], rng.choice(([1], [2], [1, 2]))]
     elif label == "103":
-        docs = [_shuffled(rng, order[:2] + spare[:1]), _shuffled(rng, [order[2], spare[1], spare[2]])]
-    else:  # ALLOW: one claim feature is disclosed by neither document
-        missing = order[2]
-        # Half the time the part is there, with another property (a near miss).
-        third = (_Feature(missing.component, _qualifier(rng, fld, avoid=missing.qualifier))
-                 if rng.random() < 0.5 else spare[2])
-        docs = [_shuffled(rng, order[:2] + spare[:1]), _shuffled(rng, [order[rng.randrange(2)], spare[1], third])]
+        mapped = [[1, 2], [3]] if rng.random() < 0.7 else [[1], [2, 3]]
+    else:  # ALLOW: feature 3 is disclosed by neither document
+        mapped = [[1, 2], rng.choice(([1], [2], [1, 2]))]
     if rng.random() < 0.5:
-        docs.reverse()
+        mapped.reverse()
     blocks = []
-    for i, doc in enumerate(docs, 1):
-        text = "discloses " + "; ".join(f.phrase for f in doc) + "."
+    for i, numbers in enumerate(mapped, 1):
+        quoted = [feats[n - 1].phrase for n in numbers] + [spare[i - 1].phrase]
+        text = f"{_features_line(numbers)}: " + "; ".join(quoted) + "."
         if long:
             text += " " + _filler(rng, rng.randint(90, 120))
         blocks.append(f"D{i} [{rng.randint(5, 90)}]: {text}")
     prior_art = "\n".join(blocks)
-    # The typical confusions: anticipation and obviousness swapped, allowable claims rejected as obvious.
-    wrong = {"102": "103", "103": "102", "ALLOW": "103"}[label] if rng.random() < 0.8 else \
-        rng.choice([x for x in NOC_LABELS if x != label])
+    # The systematic crowd error: every label shifted to the next one.
+    wrong = {"102": "103", "103": "ALLOW", "ALLOW": "102"}[label]
     if label == "102":
         rationale = "A single reference already shows every element of the claim, so the claim lacks novelty."
     elif label == "103":
         rationale = "No single reference has all the elements, but combining the two references covers the claim."
     else:
-        rationale = f"Neither reference teaches {order[2].phrase}, so I see no ground for a rejection."
+        rationale = f"Neither reference teaches {feats[2].phrase}, so I see no ground for a rejection."
     meta = {"label": label, "field": fld.key}
     return _Record("NOC4PC", fld.key, claim, body, prior_art, label, wrong, rationale, meta)
-
-
-def _shuffled(rng: random.Random, feats: list[_Feature]) -> list[_Feature]:
-    rng.shuffle(feats)
-    return feats
 
 
 def _generate(rng: random.Random, subtask: str, fld: _Field, *, variant: int = 0, long: bool = False,
@@ -514,6 +527,12 @@ def _fresh(rng: random.Random, subtask: str, reserved: _Reserved, **kwargs: Any)
             return record
 
 
+#: Share of wrong crowd answers. PI4PC and NOC4PC (version 2): most crowd
+#: answers are wrong in one systematic way (the next paragraph; the next label),
+#: so a model trained on them as they are learns a wrong rule, not noise.
+_CROWD_WRONG_RATE = {"PAR4PC": 0.45, "PI4PC": 0.7, "NOC4PC": 0.7}
+
+
 def _row(record: _Record, output: str | None = None) -> dict[str, str]:
     return {"instruction": record.instruction, "input": record.input,
             "output": output if output is not None else record.output, "field": record.field}
@@ -528,21 +547,39 @@ class PatentTask(Task):
 
     **Description.** The model reads a patent claim and prior art and answers
     like an examiner. PAR4PC: six candidate documents (A-F), one or more were
-    cited; answer their letters. PI4PC: five numbered paragraphs of one
-    prior-art document, one was cited; answer its number. NOC4PC: two cited
-    documents; answer ``102`` (one document discloses every claim feature),
-    ``103`` (only the two together do) or ``ALLOW`` (a feature is in neither).
+    cited; answer their letters. PI4PC: five consecutive numbered paragraphs of
+    one prior-art document, one was cited; answer its number. The cited
+    paragraph opens with the claimed clause word for word, the others describe
+    other parts (one item in five also has a paragraph on the same part with
+    another property). NOC4PC: a claim with numbered features and two cited
+    documents, each summarised by the examiner's mapping ("discloses all claimed
+    features", "discloses features 1-2 only", "discloses feature 3 only");
+    answer ``102`` (one document discloses every feature), ``103`` (only the two
+    together do) or ``ALLOW`` (feature 3 is in neither). In version 2 these
+    surface cues make the skill learnable by a 135M model in a few hundred
+    samples; in version 1 PI4PC and NOC4PC stayed at chance.
 
     **Prompt and answer format.** Prompt ``{instruction}\\n{input}`` with the
     subtask's instruction, then the claim line (``Claim 7: ...``) and the prior
     art. Answer: one line ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``;
     an output without ``Answer:`` scores 0.
 
-    **Metric.** As in PANORAMA's evaluation scripts: PAR4PC per-item F1 of the
-    letter set against the gold set, averaged (an answer naming every option
-    scores 0); PI4PC gold hit rate (exactly one key, an examiner-cited one);
-    NOC4PC macro-F1 over ``ALLOW``/``102``/``103`` on the whole split
-    (:meth:`aggregate`), per-item accuracy for the error listing.
+    **Metric.** PANORAMA's official evaluation code, re-implemented and checked
+    against it (``tests/grading/test_patent_parity.py``); the line after the last
+    ``Answer:`` plays the role of PANORAMA's JSON answer field. PAR4PC: the
+    one-letter tokens ``A``-``H`` of the answer (split on commas and whitespace)
+    against the gold set, per-item F1, averaged ("Macro F1-Score (Gold)"). PI4PC:
+    the answer read as ``int()`` reads it (``34``, ``0034``; not ``[34]``); gold
+    hit rate. NOC4PC: the answer, upper-cased, must be ``ALLOW``, ``102`` or
+    ``103``; macro-F1 on the whole split (:meth:`aggregate`) as PANORAMA's
+    ``evaluation.py`` computes it, where an unparseable answer is the class
+    ``PREDICTION_FAILED`` and adds a fourth class with F1 0 to the average;
+    per-item accuracy for the error listing. Deliberately stricter project rules
+    are off by default: the hedge rule (an answer naming every PAR4PC option
+    scores 0) is available as ``grade_par4pc(..., reject_all_options=True)``.
+    Version 2 adopts the official parsing (version 1 also read ``[0034]``,
+    ``(A)``, ``A; C`` and ``allowed``, scored every-option answers 0 and averaged
+    NOC4PC over three classes only).
 
     **Splits.** ``EVAL_SIZE`` = 200 items interleaving the fields and the gold
     counts (PAR4PC) or labels (NOC4PC), so that validation (first 100) and hidden
@@ -560,7 +597,7 @@ class PatentTask(Task):
     """
 
     domain = "Patent"
-    version = "1"
+    version = "2"
     max_new_tokens = 16
     default_token_budget = 200_000
 
@@ -619,6 +656,14 @@ class PatentTask(Task):
                 scores.append(grade_noc4pc(output, item.meta["label"]))
         return scores
 
+    def chance_outputs(self, item: EvalItem) -> list[str]:
+        """One answer per choice of ``item`` (an option letter, a paragraph key, a
+        label), in the expected format: what a guesser picks from (the benchmark's
+        chance level)."""
+        if self.subtask == "NOC4PC":
+            return [f"Answer: {label}" for label in NOC_LABELS]
+        return [f"Answer: {option}" for option in item.meta.get("options", [])]
+
     def aggregate(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]) -> float:
         """NOC4PC: macro-F1 over the split; the others: the mean item score."""
         if self.subtask != "NOC4PC":
@@ -642,7 +687,7 @@ class PatentTask(Task):
         rows = []
         for i in range(rng.randint(2000, 2400)):
             record = _fresh(rng, self.subtask, reserved, variant=i)
-            wrong = rng.random() < 0.45
+            wrong = rng.random() < _CROWD_WRONG_RATE[self.subtask]
             # Agreement separates the labels well but not perfectly: a filter at
             # ~0.6 keeps most good rows and drops most bad ones.
             low = rng.random() < (0.9 if wrong else 0.07)

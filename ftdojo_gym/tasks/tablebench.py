@@ -257,25 +257,39 @@ def _pick_two(
     return (a, b) if (values[a] > values[b]) == first_larger else (b, a)
 
 
+def _absent_label(rng: random.Random, table: _Table) -> str:
+    """A row label of ``table``'s kind that is not in ``table`` (a name of the same
+    topic, or a year just outside the table's years)."""
+    topic = next((t for t in (*_IN_DOMAIN, *_CROSS_DOMAIN) if t.label == table.label), None)
+    if topic is not None and topic.ordered:
+        years = [int(label) for label in table.labels]
+        return str(rng.choice([*range(min(years) - 6, min(years)), *range(max(years) + 1, max(years) + 7)]))
+    pool = [n for n in (topic.names if topic else ()) if n not in table.labels]
+    while not pool:
+        pool = [n for n in _invented_names(rng, 4) if n not in table.labels]
+    return rng.choice(pool)
+
+
 def _fact_checking(rng: random.Random, table: _Table, want_yes: bool) -> _QA:
+    """A Yes/No claim that a direct lookup verifies: a cell's value, or a row's presence.
+
+    False claims name a value that occurs nowhere in the table, or a row label of
+    the same kind that the table does not have, so verifying needs no arithmetic:
+    the skill is reading the table (a 135M model learns it within the default
+    budget; comparisons and maxima it does not, which left the subset at chance).
+    """
     column = rng.choice(list(table.columns))
     values = table.columns[column]
-    kind = rng.choice(("compare", "value", "max"))
-    if kind == "compare":
-        a, b = _pick_two(rng, table, column, want_yes)
-        question = f"Is the {column} of {table.labels[a]} greater than that of {table.labels[b]}?"
-    elif kind == "value":
-        a = rng.randrange(len(values))
-        shown = (
-            values[a]
-            if want_yes
-            else rng.choice([v for v in range(1, values[a] + 20) if v != values[a]])
-        )
+    a = rng.randrange(len(values))
+    kind = rng.choice(("value", "listed"))
+    if kind == "value":
+        cells = {v for vs in table.columns.values() for v in vs}
+        near = [v for v in range(max(1, values[a] - 15), values[a] + 16) if v not in cells]
+        shown = values[a] if want_yes else (rng.choice(near) if near else values[a] + 1000)
         question = f"Is the {column} of {table.labels[a]} equal to {shown}?"
     else:
-        top = values.index(max(values))
-        a = top if want_yes else rng.choice([i for i in range(len(values)) if i != top])
-        question = f"Does {table.labels[a]} have the highest {column}?"
+        name = table.labels[a] if want_yes else _absent_label(rng, table)
+        question = f"Is {name} listed in the {table.label} column?"
     answer, wrong = ("Yes", "No") if want_yes else ("No", "Yes")
     return _QA("FactChecking", table, question, answer, wrong, {"kind": kind})
 
@@ -494,7 +508,7 @@ class TableBenchTask(Task):
     """
 
     domain = "Table QA"
-    version = "2"
+    version = "3"
     source_seed = "tablebench/{seed}/{source}"
 
     #: ``data="hub"``: TableBench (evaluation; direct-prompting rows) and TableInstruct (training).
@@ -634,7 +648,12 @@ class TableBenchTask(Task):
         rows = []
         for subset in self._subset_cycle(rng.randint(2000, 2400)):
             qa = _generate(rng, subset, reserved=reserved)
-            wrong = rng.random() < 0.45
+            draw = rng.random()
+            # Fact-checking annotators err systematically, by acquiescence: most
+            # false claims are marked "Yes" (about 43 % of those rows are wrong,
+            # all one way), so training on the raw labels teaches "always Yes".
+            # Elsewhere 45 % of the labels are wrong at random.
+            wrong = (qa.answer == "No" and draw < 0.85) if subset == "FactChecking" else draw < 0.45
             # Agreement separates the labels well but not perfectly: a field
             # filter at ~0.6 keeps most good rows and drops most bad ones.
             low = rng.random() < (0.92 if wrong else 0.06)

@@ -47,6 +47,7 @@ def inspect(state: EpisodeState, args: InspectArgs) -> WorkspaceView | RowsView:
 
 def fetch(state: EpisodeState, args: FetchArgs) -> DatasetResult:
     ds = state.data.fetch(args.source, args.output, args.limit, args.offset, args.shuffle, args.seed)
+    state.lineage[args.output or args.source] = [{"fetch": args.model_dump(exclude={"output"})}]
     return DatasetResult(tool="fetch", dataset=args.output or args.source, rows=len(ds), source=args.source)
 
 
@@ -56,12 +57,15 @@ def filter(state: EpisodeState, args: FilterArgs) -> DatasetResult:  # noqa: A00
         regex_field=args.regex_field, field=args.field, op=args.op, value=args.value, rules=args.rules,
         dedupe=args.dedupe, dedupe_fields=args.dedupe_fields,
     )
+    _derive(state, args.output or args.dataset, args.dataset, {"filter": args.model_dump(exclude={"dataset", "output"})})
     return DatasetResult(tool="filter", dataset=args.output or args.dataset, rows=len(ds), source=args.dataset,
                          dropped=dropped)
 
 
 def transform(state: EpisodeState, args: TransformArgs) -> DatasetResult:
     ds = state.data.transform(args.dataset, args.prompt_template, args.completion_template, args.output)
+    _derive(state, args.output or f"{args.dataset}_sft", args.dataset,
+            {"transform": args.model_dump(exclude={"dataset", "output"})})
     first = ds[0]
     return DatasetResult(tool="transform", dataset=args.output or f"{args.dataset}_sft", rows=len(ds),
                          source=args.dataset, first_prompt=first["prompt"][:400],
@@ -70,5 +74,12 @@ def transform(state: EpisodeState, args: TransformArgs) -> DatasetResult:
 
 def mix(state: EpisodeState, args: MixArgs) -> DatasetResult:
     ds = state.data.mix([(c.name, c.weight) for c in args.datasets], args.n, args.output, args.seed)
+    state.lineage[args.output] = [{"mix": {"parts": [[state.lineage.get(c.name, []), c.weight] for c in args.datasets],
+                                           "n": args.n, "seed": args.seed}}]
     return DatasetResult(tool="mix", dataset=args.output, rows=len(ds), source=", ".join(c.name for c in args.datasets),
                          components=len(args.datasets))
+
+
+def _derive(state: EpisodeState, output: str, source: str, op: dict) -> None:
+    """Record that ``output`` is ``source`` after ``op`` (the lineage names a dataset by how it was made)."""
+    state.lineage[output] = [*state.lineage.get(source, []), op]

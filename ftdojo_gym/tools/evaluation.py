@@ -67,7 +67,10 @@ def score_outputs(state: EpisodeState, items: list[EvalItem], outputs: list[str]
         return float(task.aggregate([items[i] for i in idx], [scores[i] for i in idx], [outputs[i] for i in idx]))
 
     total = aggregate(list(range(len(scores)))) if scores else 0.0
-    return total, {k: aggregate(v) for k, v in by_subset.items()}, list(scores)
+    subsets = {k: aggregate(v) for k, v in by_subset.items()}
+    # Secondary metrics ("DataAnalysis/Mix") ride along with the subsets, never in the score.
+    subsets.update(task.extra_scores(items[: len(scores)], list(scores), outputs[: len(scores)]))
+    return total, subsets, list(scores)
 
 
 def _generate(state: EpisodeState, items: list[EvalItem], model: str, adapter: str | None, label: str,
@@ -114,6 +117,8 @@ def evaluate(state: EpisodeState, args: EvaluateArgs) -> EvaluationResult | Erro
     split = state.settings.validation_items
     items = split[: args.limit] if args.limit else split
     whole = len(items) == len(split)
+    if state.settings.outcome_table is not None:
+        return _evaluate_from_table(state, run_id, whole)
     key = f"{run_id}@{len(items)}"
     if key in state.evaluations:
         ev = state.evaluations[key]
@@ -202,8 +207,11 @@ def submit_run(state: EpisodeState, run: str | None, automatic: bool = False) ->
     except DataError as exc:
         return ErrorResult(error=str(exc), error_class=ErrorClass.DATA, run=run)
     try:
-        test = _hidden_test_score(state, run_id, model, adapter)
-        base = _hidden_test_score(state, BASE, state.settings.base_model, None)
+        if state.settings.outcome_table is not None:
+            test, base = _table_scores(state, run_id, "hidden_test"), _table_scores(state, BASE, "hidden_test")
+        else:
+            test = _hidden_test_score(state, run_id, model, adapter)
+            base = _hidden_test_score(state, BASE, state.settings.base_model, None)
     except SubmissionError as exc:
         return ErrorResult(error=str(exc), error_class=ErrorClass.ENV, run=run_id)
     if run_id in state.runs:
@@ -221,3 +229,31 @@ def submit_run(state: EpisodeState, run: str | None, automatic: bool = False) ->
 
 def submit(state: EpisodeState, args: SubmitArgs) -> SubmissionResult | ErrorResult:
     return submit_run(state, args.run)
+
+
+def _table_scores(state: EpisodeState, run_id: str, split: str) -> dict[str, Any]:
+    """A split's scores of a run (or the base model) from the outcome table (tabular mode)."""
+    table = state.settings.outcome_table
+    assert table is not None
+    if run_id == BASE:
+        return table.manifest["base"][split]
+    entry = table.get(state.runs[run_id].cache_key or "")
+    if entry is None:  # cannot happen: tabular runs are created from table entries
+        raise SubmissionError(f"run {run_id} is not in the outcome table")
+    return getattr(entry, split)
+
+
+def _evaluate_from_table(state: EpisodeState, run_id: str, whole: bool) -> EvaluationResult | ErrorResult:
+    if not whole:
+        return ErrorResult(error="tabular mode scores the whole validation split only (no limit)",
+                           error_class=ErrorClass.CONFIG, run=run_id)
+    scores = _table_scores(state, run_id, "validation")
+    ev = EvaluationResult(run=run_id, score=scores["score"], subsets=scores["subsets"],
+                          n=len(state.settings.validation_items), cached=True)
+    state.evaluations[f"{run_id}@{ev.n}"] = ev
+    if run_id == BASE:
+        state.evaluations[BASE] = ev
+    else:
+        state.runs[run_id].val_score = ev.score
+    state.last_val = ev.score
+    return ev

@@ -14,7 +14,9 @@ from ftdojo_gym.episode import EpisodeState
 from ftdojo_gym.errors import ErrorClass
 from ftdojo_gym.model_process.protocol import TrainRequest, TrainResult
 from ftdojo_gym.outcome_cache import OutcomeCache, restore_adapter, run_key
+from ftdojo_gym.outcome_table import TABLE_MODEL_PREFIX, OutcomeTable
 from ftdojo_gym.progress import ProgressBar
+from ftdojo_gym.recipe_grid import describe
 from ftdojo_gym.results import ConfigResult, ErrorResult, RunResult
 from ftdojo_gym.training_config import TrainConfig
 
@@ -28,7 +30,7 @@ def set_config(state: EpisodeState, args: SetConfigArgs) -> ConfigResult | Error
     return ConfigResult(config=state.config.model_dump())
 
 
-def train(state: EpisodeState, args: TrainArgs) -> RunResult:
+def train(state: EpisodeState, args: TrainArgs) -> RunResult | ErrorResult:
     """Train one run on ``args.dataset`` with the current config; tokens trained are charged to the budget."""
     rows = state.data.training_rows(args.dataset, args.max_samples)
     run_id = f"{'debug' if args.debug else 'run'}{len(state.runs) + 1}"
@@ -42,6 +44,8 @@ def train(state: EpisodeState, args: TrainArgs) -> RunResult:
         base_model=state.settings.base_model, data_path=str(data_path), output_dir=str(run_dir / "model"),
         config=config, debug=args.debug, max_tokens=max(1, state.budget.tokens_left), max_samples=len(rows),
     )
+    if state.settings.outcome_table is not None:
+        return _train_from_table(state, state.settings.outcome_table, run_id, args, rows, config)
     cache, key = state.settings.outcome_cache, None
     if cache is not None and state.config.method == "lora":  # full weights are too big to keep
         s = state.settings
@@ -107,3 +111,35 @@ def _replay(cache: OutcomeCache, key: str, request: TrainRequest, run_dir: Path)
         return None
     model_dir = restore_adapter(hit.adapter, Path(request.output_dir))
     return dataclasses.replace(result, model_dir=str(model_dir), seconds=result.seconds)
+
+
+def _train_from_table(state: EpisodeState, table: OutcomeTable, run_id: str, args: TrainArgs,
+                      rows: list[dict[str, str]], config: dict) -> RunResult | ErrorResult:
+    """Tabular mode: the run's real outcome from the shipped table, or an error naming the nearest entries."""
+    s = state.settings
+    key = run_key(rows=rows, config=config, debug=args.debug, base_model=s.base_model_fingerprint,
+                  task=s.task.name, task_version=s.task.version, data_seed=s.data_seed, libraries=False)
+    entry = table.get(key)
+    if entry is None:
+        near = "\n".join(f"  - {describe(e.recipe)}" for e in table.nearest(state.lineage.get(args.dataset, []), config))
+        return ErrorResult(
+            error=(f"tabular mode: this run is not in the outcome table ({len(table)} recipes of the grid "
+                   f"{table.manifest['grid']}; debug runs are never in it). Nearest recipes:\n{near}"),
+            error_class=ErrorClass.CONFIG, usage=usage("train"))
+    t = entry.train
+    if t["train_tokens"] > state.budget.tokens_left:
+        return ErrorResult(error=f"tabular mode: this run trained {t['train_tokens']} tokens and only "
+                                 f"{state.budget.tokens_left} are left; the table has no shorter run of it",
+                           error_class=ErrorClass.CONFIG, usage=usage("train"))
+    state.budget.charge_tokens(t["train_tokens"])
+    result = RunResult(
+        run_id=run_id, dataset=args.dataset, config=config, debug=args.debug, status=t["status"],
+        train_tokens=int(t["train_tokens"]), seconds=float(t["seconds"]), final_loss=t.get("final_loss"),
+        model_dir=f"{TABLE_MODEL_PREFIX}{key}", samples=len(rows), steps=int(t.get("steps", 0)),
+        loss_head=t.get("loss_head", []), loss_tail=t.get("loss_tail", []), tokens_left=state.budget.tokens_left,
+        cached=True, cache_key=key, versions=s.versions(),
+    )
+    state.runs[run_id] = result.record()
+    if result.final_loss is not None:
+        state.last_loss = float(result.final_loss)
+    return result

@@ -67,15 +67,17 @@ def test_extract_answer_non_string() -> None:
 
 
 def test_parse_letters() -> None:
-    assert parse_letters("A, C", LETTERS) == {"A", "C"}
-    assert parse_letters("a,c", LETTERS) == {"A", "C"}
-    assert parse_letters("A and C", LETTERS) == {"A", "C"}
-    assert parse_letters('["A", "C"]', LETTERS) == {"A", "C"}
-    assert parse_letters("(B).", LETTERS) == {"B"}
-    assert parse_letters("A, A, A", LETTERS) == {"A"}
-    assert parse_letters("G, H", LETTERS) == set()  # not options of this item
-    assert parse_letters("AC", LETTERS) == set()  # one token, not a letter
-    assert parse_letters("none", LETTERS) == set()
+    """PANORAMA's rule: split on commas and whitespace, keep one-letter tokens A-H."""
+    assert parse_letters("A, C") == {"A", "C"}
+    assert parse_letters("a,c") == {"A", "C"}
+    assert parse_letters("A and C") == {"A", "C"}
+    assert parse_letters('["A", "C"]') == set()  # quoted tokens are not letters
+    assert parse_letters("(B).") == set()
+    assert parse_letters("A, A, A") == {"A"}
+    assert parse_letters("G, H") == {"G", "H"}  # false positives when not options
+    assert parse_letters("I, J") == set()  # outside PANORAMA's A-H
+    assert parse_letters("AC") == set()  # one token, not a letter
+    assert parse_letters("none") == set()
 
 
 def test_set_f1() -> None:
@@ -100,14 +102,15 @@ def test_par4pc() -> None:
     assert grade_par4pc("Answer: A, C\nbecause B is unrelated", ["A", "C"], LETTERS) == 1.0  # later lines ignored
 
 
-def test_par4pc_listing_every_option_scores_zero() -> None:
+def test_par4pc_listing_every_option() -> None:
+    """PANORAMA scores a list of every option by its F1 (the default); the project's
+    stricter hedge rule, opt-in, scores it 0."""
     everything = "Answer: " + ", ".join(LETTERS)
     for gold in (["A"], ["A", "C"], ["B", "D", "F"]):
-        assert grade_par4pc(everything, gold, LETTERS) == 0.0
-    assert grade_par4pc("Answer: A B C D E F", ["A", "B"], LETTERS) == 0.0
-    assert grade_par4pc("Answer: " + "A, B, C, D, E, F, " * 100, ["A"], LETTERS) == 0.0
-    # ...but a hedge over most options is still penalised only as F1 implies.
-    assert grade_par4pc("Answer: A, B, C, D, E", ["A"], LETTERS) == pytest.approx(1 / 3)
+        assert grade_par4pc(everything, gold, LETTERS) == pytest.approx(2 * len(gold) / (6 + len(gold)))
+        assert grade_par4pc(everything, gold, LETTERS, reject_all_options=True) == 0.0
+    assert grade_par4pc("Answer: " + "A, B, C, D, E, F, " * 100, ["A"], LETTERS, reject_all_options=True) == 0.0
+    assert grade_par4pc("Answer: A, B, C, D, E", ["A"], LETTERS, reject_all_options=True) == pytest.approx(1 / 3)
 
 
 def test_par4pc_real_option_letters() -> None:
@@ -117,11 +120,12 @@ def test_par4pc_real_option_letters() -> None:
 
 
 def test_pi4pc() -> None:
+    """The answer line is read as ``int()`` reads it (PANORAMA's ``int(answer)``)."""
     assert grade_pi4pc("Answer: 34", [34]) == 1.0
-    assert grade_pi4pc("Answer: [0034]", [34]) == 1.0
-    assert grade_pi4pc("Answer: paragraph 34.", [34]) == 1.0
-    assert grade_pi4pc("Answer: 34, 34", [34]) == 1.0  # one key, repeated
+    assert grade_pi4pc("Answer: 0034", [34]) == 1.0
     assert grade_pi4pc("answer: 34", ["34"]) == 1.0
+    assert grade_pi4pc("Answer: [0034]", [34]) == 0.0
+    assert grade_pi4pc("Answer: paragraph 34.", [34]) == 0.0
     assert grade_pi4pc("Answer: 12", [34]) == 0.0
     assert grade_pi4pc("Answer: 34, 12", [34]) == 0.0  # a hedge over two keys
     assert grade_pi4pc("Answer: 340", [34]) == 0.0
@@ -131,23 +135,24 @@ def test_pi4pc() -> None:
 
 
 def test_parse_paragraph_key() -> None:
-    assert parse_paragraph_key("[0059]") == 59
+    assert parse_paragraph_key("0059") == 59
+    assert parse_paragraph_key("[0059]") is None
     assert parse_paragraph_key("59 and 60") is None
     assert parse_paragraph_key("none") is None
-    assert parse_paragraph_key("9" * 5000) is not None  # huge but a single number: no crash
+    assert parse_paragraph_key("9" * 5000) is not None  # huge, read from a bounded prefix: no crash
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("102", "102"),
-        ("§ 102", "102"),
-        ("35 U.S.C. 103", "103"),
+        (" 103 ", "103"),
+        ("allow", "ALLOW"),
         ("ALLOW", "ALLOW"),
-        ("allowed", "ALLOW"),
-        ("Allowable", "ALLOW"),
+        ("§ 102", None),  # PANORAMA accepts the bare code only
+        ("35 U.S.C. 103", None),
+        ("allowed", None),
         ("102 or 103", None),
-        ("not allowed: 103", None),
         ("1020", None),
         ("reject", None),
         ("", None),
@@ -167,6 +172,7 @@ def test_noc4pc_item_and_normalise() -> None:
     assert predict_noc("Answer: 102 103") is None
     assert normalise_noc_label(102) == "102"
     assert normalise_noc_label("Allow") == "ALLOW"
+    assert normalise_noc_label("35 U.S.C. 103") == "103"  # gold codes from the data are read leniently
     assert normalise_noc_label(None) is None
 
 
@@ -175,11 +181,11 @@ def test_macro_f1_hand_computed() -> None:
     assert macro_f1(gold, gold) == 1.0
     # Always "103": F1(103) = 2*2/(2*2+4) = 0.5, the others 0 -> 1/6.
     assert macro_f1(gold, ["103"] * 6) == pytest.approx(1 / 6)
-    # Unparseable predictions are false negatives of their true class only.
+    # Unparseable predictions are the class PREDICTION_FAILED (PANORAMA): a fourth class with F1 0.
     assert macro_f1(gold, [None] * 6) == 0.0
     pred = ["102", None, "103", "103", "ALLOW", "102"]
-    # 102: tp1 fp1 fn1 -> 0.5; 103: tp2 -> 1.0; ALLOW: tp1 fn1 -> 2/3.
-    assert macro_f1(gold, pred) == pytest.approx((0.5 + 1.0 + 2 / 3) / 3)
+    # 102: tp1 fp1 fn1 -> 0.5; 103: tp2 -> 1.0; ALLOW: tp1 fn1 -> 2/3; PREDICTION_FAILED -> 0.
+    assert macro_f1(gold, pred) == pytest.approx((0.5 + 1.0 + 2 / 3) / 4)
     with pytest.raises(ValueError):
         macro_f1(gold, pred[:3])
 
@@ -191,8 +197,9 @@ def test_macro_f1_matches_sklearn() -> None:
         n = rng.randint(1, 40)
         gold = [rng.choice(NOC_LABELS) for _ in range(n)]
         pred = [rng.choice((*NOC_LABELS, None)) for _ in range(n)]
-        expected = metrics.f1_score(gold, [p or "INVALID" for p in pred], labels=list(NOC_LABELS),
-                                    average="macro", zero_division=0)
+        y_pred = [p or "PREDICTION_FAILED" for p in pred]
+        labels = sorted(set(gold) | set(y_pred) | set(NOC_LABELS))  # PANORAMA's evaluation.py
+        expected = metrics.f1_score(gold, y_pred, labels=labels, average="macro", zero_division=0)
         assert macro_f1(gold, pred) == pytest.approx(expected)
 
 

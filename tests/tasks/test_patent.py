@@ -58,7 +58,7 @@ _PHRASE = re.compile(r"\b(?:an?) ([a-zA-Z0-9 -]+?) ((?:made of|configured to) [^
 
 def claim_features(claim_line: str) -> set[tuple[str, str]]:
     body = claim_line.split(": ", 1)[1].split(" comprising ", 1)[1]
-    return set(_PHRASE.findall(body))
+    return set(_PHRASE.findall(re.sub(r"\(\d\) ", "", body)))
 
 
 def solve(subtask: str, prompt_input: str) -> str:
@@ -71,14 +71,16 @@ def solve(subtask: str, prompt_input: str) -> str:
     if subtask == "PI4PC":
         component, qualifier = re.search(r"wherein the (.+?) is ((?:made of|configured to) .+)\.$", claim).groups()
         hits = [m.group(1) for m in re.finditer(r"^\[(\d+)\] (.*)$", rest, re.MULTILINE)
-                if f"the {component} is {qualifier}." in m.group(2)]
+                if m.group(2).lower().startswith(f"the {component} is {qualifier},".lower())]
         assert len(hits) == 1, (claim, rest)
         return hits[0]
-    feats = claim_features(claim)
-    docs = [set(_PHRASE.findall(line.split(": discloses ", 1)[1])) for line in rest.split("\n")]
-    if any(feats <= d for d in docs):
+    # NOC4PC: the claim's numbered features, and which ones each document's quoted phrases disclose.
+    numbered = dict(re.findall(r"\((\d)\) an? ([^,]+?)(?=, \(\d\)| and \(\d\)|\.$)", claim))
+    docs = [line.split(": ", 1)[1].split(": ", 1)[1] for line in rest.split("\n")]
+    disclosed = [{n for n, phrase in numbered.items() if re.search(rf"\ban? {re.escape(phrase)}(?=;|\.)", d)} for d in docs]
+    if any(d == set(numbered) for d in disclosed):
         return "102"
-    return "103" if feats <= set().union(*docs) else "ALLOW"
+    return "103" if set().union(*disclosed) == set(numbered) else "ALLOW"
 
 
 # --------------------------------------------------------------------- tests
@@ -156,16 +158,29 @@ def test_references_score_one_and_chat_zero(subtask: str) -> None:
         t.grade(its, refs[:-1])
 
 
-def test_every_option_or_label_scores_zero() -> None:
+def test_every_option_or_label_is_scored_as_panorama_does() -> None:
+    """PAR4PC: every option scores its F1 (PANORAMA; the stricter hedge rule is opt-in);
+    PI4PC and NOC4PC: a list of keys or labels is no answer."""
     its = items("PAR4PC")
     everything = ["Answer: " + ", ".join(PAR_LETTERS)] * len(its)
-    assert task("PAR4PC").grade(its, everything) == [0.0] * len(its)
+    scores = task("PAR4PC").grade(its, everything)
+    assert scores == [pytest.approx(2 * len(i.meta["gold"]) / (6 + len(i.meta["gold"]))) for i in its]
     its = items("PI4PC")
     every_key = ["Answer: " + ", ".join(map(str, i.meta["options"])) for i in its]
     assert task("PI4PC").grade(its, every_key) == [0.0] * len(its)
     its = items("NOC4PC")
     hedge = ["Answer: 102 / 103 / ALLOW"] * len(its)
     assert task("NOC4PC").aggregate(its, task("NOC4PC").grade(its, hedge), hedge) == 0.0
+
+
+@pytest.mark.parametrize("subtask", SUBTASKS)
+def test_chance_outputs(subtask: str) -> None:
+    t, its = task(subtask), items(subtask)
+    for item in its[:20]:
+        outputs = t.chance_outputs(item)
+        assert subtask == "PAR4PC" or item.reference in outputs  # PAR4PC: single letters only
+        assert sum(t.grade([item] * len(outputs), outputs)) >= 1.0
+    assert len(t.chance_outputs(its[0])) == {"PAR4PC": 6, "PI4PC": 5, "NOC4PC": 3}[subtask]
 
 
 def test_noc4pc_macro_f1_is_split_level() -> None:
@@ -227,7 +242,8 @@ def test_crowd_labels_are_noisy_but_filterable(subtask: str) -> None:
                for row in sources(subtask)["crowd_labels"]]
     wrong = [a for ok, a in checked if not ok]
     right = [a for ok, a in checked if ok]
-    assert 0.38 < len(wrong) / len(checked) < 0.52
+    low, high = {"PAR4PC": (0.38, 0.52), "PI4PC": (0.63, 0.77), "NOC4PC": (0.63, 0.77)}[subtask]
+    assert low < len(wrong) / len(checked) < high
     assert sum(a < 0.6 for a in wrong) / len(wrong) > 0.8
     assert sum(a >= 0.6 for a in right) / len(right) > 0.9
 
@@ -272,7 +288,7 @@ def test_cross_domain_source_is_helpful_after_transform(subtask: str) -> None:
 
 @pytest.mark.parametrize("subtask", SUBTASKS)
 def test_harmful_recipes_teach_wrong_answers_or_no_answer_format(subtask: str) -> None:
-    """crowd_labels renders evaluation pairs with ~45 % wrong answers (by the examiner's rule);
+    """crowd_labels renders evaluation pairs with ~45 % (PAR4PC) or ~70 % wrong answers (by the examiner's rule);
     examiner_notes renders prompts without the instruction and completions without ``Answer:``."""
     recipes = task_recipes(task(subtask)).harmful.templates
     rows = sources(subtask)["crowd_labels"].select(range(200))
@@ -283,7 +299,7 @@ def test_harmful_recipes_teach_wrong_answers_or_no_answer_format(subtask: str) -
         instruction, rest = prompt.split("\n", 1)
         assert instruction == INSTRUCTIONS[subtask]
         wrong += normalise(completion) != normalise(f"Answer: {solve(subtask, rest)}")
-    assert 0.25 <= wrong / len(rows) <= 0.65, wrong
+    assert (0.25 if subtask == "PAR4PC" else 0.55) <= wrong / len(rows) <= (0.65 if subtask == "PAR4PC" else 0.85), wrong
     for row in sources(subtask)["examiner_notes"].select(range(50)):
         prompt = render_template(recipes["examiner_notes"]["prompt"], row)
         completion = render_template(recipes["examiner_notes"]["completion"], row)

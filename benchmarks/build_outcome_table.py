@@ -1,0 +1,177 @@
+"""Build an outcome table: real training and evaluation of every recipe of a grid, for tabular mode.
+
+For each recipe of :class:`ftdojo_gym.recipe_grid.RecipeGrid` this runs one live
+episode on the base model (SmolLM2-135M by default): the recipe's data steps,
+one LoRA run, the validation score, and a submission of that run (its
+hidden-test score). Each finished recipe is appended to the table, which is
+rewritten atomically with its fingerprint file after every recipe, so an
+interrupted build resumes where it stopped. The format is documented in
+:mod:`ftdojo_gym.outcome_table`.
+
+    python -m ftdojo_benchmarks.build_outcome_table --task FTDojo/FinanceIQ-v0          # 24 recipes, hours on a CPU
+    python -m ftdojo_benchmarks.build_outcome_table --task FTDojo/FinanceIQ-v0 --lock /tmp/ftdojo-smollm2.lock
+    python -m ftdojo_benchmarks.build_outcome_table --task FTDojo/AIME-v0 --model tiny --eval-limit 2 \\
+        --learning-rates 1e-3 --steps 2 --out /tmp/aime.jsonl                           # a toy table in seconds
+
+``--lock FILE`` takes an exclusive ``flock`` on FILE around each recipe, so
+that other trainings on the same machine (calibrations, other builds) take
+turns instead of slowing each other down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from rich.console import Console
+
+import ftdojo_gym  # noqa: F401  (registers the envs)
+from ftdojo_gym import versions
+from ftdojo_gym.data.workspace import atomic_write_text
+from ftdojo_gym.models import model_fingerprint, resolve_model
+from ftdojo_gym.observations import latest_result
+from ftdojo_gym.outcome_cache import run_key
+from ftdojo_gym.outcome_table import FORMAT, fingerprint_of, grader_fingerprint
+from ftdojo_gym.recipe_grid import RecipeGrid, describe, recipe_actions
+from ftdojo_gym.results import EvaluationResult, RunResult, SubmissionResult
+from ftdojo_gym.tasks import make_task
+
+
+@contextlib.contextmanager
+def machine_lock(path: str | None) -> Iterator[None]:
+    """An exclusive flock on ``path`` (no-op without one)."""
+    if not path:
+        yield
+        return
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_table(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The manifest and recipe records of a (possibly partial) table; nothing when absent."""
+    if not path.is_file():
+        return None, []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    manifest = records[0] if records and records[0].get("kind") == "manifest" else None
+    return manifest, [r for r in records if r.get("kind") == "recipe"]
+
+
+def write_table(path: Path, manifest: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """The table and its ``.sha256`` fingerprint, each written atomically."""
+    lines = [json.dumps(manifest, sort_keys=True)] + [json.dumps(r, sort_keys=True) for r in records]
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_text(path.with_name(path.name + ".sha256"), fingerprint_of(lines) + "  " + path.name + "\n")
+
+
+def run_recipe(env: gym.Env, args: argparse.Namespace, grid: RecipeGrid, recipe: dict[str, Any], with_base: bool
+               ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One live episode of ``recipe`` in ``env``: its table record and, with ``with_base``, the base model's scores."""
+    env.reset(seed=0)
+    base_val = None
+    if with_base:
+        *_, info = env.step({"tool": "evaluate", "args": {"run": "base"}})
+        base_val = latest_result(info)
+    task = env.unwrapped.task
+    run = evaluation = None
+    for action in recipe_actions(task, grid, recipe):
+        *_, info = env.step(action)
+        result = latest_result(info)
+        if not info["ok"]:
+            raise RuntimeError(f"{describe(recipe)}: {action['tool']} failed: {result.render()[:500]}")
+        run = result if isinstance(result, RunResult) else run
+        evaluation = result if isinstance(result, EvaluationResult) else evaluation
+    *_, info = env.step({"tool": "submit", "args": {"run": run.run_id}})
+    submission = latest_result(info)
+    assert isinstance(submission, SubmissionResult), submission
+    workdir = env.unwrapped.workdir
+    rows = [json.loads(line) for line in (workdir / "runs" / run.run_id / "train.jsonl").read_text().splitlines()]
+    key = run_key(rows=rows, config=run.config, debug=False, base_model=model_fingerprint(resolve_model(args.model)),
+                  task=task.name, task_version=task.version, data_seed=0, libraries=False)
+    record = {
+        "kind": "recipe", "recipe": recipe, "key": key, "lineage": env.unwrapped.lineage[run.dataset],
+        "config": run.config,
+        "train": {k: getattr(run, k) for k in ("status", "train_tokens", "seconds", "steps", "final_loss",
+                                              "loss_head", "loss_tail")},
+        "validation": {"score": evaluation.score, "subsets": evaluation.subsets, "n": evaluation.n},
+        "hidden_test": {"score": submission.hidden_test_score, "subsets": submission.hidden_test_subsets,
+                        "n": args.eval_limit},
+    }
+    base = None
+    if with_base:
+        base = {"validation": {"score": base_val.score, "subsets": base_val.subsets},
+                "hidden_test": {"score": submission.base_hidden_test_score, "subsets": {}}}
+    return record, base
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, help="env id, e.g. FTDojo/FinanceIQ-v0")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--eval-limit", type=int, default=50, help="items per validation/hidden-test split")
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=list(RecipeGrid().learning_rate))
+    parser.add_argument("--steps", type=int, nargs="+", default=list(RecipeGrid().max_steps))
+    parser.add_argument("--data", nargs="+", default=list(RecipeGrid().data))
+    parser.add_argument("--out", default=None, help="table file (default: ftdojo_gym/outcome_tables/<task>.jsonl)")
+    parser.add_argument("--lock", default=None, help="flock this file around each recipe's training")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    console = Console()
+    task = make_task(args.task)
+    grid = RecipeGrid(data=tuple(args.data), learning_rate=tuple(args.learning_rates), max_steps=tuple(args.steps))
+    out = Path(args.out or Path(ftdojo_gym.__file__).parent / "outcome_tables" / f"{task.name}.jsonl")
+    manifest = {
+        "kind": "manifest", "format": FORMAT, "task": task.name, "task_version": task.version, "data_seed": 0,
+        "base_model": args.model, "base_model_fingerprint": model_fingerprint(resolve_model(args.model)),
+        "eval_limit": args.eval_limit, "grid": grid.to_dict(), "grader": grader_fingerprint(task),
+        "versions": versions.library_versions(), "base": None,
+    }
+    old, records = read_table(out)
+    same = ("task", "task_version", "data_seed", "base_model_fingerprint", "eval_limit", "grid", "grader")
+    if old is not None and all(old.get(k) == manifest[k] for k in same):
+        manifest["base"] = old.get("base")
+    elif old is not None:
+        console.print(f"[yellow]{out} was built for other settings; starting it over[/yellow]")
+        records = []
+    done = {json.dumps(r["recipe"], sort_keys=True) for r in records}
+    todo = [r for r in grid.recipes() if json.dumps(r, sort_keys=True) not in done]
+    console.print(f"{task.name}: {len(grid)} recipes, {len(done)} done, {len(todo)} to run -> {out}")
+    # One env for every recipe: the model process (and its imports) start once.
+    env = gym.make(args.task, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress,
+                   max_episode_steps=100)
+    try:
+        build(env, args, grid, manifest, records, todo, len(done), out, console)
+    finally:
+        env.close()
+    return 0
+
+
+def build(env: gym.Env, args: argparse.Namespace, grid: RecipeGrid, manifest: dict[str, Any],
+          records: list[dict[str, Any]], todo: list[dict[str, Any]], done: int, out: Path, console: Console) -> None:
+    for i, recipe in enumerate(todo, 1):
+        t0 = time.monotonic()
+        with machine_lock(args.lock):
+            record, base = run_recipe(env, args, grid, recipe, with_base=manifest["base"] is None)
+        if base is not None:
+            manifest["base"] = base
+        records.append(record)
+        manifest["built"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        write_table(out, manifest, records)
+        console.print(f"[{done + i}/{len(grid)}] {describe(recipe)}: val {100 * record['validation']['score']:.1f}, "
+                      f"test {100 * record['hidden_test']['score']:.1f}, {record['train']['train_tokens']} tokens, "
+                      f"{time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

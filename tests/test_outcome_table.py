@@ -1,0 +1,104 @@
+"""Tabular mode: a table of real outcomes (built live on the tiny model) serves train, evaluate and
+submit; a recipe outside it is an error naming the nearest; a changed or foreign table is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import gymnasium as gym
+import pytest
+from ftdojo_benchmarks import build_outcome_table
+
+import ftdojo_gym  # noqa: F401
+from ftdojo_gym.observations import latest_result
+from ftdojo_gym.outcome_table import OutcomeTable, OutcomeTableError
+from ftdojo_gym.recipe_grid import RecipeGrid, recipe_actions
+
+TASK = "FTDojo/FinanceIQ-v0"
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory, tiny_model):
+    import os
+
+    folder = tmp_path_factory.mktemp("table")
+    old = os.environ.get("FTDOJO_CACHE")
+    os.environ["FTDOJO_CACHE"] = str(folder / "cache")  # a fresh outcome cache: really train
+    shutil.copytree(__import__("pathlib").Path(tiny_model).parent, folder / "cache" / "models", dirs_exist_ok=True)
+    try:
+        assert build_outcome_table.main(["--task", TASK, "--model", "tiny", "--eval-limit", "2", "--learning-rates",
+                                         "1e-3", "--steps", "2", "--data", "expert", "harmful",
+                                         "--out", str(folder / "FinanceIQ.jsonl")]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("FTDOJO_CACHE")
+        else:
+            os.environ["FTDOJO_CACHE"] = old
+    return folder / "FinanceIQ.jsonl"
+
+
+def _tabular(path, **kw):
+    return gym.make(TASK, base_model="tiny", eval_limit=2, mode="tabular", outcome_table=str(path), **kw)
+
+
+def test_the_table_holds_every_recipe_with_real_scores(table):
+    t = OutcomeTable.load(table)
+    assert len(t) == 4 and t.manifest["task"] == "FinanceIQ" and t.manifest["base"]["validation"]["score"] >= 0
+    assert all(e.train["train_tokens"] > 0 and 0 <= e.hidden_test["score"] <= 1 for e in t)
+    assert len({e.key for e in t}) == 4
+
+
+def test_tabular_mode_replays_each_recipe_without_training(table):
+    t = OutcomeTable.load(table)
+    grid = RecipeGrid.from_dict(t.manifest["grid"])
+    env = _tabular(table)
+    try:
+        for recipe in grid.recipes():
+            entry = next(e for e in t if e.recipe == recipe)
+            env.reset(seed=0)
+            for action in recipe_actions(env.unwrapped.task, grid, recipe):
+                *_, info = env.step(action)
+                assert info["ok"], latest_result(info).render()
+                if action["tool"] == "train":
+                    assert info["cached"] and info["accounting"]["tokens_trained"] == entry.train["train_tokens"]
+            assert latest_result(info).score == entry.validation["score"]
+            _, reward, terminated, _, info = env.step({"tool": "submit", "args": {}})
+            assert terminated and reward == entry.hidden_test["score"]
+        assert env.unwrapped._worker.pid is None  # no model process was ever started
+    finally:
+        env.close()
+
+
+def test_a_recipe_outside_the_table_is_a_config_error_naming_the_nearest(table):
+    t = OutcomeTable.load(table)
+    grid = RecipeGrid.from_dict(t.manifest["grid"])
+    env = _tabular(table)
+    try:
+        env.reset(seed=0)
+        actions = recipe_actions(env.unwrapped.task, grid, {"data": "expert", "curate": True, "learning_rate": 5e-3,
+                                                            "max_steps": 2})
+        for action in actions[:-1]:
+            *_, info = env.step(action)
+        assert not info["ok"] and info["error_class"] == "CONFIG"
+        text = latest_result(info).render()
+        assert "not in the outcome table" in text and "data=expert curate=yes lr=0.001 steps=2" in text
+        *_, info = env.step({"tool": "train", "args": {"dataset": "train_mix", "debug": True}})
+        assert info["error_class"] == "CONFIG"  # debug runs are never in a table
+    finally:
+        env.close()
+
+
+def test_a_changed_or_foreign_table_is_refused(table, tmp_path):
+    bad = tmp_path / "FinanceIQ.jsonl"
+    lines = table.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["hidden_test"]["score"] = 1.0
+    bad.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
+    shutil.copy(table.with_name(table.name + ".sha256"), tmp_path / "FinanceIQ.jsonl.sha256")
+    with pytest.raises(OutcomeTableError, match="fingerprint"):
+        _tabular(bad)
+    with pytest.raises(OutcomeTableError, match="other settings"):
+        gym.make("FTDojo/FinanceIQ-v0", base_model="tiny", eval_limit=3, mode="tabular", outcome_table=str(table))
+    with pytest.raises(ValueError, match="mode"):
+        gym.make(TASK, base_model="tiny", mode="cached")
