@@ -31,6 +31,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
 from ftdojo_agents.base import make, names
 from ftdojo_agents.episode import (
     EpisodeResult,
@@ -42,16 +53,6 @@ from ftdojo_agents.episode import (
 )
 from ftdojo_agents.llm_client import LLMError
 from ftdojo_agents.local_server import LocalServerError, serve_local_model
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
 #: Agents that talk to an LLM and take the ``--base-url``/``--model`` options.
 LLM_AGENTS = frozenset({"ft-agent", "react", "openhands-like"})

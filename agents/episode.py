@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from ftdojo_agents.base import Agent
 
+from ftdojo_agents.base import Agent
 from ftdojo_gym.observations import budget_dict, latest_result, metrics_dict, status_line
 from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.tasks.base import Task

@@ -45,7 +45,6 @@ from typing import Any
 from ftdojo_agents.episode import SUBMIT, budget_dict, clip_middle, result_text, status_line
 from ftdojo_agents.llm_client import LLMClient, LLMError, parse_json_object
 from ftdojo_agents.prompts import load_prompt
-
 from ftdojo_gym.actions import ActionError, parse_action, tools_of_kind, usage
 from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.rules import MAX_TRAIN_SAMPLES

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import ftdojo_gym
 from ftdojo_agents.episode import SUBMIT, clip_middle, result_text, status_line
 from ftdojo_agents.llm_client import Conversation, LLMClient, LLMError, LLMReply, ToolCall
 from ftdojo_agents.prompts import load_prompt
-
-import ftdojo_gym
 from ftdojo_gym.actions import ActionError, parse_action, usage
 
 SAFE_ACTION: dict[str, Any] = {"tool": "inspect", "args": {}}

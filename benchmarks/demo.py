@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import gymnasium as gym
-from ftdojo_agents.manual_sft import ManualSFTAgent
 from rich.console import Console
 from rich.table import Table
 
 import ftdojo_gym  # noqa: F401  (registers the envs)
+from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.results import EvaluationResult, RunResult

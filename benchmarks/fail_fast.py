@@ -53,6 +53,8 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+from rich.console import Console
+
 from ftdojo_agents.episode import StepRecord, run_episode
 from ftdojo_agents.ft_agent import FTAgent, loss_explosion, run_losses
 from ftdojo_agents.llm_client import LLMClient
@@ -65,8 +67,6 @@ from ftdojo_agents.scripted_server import (
     text,
     tool_call,
 )
-from rich.console import Console
-
 from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.recipes import task_recipes
 from ftdojo_gym.wrappers.faults import FAULTS, FaultInjection

@@ -359,9 +359,8 @@ def play(spec: EpisodeSpec, trajectory: Path, *, threads: int, backend: str,
     recorded by ``run_episode`` and does not end it.
     """
     import ftdojo_agents
-    from ftdojo_agents.episode import JsonlWriter, StepRecord, llm_versions_of, run_episode
-
     import ftdojo_gym
+    from ftdojo_agents.episode import JsonlWriter, StepRecord, llm_versions_of, run_episode
 
     started = time.time()
     agent = ftdojo_agents.make(spec.agent_name, **_agent_kwargs(spec, trajectory, endpoints or {}))
@@ -483,7 +482,13 @@ class ProgressDisplay:
     """A rich progress bar for the whole sweep (done, running, failed, ETA), or plain lines."""
 
     def __init__(self, console: Console, enabled: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.console = console
         self.progress = Progress(TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -46,10 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from ftdojo_agents.manual_sft import ManualSFTAgent
 from rich.console import Console
 
 import ftdojo_gym
+from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.recipes import TaskRecipes, task_recipes
 from ftdojo_gym.tasks.base import EvalItem, RealDataTask, Task

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pytest
-from ftdojo_agents.manual_sft import ManualSFTAgent
 
 import ftdojo_gym  # noqa: F401
+from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.recipes import task_recipes
 
 

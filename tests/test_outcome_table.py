@@ -8,9 +8,9 @@ import shutil
 
 import gymnasium as gym
 import pytest
-from ftdojo_benchmarks import build_outcome_table
 
 import ftdojo_gym  # noqa: F401
+from ftdojo_benchmarks import build_outcome_table
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.outcome_table import OutcomeTable, OutcomeTableError
 from ftdojo_gym.recipe_grid import RecipeGrid, recipe_actions

@@ -11,8 +11,20 @@ import pytest
 
 import ftdojo_agents as agents
 from ftdojo_agents.episode import run_episode
-from ftdojo_agents.ft_agent import ExperimentNode, ExperimentTree, FTAgent, PlanError, plan_from_json
-from ftdojo_agents.scripted_server import OpenAITestServer, Scripted, http_error, last_user_text, text
+from ftdojo_agents.ft_agent import (
+    ExperimentNode,
+    ExperimentTree,
+    FTAgent,
+    PlanError,
+    plan_from_json,
+)
+from ftdojo_agents.scripted_server import (
+    OpenAITestServer,
+    Scripted,
+    http_error,
+    last_user_text,
+    text,
+)
 
 TEMPLATE = {"prompt_template": "{instruction}\n{input}", "completion_template": "{output}"}
 

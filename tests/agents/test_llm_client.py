@@ -20,7 +20,15 @@ from ftdojo_agents.llm_client import (
     parse_json_object,
     parse_tool_call,
 )
-from ftdojo_agents.scripted_server import OpenAITestServer, http_error, raw, refusal, slow, text, tool_call
+from ftdojo_agents.scripted_server import (
+    OpenAITestServer,
+    http_error,
+    raw,
+    refusal,
+    slow,
+    text,
+    tool_call,
+)
 
 TOOLS = ftdojo_gym.tool_schemas()
 NAMES = [t["function"]["name"] for t in TOOLS]

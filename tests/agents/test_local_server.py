@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 
 from ftdojo_agents.cli import build_parser
-from ftdojo_agents.local_server import LocalServerError, free_port, model_properties, serve_local_model
+from ftdojo_agents.local_server import (
+    LocalServerError,
+    free_port,
+    model_properties,
+    serve_local_model,
+)
 
 #: A stand-in server: answers /health, spawns a grandchild, and ignores SIGTERM if told to.
 FAKE_SERVER = textwrap.dedent("""
