@@ -33,6 +33,7 @@ def run_episode(args: argparse.Namespace, console: Console) -> dict:
         token_budget=args.token_budget,
         eval_limit=args.eval_limit,
         workdir=args.workdir,
+        outcome_cache=not args.no_cache,
         progress=True,
     )
     task = env.unwrapped.task
@@ -56,6 +57,9 @@ def run_episode(args: argparse.Namespace, console: Console) -> dict:
             base_val = result.score
         elif isinstance(result, RunResult):
             train_seconds[result.run_id] = result.seconds
+            if result.cached:
+                console.print("   (replayed from the outcome cache: the same run was trained before; "
+                              "--no-cache trains again)", highlight=False)
         summary = _summarise(info)
         if summary:
             console.print("   " + summary, highlight=False)
@@ -122,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None, help="write the result as JSON here")
+    parser.add_argument("--no-cache", action="store_true", help="train and generate for real even when the "
+                        "outcome cache holds this run")
     args = parser.parse_args(argv)
     console = Console()
     result = run_episode(args, console)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ftdojo_gym.data.workspace import DataWorkspace
 from ftdojo_gym.episode import EpisodeSettings, EpisodeState, load_state, save_state
 from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.folders import make_env_folder
+from ftdojo_gym.grading.sandbox import sandbox_unavailable
 from ftdojo_gym.model_process.client import ModelWorker
 from ftdojo_gym.models import (
     DEFAULT_MODEL,
@@ -156,6 +158,10 @@ class FTDojoEnv(gym.Env):
             table = OutcomeTable.load(outcome_table) if outcome_table else OutcomeTable.shipped(self.task.name)
             table.check_for(self.task, data_seed, len(validation), self._settings.base_model_fingerprint)
             self._settings.outcome_table = table
+        if self.task.executes_model_output and (why := sandbox_unavailable()):
+            warnings.warn(f"{self.task.name} grades model-written code, and the sandbox it runs in is unavailable "
+                          f"({why}): that code will not run and those items score 0. Install bubblewrap.",
+                          RuntimeWarning, stacklevel=2)
         self._sources: dict[str, Any] | None = None
         self._worker = ModelWorker(memory_limit_gb=worker_memory_gb)
         self._instance_dir: Path | None = None

@@ -89,6 +89,9 @@ class Task:
     #: Public datasets behind ``data="hub"``: ``{key: HubDataset(...)}``. Empty when
     #: the task has no real-data loader.
     hub_datasets: dict[str, HubDataset] = {}
+    #: Whether grading runs model-written code (in :mod:`ftdojo_gym.grading.sandbox`);
+    #: the env warns at construction when that sandbox is unavailable.
+    executes_model_output: bool = False
 
     def sources(self, seed: int) -> dict[str, Any]:
         """Raw sources ``{name: datasets.Dataset}``, deterministic in ``seed``: each
@@ -311,6 +314,7 @@ class RealDataTask(Task):
         self.version = f"{base.version}+real-{fingerprint}"
         self.domain, self.metric = base.domain, base.metric
         self.max_new_tokens = base.max_new_tokens
+        self.executes_model_output = base.executes_model_output
         self.default_token_budget = base.default_token_budget
 
     def sources(self, seed: int) -> dict[str, Any]:

@@ -488,14 +488,33 @@ class ChemCoTTask(Task):
     Functional Group to add: nitrile.``) and the format line; the model answers
     ``Answer: <SMILES>`` (``Answer: <number>`` or ``Answer: Yes/No`` for MolUnd).
 
-    **Metric.** Per item 0 or 1, with RDKit (:mod:`ftdojo_gym.grading.chemistry_grading`,
-    after the official ChemCoTBench scripts): MolUnd accuracy (exact count,
-    Yes/No); MolEdit success (valid SMILES whose group counts changed as asked
-    versus the source, one fragment); MolOpt success (valid SMILES whose
-    property is strictly higher than the source's, keeping its Murcko
-    scaffold); Reaction exact match (same molecule as the reference product,
-    by canonical SMILES or InChI). The task score is the mean; the env also
-    reports each item kind as a subset.
+    **Metric.** Per item in ``[0, 1]``, with RDKit
+    (:mod:`ftdojo_gym.grading.chemistry_grading`), re-implementing the official
+    ChemCoTBench evaluation (parity on its published result files in
+    ``tests/grading/test_chemistry_parity.py``: MolEdit add/delete/sub, MolOpt
+    logP/solubility/QED success, forward-reaction exact match, MolUnd count MAE,
+    Yes/No and Murcko soft scores all equal the official numbers). The official
+    behaviour is the default: MolUnd exact count or Yes/No (the official count
+    score is the MAE of the same answers; accuracy is reported here so the
+    score is in ``[0, 1]``), Murcko scaffolds by the official soft score
+    (1 for the same Murcko scaffold, else the Tanimoto similarity of the
+    scaffolds); MolEdit success by the official group-count check only;
+    MolOpt success when the property of the answer is strictly higher than the
+    source's (no scaffold requirement, as the official ``success_rate``);
+    Reaction exact match (same molecule by canonical SMILES or InChI). The
+    project's stricter rules (same fragment count and half the heavy atoms for
+    edits and optimizations, the source's Murcko scaffold kept) are opt-in
+    (``strict``) and only generate the offline data. Property oracles: real
+    items use the official ones (TDC's penalized logP, QED, refit ESOL);
+    offline MolOpt items use the ``v1`` oracles their data was built with
+    (Crippen logP, QED, a linear logS), since 46 of the 200 offline gold answers
+    (an added chlorine) lower penalized logP. The task score is the mean; the
+    env also reports each item kind as a subset.
+
+    **MolUnd version 2.** Short molecules (one backbone, at most one
+    distractor), counts 1-3 and Yes/No balanced in both splits; chance is about
+    39 % (1/3 for counts, 1/2 for Yes/No). The crowd source's wrong labels are
+    systematic (one more than the count, the opposite Yes/No).
 
     **Splits.** ``EVAL_SIZE`` = 200 items, the kinds interleaved so that the
     first 100 (validation) and the last 100 (hidden test) cover each kind.
@@ -508,7 +527,15 @@ class ChemCoTTask(Task):
     **Real data.** ``data="hub"`` loads ``OpenMol/ChemCoTBench`` (fields ``id``,
     ``query``, ``gt``, ``task``, ``subtask``, ``meta``) and keeps the items of
     this subtask that the graders can verify (MolOpt: logp, qed, solubility;
-    Reaction: forward prediction ``fs``).
+    Reaction: forward prediction ``fs``). ``data="<folder>"`` takes either one
+    ``chemcotbench.jsonl`` with every row or the benchmark's own layout, one file
+    per subtask in that schema (``mol_und/fg_count.json``, ``ring_count``,
+    ``Murcko_scaffold``, ``ring_system_scaffold``, ``equivalence``;
+    ``mol_edit/add.json``, ``delete``, ``sub``; ``mol_opt/logp.json``,
+    ``solubility``, ``qed``; ``reaction/fs.json``; the family folders are
+    optional). MolOpt items need no reference molecule (the metric compares the
+    answer with the source); one improving single edit is shown as the reference
+    when one exists.
 
     **Default budget.** 200,000 training tokens (the expert recipe uses about
     40,000: 40 steps of 8 examples).

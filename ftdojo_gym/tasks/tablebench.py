@@ -37,7 +37,10 @@ them):
 
 from __future__ import annotations
 
+import logging
+import math
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +48,10 @@ from typing import Any
 from datasets import Dataset
 
 from ftdojo_gym.grading.tablebench_grading import (
+    CHART_TYPES,
     ChartReference,
     grade_data_analysis,
+    grade_data_analysis_mix,
     grade_fact_checking,
     grade_numerical_reasoning,
     grade_visualization,
@@ -60,7 +65,7 @@ FORMAT_LINE = "The answer should follow the format: Final Answer: <answer>."
 
 _METRICS = {
     "FactChecking": "EM",
-    "NumericalReasoning": "numeric-10%",
+    "NumericalReasoning": "EM",
     "DataAnalysis": "ROUGE-L",
     "Visualization": "Pass@1",
 }
@@ -70,13 +75,17 @@ _MAX_NEW_TOKENS = {
     "DataAnalysis": 48,
     "Visualization": 80,
 }
-_TEXT_GRADERS: dict[str, Callable[[str, str], float]] = {
+_TEXT_GRADERS: dict[str, Callable[..., float]] = {
     "FactChecking": grade_fact_checking,
     "NumericalReasoning": grade_numerical_reasoning,
     "DataAnalysis": grade_data_analysis,
 }
 #: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
+#: Real data: tokens allowed beyond the longest gold completion of a subset (in bytes).
+REAL_TOKEN_HEADROOM = 32
+
+_log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------- tables
@@ -517,13 +526,18 @@ class TableBenchTask(Task):
         "tableinstruct": HubDataset("Multilingual-Multimodal-NLP/TableInstruct", split="train", limit=20_000),
     }
 
-    def __init__(self, subsets: Sequence[str] = SUBSETS) -> None:
+    #: Score 0 where an output has several disagreeing ``Final Answer:`` lines (stricter
+    #: than the official parser, which takes the first; off by default).
+    hedge_rule: bool = False
+
+    def __init__(self, subsets: Sequence[str] = SUBSETS, *, hedge_rule: bool = False) -> None:
         unknown = set(subsets) - set(SUBSETS)
         if not subsets or unknown:
             raise ValueError(
                 f"subsets must be a non-empty subset of {SUBSETS}, got {list(subsets)}"
             )
         self.subsets: tuple[str, ...] = tuple(s for s in SUBSETS if s in subsets)
+        self.executes_model_output = "Visualization" in self.subsets  # plotting code runs in the sandbox
         self.name = (
             "TableBench" if self.subsets == SUBSETS else "TableBench-" + "-".join(self.subsets)
         )
@@ -531,6 +545,7 @@ class TableBenchTask(Task):
         self.metric = f"mean of {metrics}" if len(self.subsets) > 1 else metrics
         self.max_new_tokens = max(_MAX_NEW_TOKENS[s] for s in self.subsets)
         self.source_specs = SOURCES
+        self.hedge_rule = hedge_rule
         self._eval_cache: dict[int, list[_QA]] = {}
 
     # -- evaluation
@@ -565,10 +580,13 @@ class TableBenchTask(Task):
         ]
 
     def max_new_tokens_for(self, item: EvalItem) -> int:
-        return _MAX_NEW_TOKENS.get(item.subset, self.max_new_tokens)
+        """The subset's limit (:data:`_MAX_NEW_TOKENS`), or the one real data sets for
+        its subset (``meta["max_new_tokens"]``, see :meth:`map_hub_records`)."""
+        return int(item.meta.get("max_new_tokens") or _MAX_NEW_TOKENS.get(item.subset, self.max_new_tokens))
 
     def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
-        """Per-item scores in ``[0, 1]``; never raises on any output string."""
+        """Per-item scores in ``[0, 1]`` (the official metric of each subset; see
+        :mod:`ftdojo_gym.grading.tablebench_grading`); never raises on any output string."""
         if len(items) != len(outputs):
             raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
         scores = [0.0] * len(items)
@@ -577,12 +595,12 @@ class TableBenchTask(Task):
             if item.subset == "Visualization":
                 charts.append(i)
             else:
-                scores[i] = _TEXT_GRADERS[item.subset](output, item.meta["answer"])
+                scores[i] = _TEXT_GRADERS[item.subset](output, item.meta["answer"], hedge_rule=self.hedge_rule)
         if charts:
             references = [
                 ChartReference(
                     items[i].meta["chart_type"],
-                    tuple(items[i].meta["y_values"]),
+                    tuple(_as_series(items[i].meta["y_values"])),
                     items[i].meta["table_csv"],
                 )
                 for i in charts
@@ -593,38 +611,107 @@ class TableBenchTask(Task):
                 scores[i] = score
         return scores
 
+    def extra_scores(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]
+                     ) -> dict[str, float]:
+        """``{"DataAnalysis/Mix": ...}``: TableBench's current Mix metric over the
+        DataAnalysis items (by ``meta["qsubtype"]``; offline items have no subtype
+        and score ROUGE-L in it), when the split has any."""
+        mix = [
+            grade_data_analysis_mix(output, item.meta["answer"], item.meta.get("qsubtype"),
+                                    hedge_rule=self.hedge_rule)
+            for item, output in zip(items, outputs, strict=False) if item.subset == "DataAnalysis"
+        ]
+        return {"DataAnalysis/Mix": sum(mix) / len(mix)} if mix else {}
+
     # -- real data
 
+    def with_data(self, data: str) -> Task:
+        """This task on the real TableBench (and, when present, TableInstruct) data.
+
+        Like :meth:`Task.with_data`, except that: the ``tablebench`` file of a
+        folder is read as raw JSON, so table cells keep their exact text (the
+        Arrow-based loader turns ``"2006"`` into ``2006``, ``"-"`` into ``0`` and
+        ``3.405`` into ``3.4050000000000002``); and a folder without a
+        ``tableinstruct.*`` file still evaluates, with no training source (a
+        warning says so, and ``list_sources`` shows an empty catalogue)."""
+        import hashlib
+
+        from ftdojo_gym.tasks.base import RealDataTask, load_dataset_records
+
+        if data == "offline":
+            return self
+        records: dict[str, Any] = {}
+        digest = hashlib.sha256()
+        for key, spec in self.hub_datasets.items():
+            raw = _raw_json_records(data, key) if data != "hub" else None
+            if raw is not None:
+                records[key], fingerprint = raw
+            else:
+                try:
+                    records[key] = load_dataset_records(spec, data, key)
+                except FileNotFoundError:
+                    if key != "tableinstruct":
+                        raise
+                    _log.warning("TableBench data in %s has no tableinstruct.* file: no training source, "
+                                 "evaluation only", data)
+                    records[key] = []
+                fingerprint = str(getattr(records[key], "_fingerprint", len(records[key])))
+            digest.update(f"{key}\x00{fingerprint}\x00".encode())
+        sources, items = self.map_hub_records(records)
+        if not items:
+            raise ValueError(f"the real data of {self.name} produced no evaluation items")
+        return RealDataTask(self, sources, items, digest.hexdigest()[:10])
+
     def map_hub_records(self, records: dict[str, Any]) -> tuple[dict[str, Dataset], list[EvalItem]]:
-        """TableBench rows (``id, qtype, qsubtype, instruction, instruction_type, table,
-        question, answer, chart_type``; ``table`` is JSON ``{"columns", "data"}``) become
-        evaluation items in this task's prompt format, direct-prompting (``DP``) rows
-        only, one per question. TableInstruct rows of the same schema become the
+        """TableBench rows (``id, qtype, qsubtype, instruction_type, table, question,
+        answer, chart_type``; ``table`` is ``{"columns", "data"}`` as JSON text or an
+        object) become evaluation items in this task's prompt format, direct-prompting
+        (``DP``) rows only, one per question, in file order (:meth:`Task.split`
+        stratifies by subset). TableInstruct rows of the same schema become the
         ``tableinstruct`` source (``instruction``/``input``/``output`` in the offline
-        schema, so the expert template applies unchanged)."""
-        items: list[EvalItem] = []
+        schema, so the expert template applies unchanged); there is none when the
+        data has no such rows.
+
+        Rows that cannot be graded as the official code grades them are left out
+        with a logged warning that counts them by reason (a chart type the official
+        parser does not know, unreadable reference values, an unreadable table).
+        Each item's generation limit (``meta["max_new_tokens"]``) comes from the
+        data: the longest gold completion of its subset in UTF-8 bytes (a token is
+        at least one byte) plus :data:`REAL_TOKEN_HEADROOM`, and never below the
+        offline subset limit."""
+        skipped: Counter[str] = Counter()
+        drafts: list[tuple[str, dict[str, Any]]] = []
         seen: set[str] = set()
         for row in records["tablebench"]:
-            qa = _real_qa(row)
+            qa = _real_qa(row, skipped=skipped)
             if qa is None or qa["subset"] not in self.subsets or row["id"] in seen:
                 continue
             seen.add(row["id"])
-            items.append(EvalItem(
-                id=f"{self.name}/real/{row['id']}", subset=qa["subset"], prompt=qa["prompt"],
-                reference=f"Final Answer: {qa['answer']}", meta=qa["meta"]))
-        # Interleave subsets so that validation and hidden test both cover each one.
-        by_subset = {s: [it for it in items if it.subset == s] for s in self.subsets}
-        interleaved = [it for group in zip(*by_subset.values(), strict=False) for it in group]
-        taken = {it.id for it in interleaved}
-        rest = [it for it in items if it.id not in taken]
+            drafts.append((str(row["id"]), qa))
+        limits: dict[str, int] = {}
+        for _, qa in drafts:
+            needed = len(f"Final Answer: {qa['answer']}".encode()) + REAL_TOKEN_HEADROOM
+            limits[qa["subset"]] = max(limits.get(qa["subset"], _MAX_NEW_TOKENS[qa["subset"]]), needed)
+        items = [
+            EvalItem(id=f"{self.name}/real/{row_id}", subset=qa["subset"], prompt=qa["prompt"],
+                     reference=f"Final Answer: {qa['answer']}",
+                     meta={**qa["meta"], "max_new_tokens": limits[qa["subset"]]})
+            for row_id, qa in drafts
+        ]
         train_rows = []
         for row in records["tableinstruct"]:
-            qa = _real_qa(row, for_training=True)
+            qa = _real_qa(row, for_training=True, skipped=Counter())
             if qa is not None and qa["subset"] in self.subsets:
                 train_rows.append({"instruction": INSTRUCTION, "input": qa["input"],
                                    "output": f"Final Answer: {qa['answer']}", "subset": qa["subset"]})
+        if skipped:
+            _log.warning("%s: %d TableBench rows left out, not gradable as the official code grades them: %s",
+                         self.name, sum(skipped.values()), "; ".join(f"{n} x {why}" for why, n in skipped.items()))
+        if not train_rows:
+            _log.warning("%s: the real data has no training rows for %s: no training source",
+                         self.name, ", ".join(self.subsets))
         sources = {"tableinstruct": Dataset.from_list(train_rows)} if train_rows else {}
-        return sources, interleaved + rest
+        return sources, items
 
     # -- sources
 
@@ -734,60 +821,140 @@ class TableBenchTask(Task):
         return rows
 
 
+class _Literal(str):
+    """A JSON number kept as the text it was written as."""
+
+
+def _raw_json_records(data: str, key: str) -> tuple[list[dict[str, Any]], str] | None:
+    """``(rows, fingerprint)`` of ``<data>/<key>.jsonl`` (or ``.json``: JSON lines or
+    one array) read with the ``json`` module, numbers kept as written; ``None``
+    when the folder has no such file (then the generic loader is used)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    folder = Path(data)
+    if not folder.is_dir():
+        return None
+    for suffix in (".jsonl", ".json"):
+        path = folder / f"{key}{suffix}"
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
+            stripped = text.lstrip()
+            if stripped.startswith("["):
+                rows = json.loads(stripped, parse_float=_Literal, parse_int=_Literal)
+            else:
+                rows = [json.loads(line, parse_float=_Literal, parse_int=_Literal)
+                        for line in text.splitlines() if line.strip()]
+            return [dict(row) for row in rows], fingerprint
+    return None
+
+
 def _real_table_csv(table: Any) -> str | None:
-    """TableBench's ``{"columns": [...], "data": [[...]]}`` (JSON text or dict) as CSV text."""
+    """TableBench's ``{"columns": [...], "data": [[...]]}`` (JSON text or object) as
+    CSV text, every cell as written in the data (JSON text is parsed keeping
+    numbers as written; ``null`` is an empty cell)."""
     import csv
     import io
     import json
 
     if isinstance(table, str):
         try:
-            table = json.loads(table)
+            table = json.loads(table, parse_float=_Literal, parse_int=_Literal)
         except ValueError:
             return None
-    if not isinstance(table, dict) or "columns" not in table or "data" not in table:
+    if not isinstance(table, dict) or not isinstance(table.get("columns"), list) or not isinstance(
+            table.get("data"), list):
         return None
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(table["columns"])
-    writer.writerows(table["data"])
+    writer.writerows(row if isinstance(row, list) else [row] for row in table["data"])
     return out.getvalue().rstrip("\n")
 
 
-def _real_qa(row: dict[str, Any], for_training: bool = False) -> dict[str, Any] | None:
-    """Prompt, answer and grader meta of one real TableBench/TableInstruct row, or None
-    when the row cannot be graded the way this task grades (other prompting style,
-    unreadable table, chart type or reference values the grader does not support)."""
+def _chart_series(answer: str) -> list[list[float]] | None:
+    """The reference series of a Visualization answer (``y_references = [[...], ...]``;
+    a flat list is one series), or ``None`` when it is not a list of numbers."""
     import ast
 
+    if "=" not in answer:
+        return None
+    try:
+        value = ast.literal_eval(answer.split("=", 1)[1].strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    series = value if all(isinstance(v, (list, tuple)) for v in value) else [value]
+    try:
+        out = [[float(v) for v in s] for s in series]
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for s in out for v in s) else None
+
+
+def _chart_code(chart: str, series: list[list[float]]) -> str:
+    """Plotting code that draws ``series`` as a ``chart`` the official check reads back."""
+    lines = ["import matplotlib.pyplot as plt"]
+    if chart == "pie":  # one pie of every value: the check compares fractions of the total
+        lines.append(f"plt.pie({[v for s in series for v in s]})")
+    for ys in series if chart != "pie" else ():
+        xs = f"range({len(ys)})"
+        lines.append({
+            "bar": f"plt.bar({xs}, {ys})",
+            "waterfall": f"plt.bar({xs}, {ys})",
+            "hbar": f"plt.barh({xs}, {ys})",
+            "line": f"plt.plot({xs}, {ys})",
+            "radar": f"plt.plot({ys + ys[:1]})",  # a closed outline; the check drops the last point
+            "area": f"plt.fill_between({xs}, {ys})",
+            "scatter": f"plt.scatter({xs}, {ys})",
+        }[chart])
+    lines.append("plt.show()")
+    return "\n".join(lines)
+
+
+def _real_qa(row: dict[str, Any], for_training: bool = False,
+             skipped: Counter[str] | None = None) -> dict[str, Any] | None:
+    """Prompt, answer and grader meta of one real TableBench/TableInstruct row, or None
+    when the row is of another prompting style or cannot be graded the way the
+    official code grades it (the reason is counted in ``skipped``)."""
+    skipped = Counter() if skipped is None else skipped
     if row.get("instruction_type", "DP") != "DP" and not for_training:
         return None
     subset = row.get("qtype")
+    answer = str(row.get("answer") or "").strip()
+    if subset not in SUBSETS or not answer or not row.get("question"):
+        skipped["no question type, question or answer"] += 1
+        return None
     csv_text = _real_table_csv(row.get("table"))
-    answer = str(row.get("answer", "")).strip()
-    if subset not in SUBSETS or csv_text is None or not answer or not row.get("question"):
+    if csv_text is None:
+        skipped["unreadable table"] += 1
         return None
     input_text = f"{csv_text}\nQuestion: {row['question']}\n{FORMAT_LINE}"
     meta: dict[str, Any] = {"answer": answer, "table_csv": csv_text + "\n", "qsubtype": row.get("qsubtype")}
     if subset == "Visualization":
-        chart = str(row.get("chart_type") or "").lower()
-        try:
-            series = ast.literal_eval(answer.split("=", 1)[1].strip()) if "=" in answer else None
-            values = [float(v) for v in series[0]]
-        except (ValueError, SyntaxError, TypeError, IndexError):
+        chart = str(row.get("chart_type") or "").strip().lower()
+        if chart not in CHART_TYPES:
+            skipped[f"chart type {chart!r} unknown to the official parser ({', '.join(CHART_TYPES)})"] += 1
             return None
-        if chart not in ("bar", "line", "pie"):
+        series = _chart_series(answer)
+        if series is None:
+            skipped["reference values are not a list of numbers"] += 1
             return None
-        if for_training:
-            return None  # TableInstruct's chart rows carry no code in the answer field
         # TableBench's answer is the reference values ("y_references = [[...]]"); the
         # gold completion is code that draws them, so it passes the executed check.
-        call = {"bar": f"plt.bar(range({len(values)}), {values})", "line": f"plt.plot({values})",
-                "pie": f"plt.pie({values})"}[chart]
-        answer = f"import matplotlib.pyplot as plt\n{call}\nplt.show()"
-        meta.update(chart_type=chart, y_values=values, answer=answer, y_references=row["answer"])
+        code = _chart_code(chart, series)
+        meta.update(chart_type=chart, y_values=series, answer=code, y_references=answer)
+        answer = code
     return {"subset": subset, "input": input_text, "prompt": f"{INSTRUCTION}\n{input_text}",
             "answer": answer, "meta": meta}
+
+
+def _as_series(values: Sequence[Any]) -> list[Any]:
+    """Stored reference values as :class:`ChartReference` takes them (series stay lists)."""
+    return [tuple(v) if isinstance(v, list) else v for v in values]
 
 
 def _surface_variant(rng: random.Random, row: dict[str, str]) -> dict[str, str]:
