@@ -23,6 +23,7 @@ import ftdojo_gym  # noqa: F401  (registers the envs)
 from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.recipes import task_recipes
+from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 from ftdojo_gym.results import EvaluationResult, RunResult
 
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--max-steps", type=int, default=40, help="optimizer steps of the full run")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--samples", type=int, default=2000, help="training samples drawn from the curated data")
+    parser.add_argument("--samples", type=int, default=MAX_TRAIN_SAMPLES, help="training samples drawn from the curated data")
     parser.add_argument("--token-budget", type=int, default=None)
     parser.add_argument("--eval-limit", type=int, default=None, help="items per validation/test split (default: task's)")
     parser.add_argument("--seed", type=int, default=0)

@@ -22,6 +22,7 @@ from the trajectories.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -129,7 +130,7 @@ def _cell(values: list[float]) -> str:
     if not values:
         return "–"
     mean, lo, hi = bootstrap_ci(values)
-    if len(values) == 1:
+    if hi - lo < 5e-4:  # one seed, or every seed scored the same
         return f"{100 * mean:.1f}"
     return f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
@@ -175,7 +176,7 @@ def markdown(rows: Sequence[dict[str, Any]], tasks: Sequence[str], report: Any =
         complete = all(t in cells and cells[t]["test"] for t in tasks)
         for split in ("val", "test"):
             mean, lo, hi = _mean_ci_over_tasks([cells[t][split] for t in tasks if t in cells])
-            text = "–" if math.isnan(mean) else (f"{100 * mean:.1f}" if lo == hi else
+            text = "–" if math.isnan(mean) else (f"{100 * mean:.1f}" if hi - lo < 5e-4 else
                                                  f"{100 * mean:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]")
             line.append(text if complete or text == "–" else text + "*")
         line.append(str(won.get(name, 0)))
@@ -207,15 +208,16 @@ def markdown(rows: Sequence[dict[str, Any]], tasks: Sequence[str], report: Any =
                   f"skipped (already done) on the `{report.backend}` backend in {report.seconds:.0f} s: "
                   f"{report.episodes_per_hour:.1f} episodes/hour; outcome-cache hit rate "
                   f"{'n/a' if rate is None else f'{100 * rate:.0f} %'}.\n")
-    versions = sorted({r.get("versions", "") for r in rows})
-    if versions:
-        try:
-            v = json.loads(versions[-1])
-            libs = ", ".join(f"{k} {v[k]}" for k in ("ftdojo-gym", "torch", "transformers", "trl", "peft") if k in v)
-            out.write(f"\nVersions: {libs}" + (f" ({len(versions)} distinct version sets)" if len(versions) > 1
-                                                else "") + ".\n")
-        except json.JSONDecodeError:
-            pass
+    libraries = {}
+    for r in rows:
+        with contextlib.suppress(json.JSONDecodeError, TypeError):
+            v = {k: x for k, x in json.loads(r.get("versions") or "{}").items() if k not in ("task", "base_model")}
+            libraries[json.dumps(v, sort_keys=True)] = v
+    if libraries:
+        v = list(libraries.values())[-1]
+        libs = ", ".join(f"{k} {v[k]}" for k in ("ftdojo-gym", "torch", "transformers", "trl", "peft") if k in v)
+        out.write(f"\nVersions: {libs}" + (f" ({len(libraries)} distinct library version sets: see results.csv)"
+                                            if len(libraries) > 1 else "") + ".\n")
     out.write("\nPlots: [per-task hidden test](plots/per_task.png), "
               "[budget curves](plots/budget_curves.png).\n")
     return out.getvalue()

@@ -3,6 +3,13 @@
 Training tokens are the hardware-independent compute budget (like a GPU-hour
 budget); the wall-clock limit and the step limit are optional guards. Every
 charge and every "is it spent?" question goes through :class:`Budget`.
+
+A run is given the tokens left as its cap and stops after the optimizer step
+that reaches it: that step completes, so the budget is overshot by at most one
+batch (``batch_size`` sequences of at most ``max_len`` tokens). Tokens trained
+by a run that fails, is killed or times out are charged too. Generating and
+grading the hidden test split at submission is the env's own cost: it is on
+neither the token budget nor the wall clock.
 """
 
 from __future__ import annotations

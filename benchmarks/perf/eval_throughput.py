@@ -44,7 +44,7 @@ def tablebench_prompts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
 
     task = TableBenchTask()
     items = task.eval_items(seed)
-    picked = items[: min(n, 100, len(items) // 2)]  # the env's validation split
+    picked = task.split(items, n)[0]  # the env's validation split
     return [it.prompt for it in picked], [task.max_new_tokens_for(it) for it in picked]
 
 

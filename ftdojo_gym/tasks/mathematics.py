@@ -694,7 +694,16 @@ class AIMETask(Task):
     output must equal the gold integer, as verified by math-verify (see
     :mod:`ftdojo_gym.grading.math_grading`); no box, an unclosed box or several
     numbers in the box score 0. The task score is the mean, also reported per
-    subset.
+    subset. On boxed answers the verdicts equal math-verify's own
+    ``verify(parse(gold), parse(output))`` (``tests/grading/test_math_parity.py``);
+    the deliberate differences are the strict format: no box scores 0, and the
+    *last* box counts (math-verify on a whole output takes the first).
+
+    **Generation limits.** Offline items: ``MAX_NEW_TOKENS`` = 112 (worked
+    solutions are 30-70 tokens). Real items: derived from the data per item
+    (:func:`real_new_token_limit`): twice the longer of the item's reference
+    solution and the 99th percentile of the training solutions, at 3 characters
+    a token, rounded up to 256, between 1,024 and 4,096 new tokens.
 
     **Splits.** ``EVAL_SIZE`` = 200 items with the subsets interleaved; the
     first 100 are the visible validation split, the last 100 the hidden test
