@@ -23,8 +23,8 @@ import ftdojo_gym  # noqa: F401  (registers the envs)
 from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.recipes import task_recipes
-from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 from ftdojo_gym.results import EvaluationResult, RunResult
+from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 
 
 def run_episode(args: argparse.Namespace, console: Console) -> dict:
