@@ -5,6 +5,7 @@
     python -m ftdojo_agents.cli run ...          # the same without the console script
     ftdojo run --agent react --local-model smollm2-135m --base-model tiny   # no network: a local LLM
     ftdojo list                           # tasks and agents
+    ftdojo sweep configs/sweep_tiny.toml --out runs/tiny [--parallel 2] [--backend ray]   # a benchmark sweep
 
 The trajectory is JSONL, one object a line, flushed as it is written:
 ``{"type": "header", ...}`` (arguments without secrets, versions of the
@@ -98,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="extra agent argument, VALUE as JSON if it parses (repeatable), e.g. max_iterations=3")
     out.add_argument("--no-progress", action="store_true", help="plain output, no live progress display")
     sub.add_parser("list", help="list the registered tasks and agents")
+    from ftdojo_benchmarks.sweep import build_parser as sweep_arguments  # the sweep lives in benchmarks/
+
+    sweep_arguments(sub.add_parser("sweep", help="run a benchmark sweep (agents x tasks x seeds) from a TOML "
+                                                 "config; re-running resumes it"))
     return parser
 
 
@@ -303,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console, err = Console(), Console(stderr=True)
     if args.command == "list":
         return cmd_list(console)
+    if args.command == "sweep":
+        from ftdojo_benchmarks.sweep import run_from_args
+
+        return run_from_args(args)
     try:
         return cmd_run(args, console, err)
     except (ValueError, OSError, LLMError, LocalServerError) as exc:

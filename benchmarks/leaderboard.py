@@ -276,6 +276,7 @@ def plot(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> lis
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     tasks = [t for t in tasks if any(r["task"] == t for r in rows)]
     if not tasks:
@@ -321,7 +322,9 @@ def plot(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> lis
                 xs = np.array([p[0] for p in pts])
                 ys = np.array([p[1] for p in pts])
                 idx = np.searchsorted(xs, grid, side="right") - 1
-                curves.append(np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan))
+                curve = np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan)
+                curve[grid > xs.max()] = np.nan  # the episode ended there: no tokens were spent beyond
+                curves.append(curve)
             if curves:
                 with np.errstate(all="ignore"):
                     import warnings
@@ -331,6 +334,8 @@ def plot(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> lis
                         mean = np.nanmean(np.vstack(curves), axis=0)
                 ax.step(grid, 100 * mean, where="post", label=name)
         ax.set_title(task_name(t), fontsize="medium")
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         ax.set_xlabel("training tokens spent")
         ax.set_ylabel("best validation (%)")
     for ax in list(axes.flat)[len(tasks):]:

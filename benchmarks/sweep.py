@@ -781,15 +781,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+    """Run ``ftdojo sweep`` / ``python -m ftdojo_benchmarks.sweep`` from parsed arguments; returns the exit code."""
+    console = Console(stderr=True, soft_wrap=True)
     try:
         if args.leaderboard_only:
-            from ftdojo_benchmarks.leaderboard import write_leaderboard
+            from ftdojo_benchmarks.leaderboard import main as leaderboard_main
 
-            saved = json.loads((Path(args.out) / "sweep.json").read_text(encoding="utf-8"))
-            write_leaderboard(args.out, ResultStore(args.out).rows(), tasks=saved["config"]["tasks"])
-            console.print(f"Leaderboard: {Path(args.out) / 'leaderboard.md'}")
-            return 0
+            return leaderboard_main([args.out])
         if not args.config:
             raise SweepError("a sweep config is required (or --leaderboard-only)")
         if args.parallel is not None and args.parallel < 1:

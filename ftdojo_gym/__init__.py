@@ -5,6 +5,7 @@
 """
 
 from ftdojo_gym.actions import tool_schemas, usage
+from ftdojo_gym.observations import latest_result, show
 from ftdojo_gym.registration import make, register_envs
 from ftdojo_gym.tasks import list_tasks
 
@@ -12,4 +13,4 @@ __version__ = "0.1.0"
 
 register_envs()
 
-__all__ = ["__version__", "list_tasks", "make", "register_envs", "tool_schemas", "usage"]
+__all__ = ["__version__", "latest_result", "list_tasks", "make", "register_envs", "show", "tool_schemas", "usage"]

@@ -310,6 +310,11 @@ class FTDojoEnv(gym.Env):
     def tokens_used(self) -> int:
         return self._require_state().budget.tokens_used
 
+    @property
+    def outcome_table(self) -> OutcomeTable | None:
+        """The outcome table that serves tabular mode (None in live mode)."""
+        return self._settings.outcome_table
+
     # -------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
         if self._state is not None:

@@ -97,30 +97,37 @@ def recipe_templates(task: Task, data: str) -> Recipe:
     raise ValueError(f"unknown data choice {data!r}; choices: {DATA_CHOICES}")
 
 
-def recipe_actions(task: Task, grid: RecipeGrid, recipe: Mapping[str, Any], *, evaluate: bool = True
-                   ) -> list[dict[str, Any]]:
-    """The tool calls that train (and, with ``evaluate``, validate) ``recipe`` in a fresh episode."""
+def recipe_actions(task: Task, grid: RecipeGrid, recipe: Mapping[str, Any], *, evaluate: bool = True,
+                   prefix: str = "") -> list[dict[str, Any]]:
+    """The tool calls that train (and, with ``evaluate``, validate) ``recipe`` in a fresh episode.
+
+    ``prefix`` starts the name of every dataset the calls make, so that several
+    recipes run in one episode without overwriting each other's datasets; the
+    training rows and config (hence the outcome-cache and table keys) are the
+    same for every prefix."""
     templates = recipe_templates(task, recipe["data"]).templates
     if not templates:
         raise ValueError(f"{task.name} has no sources for data choice {recipe['data']!r}")
     actions: list[dict[str, Any]] = []
     parts = []
     for src, template in templates.items():
-        actions.append({"tool": "fetch", "args": {"source": src}})
+        fetched = f"{prefix}{src}"
+        actions.append({"tool": "fetch", "args": {"source": src, **({"output": fetched} if prefix else {})}})
         if recipe["curate"]:
-            actions.append({"tool": "filter", "args": {"dataset": src, "max_tokens": grid.max_tokens,
+            actions.append({"tool": "filter", "args": {"dataset": fetched, "max_tokens": grid.max_tokens,
                                                        "dedupe": True, "rules": ["non_empty"]}})
-        actions.append({"tool": "transform", "args": {"dataset": src, "prompt_template": template["prompt"],
+        actions.append({"tool": "transform", "args": {"dataset": fetched, "prompt_template": template["prompt"],
                                                       "completion_template": template["completion"],
-                                                      "output": f"{src}_sft"}})
-        parts.append({"name": f"{src}_sft", "weight": 1.0})
-    actions.append({"tool": "mix", "args": {"datasets": parts, "n": grid.samples, "output": "train_mix", "seed": 0}})
+                                                      "output": f"{fetched}_sft"}})
+        parts.append({"name": f"{fetched}_sft", "weight": 1.0})
+    actions.append({"tool": "mix", "args": {"datasets": parts, "n": grid.samples, "output": f"{prefix}train_mix",
+                                            "seed": 0}})
     config = {"method": "lora", "learning_rate": float(recipe["learning_rate"]), "lr_scheduler": "linear",
               "warmup_ratio": 0.0, "max_steps": int(recipe["max_steps"]), "batch_size": grid.batch_size,
               "max_len": grid.max_len, "lora_r": grid.lora_r, "lora_alpha": 2 * grid.lora_r, "seed": 0,
               **grid.fixed}
     actions.append({"tool": "set_config", "args": config})
-    actions.append({"tool": "train", "args": {"dataset": "train_mix"}})
+    actions.append({"tool": "train", "args": {"dataset": f"{prefix}train_mix"}})
     if evaluate:
         actions.append({"tool": "evaluate", "args": {}})
     return actions

@@ -68,11 +68,11 @@ def test_tablebench_real_schema_fixture_maps_to_the_task_format():
     task = make_task("TableBench", data=str(FIXTURES / "TableBench"))
     assert isinstance(task, RealDataTask) and "+real-" in task.version
     items = task.eval_items(0)
-    # Direct-prompting rows only, one per id; the scatter chart is not gradable as Pass@1 here.
-    assert len(items) == 8 and len({i.id for i in items}) == 8
+    # Direct-prompting rows only, one per id; every official chart type (scatter too) is graded.
+    assert len(items) == 9 and len({i.id for i in items}) == 9
     assert [i.subset for i in items[:4]] == ["FactChecking", "NumericalReasoning", "DataAnalysis", "Visualization"]
     assert items[0].prompt.splitlines()[1:5] == ["team,wins,losses", "hawks,10,2", "owls,7,5", "rams,3,9"]
-    assert task.grade(items, [i.reference for i in items]) == [1.0] * 8
+    assert task.grade(items, [i.reference for i in items]) == [1.0] * 9
     assert task.grade(items[:2], ["Final Answer: No", "Final Answer: 999"]) == [0.0, 0.0]
     sources = task.sources(0)
     assert list(sources) == ["tableinstruct"]
@@ -84,7 +84,7 @@ def test_tablebench_real_schema_fixture_maps_to_the_task_format():
 def test_subset_tasks_keep_only_their_subset_of_real_data():
     task = make_task("TableBench-Visualization", data=str(FIXTURES / "TableBench"))
     items = task.eval_items(0)
-    assert {i.subset for i in items} == {"Visualization"} and len(items) == 2
+    assert {i.subset for i in items} == {"Visualization"} and len(items) == 3
 
 
 def test_env_runs_on_a_local_copy_of_the_real_data(tiny_model, isolated_cache):
@@ -117,7 +117,7 @@ def test_local_folder_errors_name_the_missing_file(tmp_path):
 def test_real_data_task_passes_check_task():
     task = make_task("TableBench", data=str(FIXTURES / "TableBench"))
     report = check_task(task)  # real data need not have six sources
-    assert report.n_items == 8 and report.sources == {"tableinstruct": 8}
+    assert report.n_items == 9 and report.sources == {"tableinstruct": 8}
 
 
 def test_every_catalogue_entry_builds_and_has_a_card():
