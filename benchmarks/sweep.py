@@ -14,9 +14,14 @@
       "manual-sft",                                        # a name from ftdojo_agents.names()
       { name = "random", grounded = true, submit_after = 8 },   # a name plus agent options
       { name = "react", label = "ReAct (SmolLM2)", local_model = "smollm2-135m", max_tokens = 256 },
-      { name = "ft-agent", base_url = "http://127.0.0.1:8000/v1", model = "qwen",
-        api_key_env = "OPENAI_API_KEY", price_input_per_1m = 0.15, price_output_per_1m = 0.6 },
     ]
+    [[agents]]                  # or an array of tables, for long option lists (not mixed with agents = [...])
+    name = "ft-agent"
+    base_url = "http://127.0.0.1:8000/v1"
+    model = "qwen"
+    api_key_env = "OPENAI_API_KEY"             # the key itself never goes in the config
+    price_input_per_1m = 0.15                  # USD per 1M prompt / completion tokens
+    price_output_per_1m = 0.6
     [env]                       # gym.make options, the same for every episode
     base_model = "tiny"
     eval_limit = 4
@@ -250,7 +255,8 @@ class EpisodeSpec:
     def key(self) -> str:
         """A hash of (agent, options, task, seed, budget, env options, versions): the resume key."""
         ident = {"agent": self.agent, "agent_name": self.agent_name, "agent_options": self.agent_options,
-                 "local_model": self.local_model, "task": self.task, "seed": self.seed, "env": self.env,
+                 "local_model": self.local_model, "task": self.task, "seed": self.seed,
+                 "env": {k: v for k, v in self.env.items() if k != "token_budget"},  # resolved in token_budget
                  "token_budget": self.token_budget, "versions": self.versions}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

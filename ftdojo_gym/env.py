@@ -10,6 +10,7 @@ episode's life: construction, ``reset``, ``step``, truncation and ``close``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -21,7 +22,7 @@ import gymnasium as gym
 
 from ftdojo_gym.actions import TOOLS, ActionError, ToolCallSpace, parse_action, usage
 from ftdojo_gym.budget import Budget
-from ftdojo_gym.data.workspace import DataWorkspace
+from ftdojo_gym.data.workspace import DataMemo, DataWorkspace
 from ftdojo_gym.episode import EpisodeSettings, EpisodeState, load_state, save_state
 from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.folders import make_env_folder
@@ -125,7 +126,7 @@ class FTDojoEnv(gym.Env):
         eval_batch_size: int = 16,
         eval_limit: int | None = None,
         worker_memory_gb: float | None = None,
-        outcome_cache: bool | str | Path = True,
+        outcome_cache: bool | str | Path | None = None,
         mode: str = "live",
         outcome_table: str | Path | None = None,
         progress: bool = False,
@@ -163,6 +164,7 @@ class FTDojoEnv(gym.Env):
                           f"({why}): that code will not run and those items score 0. Install bubblewrap.",
                           RuntimeWarning, stacklevel=2)
         self._sources: dict[str, Any] | None = None
+        self._data_memo = DataMemo()  # data results by lineage, for the env's life (same sources, same rows)
         self._worker = ModelWorker(memory_limit_gb=worker_memory_gb)
         self._instance_dir: Path | None = None
         self._episode = 0
@@ -185,7 +187,7 @@ class FTDojoEnv(gym.Env):
         resume = (options or {}).get("resume")
         if resume is not None:  # an episode saved by an env whose process died: go on where it stopped
             path = Path(resume)
-            self._state = load_state(path, s, DataWorkspace(self._sources, self._token_counter, path),
+            self._state = load_state(path, s, DataWorkspace(self._sources, self._token_counter, path, self._data_memo),
                                      EpisodeLog(path / "episode.log", self.log_window), self._worker)
             self._state.log.write(f"\n# Resumed from {path} after step {self._state.budget.steps_taken}.")
             return self._observation(), self._reset_info(path)
@@ -193,7 +195,7 @@ class FTDojoEnv(gym.Env):
         config = TrainConfig(seed=int(self.np_random.integers(2**31 - 1)) % 10_000)
         self._state = EpisodeState(
             settings=s, workdir=workdir,
-            data=DataWorkspace(self._sources, self._token_counter, workdir), config=config,
+            data=DataWorkspace(self._sources, self._token_counter, workdir, self._data_memo), config=config,
             budget=Budget(self.token_budget, self.time_limit_s, self.max_episode_steps),
             log=EpisodeLog(workdir / "episode.log", self.log_window), worker=self._worker,
         )
@@ -389,8 +391,11 @@ def check_env_options(*, log_window: int, eval_batch_size: int, eval_limit: int 
         raise ValueError(f"render_mode must be one of {FTDojoEnv.metadata['render_modes']} or None, got {render_mode!r}")
 
 
-def _open_cache(option: bool | str | Path) -> OutcomeCache | None:
-    """The outcome cache an env uses: ``True`` the shared one in the cache folder, a path that file, ``False`` none."""
+def _open_cache(option: bool | str | Path | None) -> OutcomeCache | None:
+    """The outcome cache an env uses: ``True`` the shared one in the cache folder, a path that file,
+    ``False`` none; ``None`` (the default) the shared one unless ``FTDOJO_OUTCOME_CACHE=0``."""
+    if option is None:
+        option = os.environ.get("FTDOJO_OUTCOME_CACHE", "1") not in ("0", "false", "no", "off")
     if option is False:
         return None
     return OutcomeCache(cache_dir() / "outcomes.sqlite" if option is True else Path(option))

@@ -90,6 +90,8 @@ class SourceCatalog(ToolResult):
 
     def render(self) -> str:
         lines = ["Sources (read-only; fetch one to work on it):"]
+        if not self.sources:
+            lines.append("- none: this task's data has no training source (evaluation only)")
         for e in self.sources:
             sample = json.dumps(e.first_sample, ensure_ascii=False)[:600]
             lines.append(

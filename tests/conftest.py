@@ -10,6 +10,13 @@ import pytest
 from ftdojo_gym.models import load_token_counter, resolve_model
 
 
+@pytest.fixture(autouse=True)
+def no_shared_outcome_cache(monkeypatch):
+    """Tests train for real unless they pass their own ``outcome_cache=``: a run replayed from a
+    cache shared between tests could hide the behaviour a test checks."""
+    monkeypatch.setenv("FTDOJO_OUTCOME_CACHE", "0")
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> str:
     return str(resolve_model("tiny"))

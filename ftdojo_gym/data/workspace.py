@@ -5,6 +5,12 @@ agent's own datasets, and implements the data tools (fetch, filter, transform,
 mix). Every derived dataset is also written, atomically, as JSON lines under
 ``<workdir>/datasets/`` so that an agent (or a human) can read it and a run can
 be reproduced from the files.
+
+A :class:`DataMemo` (one per env) remembers the result of each operation by
+the lineage of the dataset it makes: the same lineage gives the same rows, so
+an operation repeated in the env (the same recipe in a later experiment or
+episode) takes its rows and their JSON-lines text from the memo instead of
+recomputing them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import re
 import tempfile
 import time
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,14 +143,46 @@ _RULES: dict[str, Callable[[list[str]], bool]] = {
 }
 
 
-class DataWorkspace:
-    """Sources (read-only) and datasets (the agent's) of one episode."""
+class DataMemo:
+    """Results of data operations by a key that determines them (the lineage of the dataset they make).
 
-    def __init__(self, sources: dict[str, Dataset], token_counter: Any, workdir: Path):
+    Kept for an env's life (its sources and tokenizer never change); the least
+    recently used of at most ``max_entries`` results are kept. A ``datasets``
+    Dataset is immutable, so one result can back datasets of several episodes."""
+
+    def __init__(self, max_entries: int = 128) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[Dataset, str, Any]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[Dataset, str, Any] | None:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+        return hit
+
+    def put(self, key: str, value: tuple[Dataset, str, Any]) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class DataWorkspace:
+    """Sources (read-only) and datasets (the agent's) of one episode.
+
+    The data operations take an optional ``memo_key``, a key that determines
+    their result (the tools pass the result's lineage); with a ``memo``, an
+    operation whose key was computed before returns the remembered result."""
+
+    def __init__(self, sources: dict[str, Dataset], token_counter: Any, workdir: Path, memo: DataMemo | None = None):
         self.sources = sources
         self.datasets: dict[str, Dataset] = {}
         self._tok = token_counter
         self.workdir = Path(workdir)
+        self.memo = memo
 
     # ---- lookups -------------------------------------------------------
     def get(self, name: str) -> Dataset:
@@ -182,17 +221,32 @@ class DataWorkspace:
         }
 
     # ---- writes ---------------------------------------------------------
-    def _store(self, name: str, ds: Dataset) -> Dataset:
+    def _store(self, name: str, ds: Dataset, memo_key: str | None = None, extra: Any = None) -> Dataset:
         if len(ds) == 0:
             raise DataError(f"the result {name!r} would be empty; nothing was stored (loosen the conditions)")
         self.datasets[name] = ds
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
         atomic_write_text(self.workdir / "datasets" / f"{name}.jsonl", lines)
+        if memo_key is not None and self.memo is not None:
+            self.memo.put(memo_key, (ds, lines, extra))
         return ds
 
-    def fetch(self, source: str, output: str | None, limit: int | None, offset: int, shuffle: bool, seed: int) -> Dataset:
+    def _recall(self, name: str, memo_key: str | None) -> tuple[Dataset, Any] | None:
+        """Store the remembered result of ``memo_key`` as ``name`` (rows and file); None when there is none."""
+        hit = self.memo.get(memo_key) if memo_key is not None and self.memo is not None else None
+        if hit is None:
+            return None
+        ds, lines, extra = hit
+        self.datasets[name] = ds
+        atomic_write_text(self.workdir / "datasets" / f"{name}.jsonl", lines)
+        return ds, extra
+
+    def fetch(self, source: str, output: str | None, limit: int | None, offset: int, shuffle: bool, seed: int,
+              memo_key: str | None = None) -> Dataset:
         if source not in self.sources:
             raise DataError(f"no source named {source[:80]!r}; sources: {sorted(self.sources)}")
+        if (hit := self._recall(output or source, memo_key)) is not None:
+            return hit[0]
         ds = self.sources[source]
         if shuffle:
             ds = ds.shuffle(seed=seed)
@@ -200,12 +254,14 @@ class DataWorkspace:
         if offset >= len(ds):
             raise DataError(f"offset {offset} is past the end of {source!r} ({len(ds)} rows)")
         ds = ds.select(range(offset, end)).flatten_indices()
-        return self._store(output or source, ds)
+        return self._store(output or source, ds, memo_key)
 
     def filter(self, dataset: str, output: str | None, *, min_tokens=None, max_tokens=None, regex=None,
                regex_field=None, field=None, op="==", value=None, rules=(), dedupe=False,
-               dedupe_fields=None) -> tuple[Dataset, int]:
+               dedupe_fields=None, memo_key: str | None = None) -> tuple[Dataset, int]:
         ds = self.dataset(dataset)
+        if (hit := self._recall(output or dataset, memo_key)) is not None:
+            return hit
         fields = text_fields(ds)
         for f in [regex_field, field, *(dedupe_fields or [])]:
             if f is not None and f not in ds.features:
@@ -257,10 +313,14 @@ class DataWorkspace:
                     deadline.check()
         kept = np.flatnonzero(keep)
         result = ds.select(kept).flatten_indices()
-        return self._store(output or dataset, result), len(ds) - len(kept)
+        dropped = len(ds) - len(kept)
+        return self._store(output or dataset, result, memo_key, dropped), dropped
 
-    def transform(self, dataset: str, prompt_template: str, completion_template: str, output: str | None) -> Dataset:
+    def transform(self, dataset: str, prompt_template: str, completion_template: str, output: str | None,
+                  memo_key: str | None = None) -> Dataset:
         ds = self.dataset(dataset)
+        if (hit := self._recall(output or f"{dataset}_sft", memo_key)) is not None:
+            return hit[0]
         if not len(ds):
             raise DataError(f"{dataset!r} is empty")
         # Fail fast on the first row, with the field list, before mapping everything.
@@ -278,10 +338,13 @@ class DataWorkspace:
             load_from_cache_file=False,
             keep_in_memory=True,
         )
-        return self._store(output or f"{dataset}_sft", result)
+        return self._store(output or f"{dataset}_sft", result, memo_key)
 
-    def mix(self, components: list[tuple[str, float]], n: int, output: str, seed: int) -> Dataset:
+    def mix(self, components: list[tuple[str, float]], n: int, output: str, seed: int,
+            memo_key: str | None = None) -> Dataset:
         parts = [(self.dataset(name), weight) for name, weight in components]
+        if (hit := self._recall(output, memo_key)) is not None:
+            return hit[0]
         common = set(parts[0][0].features)
         for ds, _ in parts[1:]:
             common &= set(ds.features)
@@ -303,7 +366,7 @@ class DataWorkspace:
         if not chosen:
             raise DataError("the mix is empty")
         result = concatenate_datasets(chosen).shuffle(seed=seed).flatten_indices()
-        return self._store(output, result)
+        return self._store(output, result, memo_key)
 
     def training_rows(self, name: str, max_samples: int) -> list[dict[str, str]]:
         """Rows ``{prompt, completion}`` for a run, capped at ``min(max_samples, MAX_TRAIN_SAMPLES)``."""

@@ -32,8 +32,8 @@ class TaskEntry:
 _TB = "ftdojo_gym.tasks.tablebench:TableBenchTask"
 _TB_SUBSETS = ("FactChecking", "NumericalReasoning", "DataAnalysis", "Visualization")
 _TB_METRICS = {
-    "FactChecking": "exact match after 'Final Answer:'",
-    "NumericalReasoning": "numeric match within 10% relative error",
+    "FactChecking": "official exact match after 'Final Answer: '",
+    "NumericalReasoning": "official exact match after 'Final Answer: '",
     "DataAnalysis": "ROUGE-L",
     "Visualization": "Pass@1 of generated plotting code, executed",
 }

@@ -20,7 +20,8 @@ them):
 
 * ``tableinstruct`` — clean, in-domain, evaluation format.
 * ``crowd_tableqa`` — same schema plus ``annotator_agreement``; about 45 % of
-  the answers are wrong, and those rows mostly have agreement below 0.6.
+  the answers are wrong (fact-checking ones systematically: false claims
+  marked "Yes"), and those rows mostly have agreement below 0.6.
 * ``tableqa_mirror`` — a few dozen items repeated many times with changes of
   case and whitespace only.
 * ``table_chat`` — correct but chatty ``response`` without ``Final Answer:``;
@@ -484,16 +485,19 @@ class TableBenchTask(Task):
     """TableBench: question answering over small tables, in four subsets.
 
     **Description.** The model reads a table (CSV) and a question and answers
-    in TableBench's format: Yes/No fact checking, numbers (lookups,
-    differences, sums, maxima), one-sentence analyses, or Python code that
-    plots a column of ``table.csv``. The ``-FactChecking``,
-    ``-NumericalReasoning``, ``-DataAnalysis`` and ``-Visualization`` ids are
-    one subset each; ``FTDojo/TableBench-v0`` is all four.
+    in TableBench's format: Yes/No claims checked against the table (a cell's
+    value, or whether a row is listed), numbers (lookups, differences, sums,
+    maxima), one-sentence analyses, or Python code that plots a column of
+    ``table.csv``. The ``-FactChecking``, ``-NumericalReasoning``,
+    ``-DataAnalysis`` and ``-Visualization`` ids are one subset each;
+    ``FTDojo/TableBench-v0`` is all four. Chance on FactChecking is 50 %
+    (balanced Yes/No).
 
     **Sources.** ``tableinstruct`` (clean, evaluation format),
     ``crowd_tableqa`` (about 45 % wrong labels, an agreement score that
-    separates most of them), ``tableqa_mirror`` (a few dozen items repeated
-    with case/whitespace changes), ``table_chat`` (right answers in a chatty
+    separates most of them; fact-checking annotators mark most false claims
+    "Yes"), ``tableqa_mirror`` (a few dozen items repeated with
+    case/whitespace changes), ``table_chat`` (right answers in a chatty
     format; rescuable from its raw fields), ``web_text`` (off-domain chat),
     ``long_tables`` (2,000+ token tables), ``wiki_table_lookup`` (helpful
     lookups over other topics, rescuable into the evaluation format).
@@ -503,14 +507,47 @@ class TableBenchTask(Task):
     <answer>."``; the answer is ``Final Answer: <answer>`` (for
     Visualization, the code after ``Final Answer:``).
 
-    **Metric.** Per item in ``[0, 1]``: exact match (FactChecking), numeric
-    match within 10 % relative error (NumericalReasoning), ROUGE-L F
-    (DataAnalysis), Pass@1 of the executed plotting code compared with the
-    reference values (Visualization); the task score is the mean.
+    **Metric.** The official TableBench evaluation
+    (``github.com/TableBench/TableBench``), re-implemented in
+    :mod:`ftdojo_gym.grading.tablebench_grading` and pinned by a parity test on
+    the official example predictions. The answer is the rest of the line after
+    the *first* ``Final Answer: `` (case-sensitive, one space; a lowercase
+    marker, no space or the answer on the next line do not parse), normalised
+    as the official code does (lowercase; punctuation, articles and extra
+    spaces removed). Per item in ``[0, 1]``: exact match (FactChecking,
+    NumericalReasoning), ROUGE-L F (DataAnalysis, the paper's metric), Pass@1
+    of the executed plotting code (Visualization: every series on the current
+    axes, rounded to 2 decimals, equal to the reference's as sorted lists;
+    bar, hbar, line, pie, area, radar, scatter and waterfall charts); the task
+    score is the mean. TableBench's current DataAnalysis *Mix* metric (exact
+    match within 10 % for correlation, trend and statistics items, exact match
+    for impact items, ROUGE-L otherwise) is reported next to the subsets as
+    ``DataAnalysis/Mix``; it is not part of the score.
+
+    **Where it deliberately differs from the official metric.** Plotting code
+    is also read from a bare code fence or from the text after
+    ``Final Answer:`` (the official parser needs a ```` ```python ```` block),
+    and it runs once, in a fresh sandboxed process: the official harness runs
+    it twice on the same figure, which fails correct code that draws on the
+    current axes (one of the three official example charts). ROUGE-L is the
+    mean of the per-item scores (the official bootstrap midpoint varies by a
+    few hundredths of a point between runs). ``TableBenchTask(...,
+    hedge_rule=True)`` restores this project's older, stricter rule: several
+    ``Final Answer:`` lines that disagree score 0 (the official parser takes
+    the first); it is off by default.
 
     **Splits.** ``EVAL_SIZE`` = 200 items, subsets interleaved; validation is
-    the first 100, the hidden test the last 100. No evaluation table occurs
+    the first 100, the hidden test the last 100 (the stratified
+    :meth:`~ftdojo_gym.tasks.base.Task.split`). No evaluation table occurs
     in any source.
+
+    **Real data.** ``data="hub"`` or a folder with ``tablebench.jsonl`` (the
+    direct-prompting rows are the evaluation items; the split keeps every
+    subset in proportion) and, optionally, ``tableinstruct.jsonl`` (the
+    training source; without it the task evaluates only). Table cells keep
+    their exact text. Chart rows of a type the official parser does not know
+    are left out with a logged warning. Generation limits come from the data:
+    per subset, the longest gold completion in UTF-8 bytes plus 32.
 
     **Default budget.** 200,000 training tokens (about 4 full LoRA runs of
     40 steps x 8 on this data).

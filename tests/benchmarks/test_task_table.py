@@ -1,0 +1,177 @@
+"""The per-task benchmark table: chance levels, the format-only recipe, per-item hidden-test
+scores, paired bootstrap intervals, grader fingerprints, and an end-to-end run on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ftdojo_benchmarks import task_table
+from ftdojo_benchmarks.task_table import (
+    HiddenTestRecorder,
+    chance_level,
+    grader_fingerprint,
+    paired_bootstrap,
+    render_table,
+)
+from ftdojo_gym.data.workspace import render_template
+from ftdojo_gym.recipes import TaskRecipes, answer_fields, shuffle_answers, task_recipes
+from ftdojo_gym.tasks import make_task
+from ftdojo_gym.tasks.patent import PatentTask
+
+NOC = "FTDojo/Patent-NOC4PC-v0"
+
+
+def _hidden(task, n: int = 100):
+    return task.split(task.eval_items(0), n)[1]
+
+
+# ------------------------------------------------------------- format-only
+
+
+def test_answer_fields_and_shuffle() -> None:
+    template = {"prompt": "{q}\n{ctx}", "completion": "Answer: {a} ({why})"}
+    assert answer_fields(template) == ("a", "why")
+    assert answer_fields({"prompt": "{instruction}\n{input}", "completion": "{output}"}) == ("output",)
+    assert answer_fields({"prompt": "{{literal}} {q}", "completion": "{q}"}) == ()
+    rows = [{"q": f"q{i}", "ctx": f"c{i}", "a": f"a{i}", "why": f"w{i}"} for i in range(50)]
+    out = shuffle_answers(rows, template, seed=1)
+    assert [r["q"] for r in out] == [r["q"] for r in rows] and [r["ctx"] for r in out] == [r["ctx"] for r in rows]
+    assert sorted(r["a"] for r in out) == sorted(r["a"] for r in rows)  # a permutation of the answers
+    assert all(r["a"] != f"a{i}" for i, r in enumerate(out))  # nobody keeps its own answer
+    assert all(r["a"][1:] == r["why"][1:] for r in out)  # the answer fields move together
+    assert shuffle_answers(rows, template, seed=1) == out and shuffle_answers(rows, template, seed=2) != out
+    assert shuffle_answers(rows[:1], template) == rows[:1]
+
+
+def test_format_only_is_derived_from_the_expert_recipe() -> None:
+    task = PatentTask("PI4PC")
+    recipes = task_recipes(task)
+    fmt = recipes.format_only
+    assert fmt.shuffled_answers and fmt.templates == recipes.expert.templates
+    assert not recipes.expert.shuffled_answers and not recipes.harmful.shuffled_answers
+    assert fmt.restricted_to(["examiner_records"]).shuffled_answers
+    sources = task.sources(0)
+    served = fmt.prepare_sources(sources, seed=0)
+    assert set(served) == set(sources) and served["crowd_labels"] is sources["crowd_labels"]
+    clean, shuffled = sources["examiner_records"], served["examiner_records"]
+    assert shuffled["input"] == clean["input"] and sorted(shuffled["output"]) == sorted(clean["output"])
+    same = sum(a == b for a, b in zip(shuffled["output"], clean["output"], strict=True))
+    assert same / len(clean) < 0.25  # answers no longer follow from the prompts (PI4PC: ~1 in 100 keys collide)
+    row = shuffled[0]
+    assert render_template(fmt.templates["examiner_records"]["completion"], row).startswith("Answer: ")
+    assert TaskRecipes(("x",), {"prompt": "{p}", "completion": "{c}"}).format_only.prepare_sources({}) == {}
+
+
+# --------------------------------------------------------------------- chance
+
+
+def test_chance_levels_of_the_patent_tasks() -> None:
+    noc = make_task(NOC)
+    level = chance_level(noc, _hidden(noc))
+    assert level["constant"] == pytest.approx(0.5 / 3, abs=0.01)  # one class of three balanced
+    assert 0.25 < level["random"] < 0.42 and level["chance"] == level["random"]
+    pi = make_task("FTDojo/Patent-PI4PC-v0")
+    assert 0.1 < chance_level(pi, _hidden(pi))["chance"] < 0.32  # one paragraph of five
+    finance = make_task("FTDojo/FinanceIQ-v0")  # no chance_outputs: the split's distinct references
+    assert 0.15 < chance_level(finance, _hidden(finance))["chance"] < 0.4
+
+
+# ----------------------------------------------------------------- intervals
+
+
+def _row(ids: list[str], scores: list[float], outputs: list[str]) -> dict:
+    return {"hidden_test_ids": ids, "hidden_test_item_scores": scores, "hidden_test_outputs": outputs}
+
+
+def test_paired_bootstrap_mean_metric() -> None:
+    task = make_task("FTDojo/Patent-PI4PC-v0")
+    items = _hidden(task)
+    ids = [it.id for it in items]
+    better = _row(ids, [1.0] * 60 + [0.0] * 40, [""] * 100)
+    worse = _row(ids, [1.0] * 20 + [0.0] * 80, [""] * 100)
+    diff, lo, hi = paired_bootstrap(task, items, better, worse)
+    assert diff == pytest.approx(0.4) and 0.25 < lo < diff < hi < 0.55
+    diff, lo, hi = paired_bootstrap(task, items, better, better)
+    assert diff == lo == hi == 0.0  # paired: the same items resampled for both
+    assert paired_bootstrap(task, items, better, {}) is None  # an old row without per-item scores
+    assert paired_bootstrap(task, items, better, _row(ids[::-1], [0.0] * 100, [""] * 100)) is None
+
+
+def test_paired_bootstrap_split_metric_uses_the_task_aggregate() -> None:
+    task = make_task(NOC)
+    items = _hidden(task)
+    ids = [it.id for it in items]
+    right = [it.reference for it in items]
+    constant = ["Answer: 103"] * len(items)
+    a = _row(ids, task.grade(items, right), right)
+    b = _row(ids, task.grade(items, constant), constant)
+    diff, lo, hi = paired_bootstrap(task, items, a, b)
+    # macro-F1 1.0 vs a constant answer's ~1/6 (not the accuracy difference, ~2/3)
+    assert diff == pytest.approx(1.0 - task.aggregate(items, b["hidden_test_item_scores"], constant))
+    assert diff > 0.75 and lo > 0.7
+
+
+# ------------------------------------------------------------ fingerprints
+
+
+def test_grader_fingerprint_follows_grader_and_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    noc = make_task(NOC)
+    before = grader_fingerprint(noc)
+    assert grader_fingerprint(make_task(NOC)) == before
+    monkeypatch.setattr(PatentTask, "version", "999")
+    assert grader_fingerprint(noc) != before
+    monkeypatch.undo()
+    import ftdojo_gym.grading.patent_grading as grading
+
+    original = task_table.inspect.getsource
+    monkeypatch.setattr(task_table.inspect, "getsource",
+                        lambda obj: original(obj) + ("# edited" if obj is grading else ""))
+    assert grader_fingerprint(noc) != before  # an edit of the grading module
+
+
+def test_hidden_test_recorder_keeps_only_hidden_calls() -> None:
+    task = PatentTask("NOC4PC")
+    items = task.eval_items(0)
+    validation, hidden = task.split(items, 5)
+    recorder = HiddenTestRecorder(task, hidden)
+    task.grade(validation, [it.reference for it in validation])
+    task.grade(hidden, ["Answer: 102"] * len(hidden))
+    recorder.restore()
+    assert len(recorder.calls) == 1 and recorder.calls[0][1] == ["Answer: 102"] * 5
+    assert "grade" not in vars(task)  # the class's grade again
+
+
+# --------------------------------------------------------------- end to end
+
+
+def test_one_recipe_end_to_end_on_the_tiny_model(tmp_path: Path, isolated_cache: Path) -> None:
+    out, table = tmp_path / "results.json", tmp_path / "results.md"
+    # An old (50-item, pre-fingerprint) row stays readable and is simply stale.
+    out.write_text(json.dumps([{"task": NOC, "recipe": "expert", "model": "tiny", "max_steps": 1, "eval_items": 50,
+                                "seed": 0, "base_hidden_test": 0.0, "hidden_test": 0.9}]))
+    argv = ["--task", NOC, "--recipe", "format_only", "--model", "tiny", "--max-steps", "1", "--eval-limit", "4",
+            "--out", str(out), "--table", str(table)]
+    assert task_table.main(argv) == 0
+    rows = json.loads(out.read_text())
+    chance = [r for r in rows if r["recipe"] == "chance"]
+    fmt = [r for r in rows if r["recipe"] == "format_only"]
+    assert len(chance) == 1 and 0.0 <= chance[0]["chance"] <= 1.0
+    assert len(fmt) == 1 and len(fmt[0]["hidden_test_ids"]) == 4
+    hidden_ids = [it.id for it in _hidden(make_task(NOC), 4)]
+    assert fmt[0]["hidden_test_ids"] == hidden_ids and len(fmt[0]["hidden_test_outputs"]) == 4
+    task = make_task(NOC)
+    items = _hidden(task, 4)
+    assert task.aggregate(items, fmt[0]["hidden_test_item_scores"], fmt[0]["hidden_test_outputs"]) == \
+        pytest.approx(fmt[0]["hidden_test"])
+    text = table.read_text()
+    assert "| chance | base | format-only | expert | harmful |" in text
+    assert "90.0" not in text  # the stale old row is not shown
+    # Resumable: a second run finds both rows done.
+    assert task_table.main(argv) == 0
+    assert len(json.loads(out.read_text())) == len(rows)
+    table.unlink()
+    assert task_table.main(["--table-only", "--out", str(out), "--table", str(table)]) == 0
+    assert table.read_text() == render_table(rows)
