@@ -21,6 +21,9 @@ _REGISTRY = {
     "openhands-like": "ftdojo_agents.react:ReActAgent",
     "random": "ftdojo_agents.random_agent:RandomAgent",
     "ft-agent": "ftdojo_agents.ft_agent:FTAgent",
+    "tpe": "ftdojo_agents.tpe:TPEAgent",
+    "random-recipe": "ftdojo_agents.recipe_search:RandomRecipeAgent",
+    "rl-policy": "ftdojo_agents.rl.policy_agent:RLPolicyAgent",
 }
 
 

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="extra agent argument, VALUE as JSON if it parses (repeatable), e.g. max_iterations=3")
     out.add_argument("--no-progress", action="store_true", help="plain output, no live progress display")
     sub.add_parser("list", help="list the registered tasks and agents")
-    from ftdojo_benchmarks.sweep import build_parser as sweep_arguments  # the sweep lives in benchmarks/
+    # The sweep lives in benchmarks/ (ftdojo_benchmarks); imported here, not at the top, to keep `run` light.
+    from ftdojo_benchmarks.sweep import build_parser as sweep_arguments
 
     sweep_arguments(sub.add_parser("sweep", help="run a benchmark sweep (agents x tasks x seeds) from a TOML "
                                                  "config; re-running resumes it"))

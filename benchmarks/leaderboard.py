@@ -272,10 +272,8 @@ def budget_curve(trajectory: Path) -> list[tuple[float, float]]:
 
 def plot(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> list[Path]:
     """Write ``plots/per_task.png`` and ``plots/budget_curves.png``; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures without pyplot: no global backend switch in the caller's process (a notebook keeps its own).
+    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     tasks = [t for t in tasks if any(r["task"] == t for r in rows)]
@@ -286,7 +284,8 @@ def plot(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> lis
     table = scores(rows)
     names = ordered_rows(table)
     # per-task bars with 95 % intervals
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(tasks) * max(1, len(names)) / 3), 4))
+    fig = Figure(figsize=(max(6.0, 1.2 * len(tasks) * max(1, len(names)) / 3), 4))
+    ax = fig.subplots()
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         means, errs = [], [[], []]
@@ -299,40 +298,46 @@ def plot(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> lis
         ax.bar(np.arange(len(tasks)) + i * width - 0.4 + width / 2, means, width, yerr=errs, capsize=2, label=name)
     ax.set_xticks(np.arange(len(tasks)), [task_name(t) for t in tasks], rotation=30, ha="right")
     ax.set_ylabel("hidden test score (%)")
+    ax.set_ylim(0, max(5.0, 1.15 * max((100 * float(np.max(c["test"])) for cells in table.values()
+                                         for c in cells.values() if c["test"]), default=0.0)))
     ax.set_title("Hidden test per task (mean over seeds, 95 % bootstrap interval)")
     ax.legend(fontsize="small")
     fig.tight_layout()
     per_task = folder / "per_task.png"
     fig.savefig(per_task, dpi=110)
-    plt.close(fig)
     # budget curves, one panel per task
     cols = min(4, len(tasks))
     nrows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3 * nrows))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax, t in zip(axes.flat, tasks, strict=False):
         trs = [r for r in rows if r["task"] == t]
         budget = max(float(r.get("token_budget") or 1) for r in trs)
-        grid = np.linspace(0, budget, 60)
+        top = 5.0
         for name in [n for n in names if n != BASE_ROW]:
+            episodes = [pts for r in trs if row_name(r) == name
+                        if (pts := budget_curve(out / str(r.get("trajectory", ""))))]
+            if not episodes:
+                continue
+            # every episode's best-so-far at every token count any episode reached (the union of their
+            # steps); NaN before an episode's first validation and after its end
+            grid = np.unique(np.concatenate([[p[0] for p in pts] for pts in episodes]))
             curves = []
-            for r in (r for r in trs if row_name(r) == name):
-                pts = budget_curve(out / str(r.get("trajectory", "")))
-                if not pts:
-                    continue
-                xs = np.array([p[0] for p in pts])
-                ys = np.array([p[1] for p in pts])
+            for pts in episodes:
+                xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
                 idx = np.searchsorted(xs, grid, side="right") - 1
                 curve = np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan)
-                curve[grid > xs.max()] = np.nan  # the episode ended there: no tokens were spent beyond
+                curve[grid > xs.max()] = np.nan
                 curves.append(curve)
-            if curves:
-                with np.errstate(all="ignore"):
-                    import warnings
-
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        mean = np.nanmean(np.vstack(curves), axis=0)
-                ax.step(grid, 100 * mean, where="post", label=name)
+            stacked = np.vstack(curves)
+            seen = ~np.all(np.isnan(stacked), axis=0)
+            if not seen.any():
+                continue
+            mean = np.nanmean(stacked[:, seen], axis=0)
+            ax.step(grid[seen], 100 * mean, where="post", marker=".", label=name)
+            top = max(top, 110 * float(np.nanmax(mean)))
+        ax.set_xlim(0, budget)
+        ax.set_ylim(0, min(100.0, top))
         ax.set_title(task_name(t), fontsize="medium")
         ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
@@ -347,7 +352,6 @@ def plot(out: Path, rows: Sequence[dict[str, Any]], tasks: Sequence[str]) -> lis
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
     curves_path = folder / "budget_curves.png"
     fig.savefig(curves_path, dpi=110)
-    plt.close(fig)
     return [per_task, curves_path]
 
 
@@ -363,16 +367,38 @@ def write_leaderboard(out: str | Path, rows: Sequence[dict[str, Any]], tasks: Se
     return path
 
 
+def publish(out: str | Path, page: str | Path) -> Path:
+    """Copy ``DIR``'s leaderboard to ``page`` (e.g. ``docs/benchmarks/leaderboard.md``), its plots beside it
+    as ``<page stem>_per_task.png`` and ``<page stem>_budget_curves.png``, links rewritten."""
+    import shutil
+
+    out, page = Path(out), Path(page)
+    text = (out / "leaderboard.md").read_text(encoding="utf-8")
+    for name in ("per_task", "budget_curves"):
+        src = out / "plots" / f"{name}.png"
+        if src.exists():
+            shutil.copyfile(src, page.parent / f"{page.stem}_{name}.png")
+        text = text.replace(f"(plots/{name}.png)", f"({page.stem}_{name}.png)")
+    text = text.replace("# Leaderboard\n", "# Leaderboard\n\n![Hidden test per task]"
+                        f"({page.stem}_per_task.png)\n", 1) if (out / "plots" / "per_task.png").exists() else text
+    atomic_write_text(page, text)
+    return page
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftdojo_benchmarks.leaderboard",
                                      description="Rebuild a sweep folder's results.csv, leaderboard.md and plots.")
     parser.add_argument("out", help="the sweep's results folder")
+    parser.add_argument("--publish", metavar="PAGE", default=None,
+                        help="also copy the leaderboard and its plots to PAGE (e.g. docs/benchmarks/leaderboard.md)")
     args = parser.parse_args(argv)
     from ftdojo_benchmarks.sweep import ResultStore
 
     out = Path(args.out)
     saved = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
     print(write_leaderboard(out, ResultStore(out).rows(), tasks=saved["config"]["tasks"]))
+    if args.publish:
+        print(publish(out, args.publish))
     return 0
 
 

@@ -13,7 +13,7 @@
     agents = [
       "manual-sft",                                        # a name from ftdojo_agents.names()
       { name = "random", grounded = true, submit_after = 8 },   # a name plus agent options
-      { name = "react", label = "ReAct (SmolLM2)", local_model = "smollm2-135m", max_tokens = 256 },
+      { name = "react", local_model = "smollm2-135m", max_tokens = 256, tasks = ["FTDojo/AIME-v0"] },
     ]
     [[agents]]                  # or an array of tables, for long option lists (not mixed with agents = [...])
     name = "ft-agent"
@@ -84,7 +84,7 @@ from ftdojo_gym.data.workspace import atomic_write_text
 #: Agent options that hold secrets or run-time endpoints: never part of a key or a record.
 SECRET_OPTIONS = frozenset({"api_key"})
 #: Agent options the sweep itself consumes (not passed to ``ftdojo_agents.make``).
-SWEEP_AGENT_OPTIONS = frozenset({"name", "label", "local_model", "api_key_env"})
+SWEEP_AGENT_OPTIONS = frozenset({"name", "label", "local_model", "api_key_env", "tasks"})
 #: Environment variables that size the thread pools of torch, OpenMP, MKL and OpenBLAS.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 #: Steps whose outcome the outcome cache can replay (their result carries ``cached``).
@@ -99,7 +99,8 @@ class SweepError(ValueError):
 class AgentConfig(BaseModel):
     """One agent entry: a registered name, an optional display ``label`` and the agent's options.
 
-    ``local_model`` (LLM agents) serves that model with ``transformers serve``
+    ``tasks`` limits the agent to some of the sweep's tasks (e.g. an
+    expensive LLM agent on two tasks). ``local_model`` (LLM agents) serves that model with ``transformers serve``
     for the sweep and points the agent at it; ``api_key_env`` names the
     environment variable holding the API key (keys never go in the config,
     the results or the key hash). Any other field is passed to
@@ -112,6 +113,8 @@ class AgentConfig(BaseModel):
     label: str | None = None
     local_model: str | None = None
     api_key_env: str | None = None
+    #: Run this agent on these of the sweep's tasks only (default: all of them).
+    tasks: list[str] | None = None
 
     @field_validator("name")
     @classmethod
@@ -213,6 +216,10 @@ class SweepConfig(BaseModel):
         twice = sorted({d for d in shown if shown.count(d) > 1})
         if twice:
             raise ValueError(f"agent {twice[0]!r} is listed twice: give the entries distinct `label`s")
+        for agent in self.agents:
+            unknown = sorted(set(agent.tasks or ()) - set(self.tasks))
+            if unknown:
+                raise ValueError(f"agent {agent.display!r}: tasks {unknown} are not in the sweep's tasks")
         return self
 
 
@@ -289,6 +296,8 @@ def plan(config: SweepConfig) -> list[EpisodeSpec]:
         budget = int(config.env.get("token_budget") or task.default_token_budget)
         versions = {**libs, "task": f"{task.name}@{task.version}"}
         for agent in config.agents:
+            if agent.tasks is not None and env_id not in agent.tasks:
+                continue
             for seed in config.seeds:
                 specs.append(EpisodeSpec(
                     agent=agent.display, agent_name=agent.name, agent_options=agent.options,
@@ -395,7 +404,10 @@ def play(spec: EpisodeSpec, trajectory: Path, *, threads: int, backend: str,
             summary = result.summary()
             writer.write({**summary, "llm_versions": llm_versions_of(agent)})
     finally:
-        env.close()
+        try:
+            env.close()
+        except Exception as exc:  # a failing close must not lose a finished episode
+            print(f"closing the env of {spec.stem} failed: {exc}", file=sys.stderr)
     usage = summary.get("llm_usage") or {}
     submission = result.submission or {}
     return {
@@ -589,7 +601,7 @@ def run_local(specs: Sequence[EpisodeSpec], store: ResultStore, stats: SweepStat
 
 def _finished(spec: EpisodeSpec, store: ResultStore, stats: SweepStats, exitcode: int | None = 0) -> None:
     path = store.results / f"{spec.key}.json"
-    if exitcode == 0 and path.exists():
+    if path.exists():  # written last, atomically: the episode finished even if its process died after
         row = json.loads(path.read_text(encoding="utf-8"))
         stats.done += 1
         stats.episode_seconds.append(float(row.get("seconds") or 0))
@@ -723,7 +735,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, backend: str | None = Non
                                                        "keys": [s.key for s in specs]}, indent=1))
     done = store.done_keys()
     todo = [s for s in specs if s.key not in done]
-    stats = SweepStats(total=len(specs), skipped=len(specs) - len(todo))
+    stats = SweepStats(total=len(specs), skipped=len(specs) - len(todo), last=f"{len(todo)} to run")
     cores = os.cpu_count() or 1
     servers = run.server_threads if any(s.local_model for s in todo) else 0
     threads = max(1, (cores - servers) // parallel)

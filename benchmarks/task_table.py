@@ -138,7 +138,10 @@ def run_recipe(task_id: str, recipe: str, args: argparse.Namespace, console: Con
                fingerprint: str) -> dict[str, Any]:
     """One episode of ``recipe`` on ``task_id``; returns the scores, per-item hidden-test
     scores and outputs, and costs, stamped with ``fingerprint`` (:func:`task_fingerprint`)."""
-    env = gym.make(task_id, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress)
+    # No outcome cache: the table needs every hidden-test output graded in this process
+    # (per-item scores), and a cached score would survive a grader edit without a version bump.
+    env = gym.make(task_id, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress,
+                   outcome_cache=False)
     task = env.unwrapped.task
     recipes = _recipes(task)
     agent = ManualSFTAgent(max_steps=args.max_steps, learning_rate=args.lr, curate=recipe != "harmful",

@@ -147,20 +147,21 @@ class DataMemo:
     """Results of data operations by a key that determines them (the lineage of the dataset they make).
 
     Kept for an env's life (its sources and tokenizer never change); the least
-    recently used of at most ``max_entries`` results are kept. A ``datasets``
-    Dataset is immutable, so one result can back datasets of several episodes."""
+    recently used of at most ``max_entries`` results are kept: ``(Dataset, its
+    JSON-lines text, extra)``, or a run's training rows. A ``datasets`` Dataset
+    is immutable, so one result can back datasets of several episodes."""
 
     def __init__(self, max_entries: int = 128) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[Dataset, str, Any]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Any, str, Any]] = OrderedDict()
 
-    def get(self, key: str) -> tuple[Dataset, str, Any] | None:
+    def get(self, key: str) -> tuple[Any, str, Any] | None:
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)
         return hit
 
-    def put(self, key: str, value: tuple[Dataset, str, Any]) -> None:
+    def put(self, key: str, value: tuple[Any, str, Any]) -> None:
         self._entries[key] = value
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
@@ -183,6 +184,7 @@ class DataWorkspace:
         self._tok = token_counter
         self.workdir = Path(workdir)
         self.memo = memo
+        self._memo_keys: dict[str, str] = {}  # dataset name -> the memo key of its rows
 
     # ---- lookups -------------------------------------------------------
     def get(self, name: str) -> Dataset:
@@ -227,8 +229,10 @@ class DataWorkspace:
         self.datasets[name] = ds
         lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in ds)
         atomic_write_text(self.workdir / "datasets" / f"{name}.jsonl", lines)
+        self._memo_keys.pop(name, None)
         if memo_key is not None and self.memo is not None:
             self.memo.put(memo_key, (ds, lines, extra))
+            self._memo_keys[name] = memo_key
         return ds
 
     def _recall(self, name: str, memo_key: str | None) -> tuple[Dataset, Any] | None:
@@ -239,6 +243,7 @@ class DataWorkspace:
         ds, lines, extra = hit
         self.datasets[name] = ds
         atomic_write_text(self.workdir / "datasets" / f"{name}.jsonl", lines)
+        self._memo_keys[name] = memo_key
         return ds, extra
 
     def fetch(self, source: str, output: str | None, limit: int | None, offset: int, shuffle: bool, seed: int,
@@ -377,4 +382,11 @@ class DataWorkspace:
                 f"{name!r} lacks {sorted(missing)}; map its fields with transform(prompt_template=..., completion_template=...)"
             )
         n = min(len(ds), max_samples, MAX_TRAIN_SAMPLES)
-        return [{"prompt": str(r["prompt"] or ""), "completion": str(r["completion"] or "")} for r in ds.select(range(n))]
+        key = self._memo_keys.get(name)
+        remembered = self.memo.get(f"rows:{n}:{key}") if key is not None and self.memo is not None else None
+        if remembered is not None:
+            return [dict(r) for r in remembered[0]]
+        rows = [{"prompt": str(r["prompt"] or ""), "completion": str(r["completion"] or "")} for r in ds.select(range(n))]
+        if key is not None and self.memo is not None:
+            self.memo.put(f"rows:{n}:{key}", (rows, "", None))
+        return [dict(r) for r in rows]

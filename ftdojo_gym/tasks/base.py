@@ -304,7 +304,8 @@ def _fingerprint(records: Mapping[str, Any]) -> str:
 class RealDataTask(Task):
     """A task whose sources and evaluation items come from real datasets; grading
     and formats are those of the offline task it wraps. The items keep their
-    dataset order (no seed): validation is the first part, hidden test the last."""
+    dataset order (no seed); :meth:`Task.split` takes each subset's first items
+    for validation and its last ones for the hidden test, in proportion."""
 
     def __init__(self, base: Task, sources: dict[str, Any], items: list[EvalItem], fingerprint: str) -> None:
         self.base = base

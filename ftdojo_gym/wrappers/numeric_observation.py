@@ -96,7 +96,7 @@ class ObservationEncoder:
         scores = [_score(e) for e in reversed(experiments)][: self.history]
         head += scores + [-1.0] * (self.history - len(scores))
         if self.grid is not None:
-            for f, (factor, values) in enumerate(self.grid.factors.items()):
+            for f, values in enumerate(self.grid.factors.values()):
                 for v in range(len(values)):
                     tried = [_score(e) for e in experiments if _index(e) is not None and _index(e)[f] == v]
                     head.append(max(tried) if tried else -1.0)

@@ -146,10 +146,11 @@ class RecipeActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Run one recipe's tool calls; stop at the first failure or at the end of the episode."""
         task = self.env.get_wrapper_attr("task")
         calls = recipe_actions(task, self.grid, recipe, prefix=f"x{len(self.experiments) + 1}_")
-        tokens = 0
+        tokens = sent = 0
         score, error = None, ""
-        for n, call in enumerate(calls, 1):
+        for call in calls:
             obs, reward, terminated, truncated, info = self.env.step(call)
+            sent += 1
             tokens += info.get("accounting", {}).get("tokens_trained", 0)
             result = latest_result(info)
             if not info["ok"]:
@@ -160,5 +161,5 @@ class RecipeActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 break
         experiment = Experiment(index, dict(recipe), score, ok=score is not None, error=error)
         self.experiments.append(experiment)
-        info = {**info, "experiment": experiment.to_dict(), "tool_calls": n, "tokens_trained": tokens}
+        info = {**info, "experiment": experiment.to_dict(), "tool_calls": sent, "tokens_trained": tokens}
         return obs, reward, terminated, truncated, info

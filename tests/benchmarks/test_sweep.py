@@ -234,3 +234,17 @@ def test_bootstrap_interval_is_deterministic_and_brackets_the_mean() -> None:
     m, lo, hi = leaderboard.bootstrap_ci([0.1, 0.2, 0.3, 0.4])
     assert lo <= m <= hi and (m, lo, hi) == leaderboard.bootstrap_ci([0.1, 0.2, 0.3, 0.4])
     assert leaderboard.bootstrap_ci([0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_budget_curve_reads_best_validation_against_training_tokens(tmp_path: Path) -> None:
+    traj = tmp_path / "t.jsonl"
+    steps = [(0, -1), (1000, -1), (1000, 0.25), (3000, 0.25), (3000, 0.5)]
+    traj.write_text("\n".join([json.dumps({"type": "header"})] + [
+        json.dumps({"type": "step", "accounting": {"tokens_used": t}, "metrics": {"best_val_score": b}})
+        for t, b in steps] + ["not json", json.dumps({"type": "summary"})]))
+    curve = leaderboard.budget_curve(traj)
+    assert [p[0] for p in curve] == [0, 1000, 1000, 3000, 3000]
+    assert [p[1] for p in curve][2:] == [0.25, 0.25, 0.5] and all(p[1] != p[1] for p in curve[:2])  # NaN first
+    rows = [_row("manual-sft", "FTDojo/AIME-v0", 0, 0.5, 0.4, trajectory="t.jsonl")]
+    paths = leaderboard.plot(tmp_path, rows, ["FTDojo/AIME-v0"])
+    assert [p.name for p in paths] == ["per_task.png", "budget_curves.png"] and all(p.stat().st_size for p in paths)

@@ -59,3 +59,55 @@ def test_off_domain_chat_is_one_generator_over_several_corpora():
         assert rows == chat(None, random.Random(0), None)
     with pytest.raises(ValueError, match="1.0"):
         OffDomainChat(((0.5, SmallTalk((("a", "b"),))),))
+
+
+def _items(subsets: list[str]) -> list[EvalItem]:
+    return [EvalItem(f"i{i}", s, f"p{i}", "r") for i, s in enumerate(subsets)]
+
+
+@pytest.mark.parametrize("n_subsets", [2, 3, 4])
+def test_split_of_round_robin_subsets_is_the_first_and_the_last_k(n_subsets):
+    """Offline tasks interleave equal subsets: stratifying changes nothing there, for any limit."""
+    items = _items([f"s{i % n_subsets}" for i in range(n_subsets * 50)])
+    for limit in (None, *range(1, 101)):
+        k = min(MAX_SPLIT_ITEMS, len(items) // 2, limit or len(items))
+        assert Task().split(items, limit) == (items[:k], items[len(items) - k:]), limit
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_keeps_skewed_subsets_in_proportion_on_any_order(seed):
+    rng = random.Random(seed)
+    sizes = {"big": rng.randint(150, 400), "mid": rng.randint(40, 120), "small": rng.randint(8, 30),
+             "tiny": rng.randint(2, 3)}
+    subsets = [s for s, n in sizes.items() for _ in range(n)]
+    if seed % 2:
+        rng.shuffle(subsets)  # otherwise grouped by subset: the old rule lost whole subsets here
+    items = _items(subsets)
+    for limit in (None, 50, 20):
+        validation, hidden = Task().split(items, limit)
+        k = min(MAX_SPLIT_ITEMS, len(items) // 2, limit or len(items))
+        assert len(validation) == len(hidden) == k
+        assert not {i.id for i in validation} & {i.id for i in hidden}
+        for split in (validation, hidden):
+            assert split == sorted(split, key=lambda i: int(i.id[1:]))  # input order kept
+            got = {s: sum(i.subset == s for i in split) for s in sizes}
+            assert all(got[s] >= 1 for s in sizes)  # every subset present
+            for s, n in sizes.items():
+                assert abs(got[s] - k * n / len(items)) <= 1.5, (limit, s, got)
+        # validation takes each subset's first items, the hidden test its last ones
+        for s in sizes:
+            members = [i for i in items if i.subset == s]
+            v = [i for i in validation if i.subset == s]
+            h = [i for i in hidden if i.subset == s]
+            assert v == members[: len(v)] and h == members[len(members) - len(h):]
+
+
+def test_split_never_overlaps_on_small_odd_subsets():
+    items = _items(["a", "b", "c", "d", "a", "b", "c", "a", "e"])  # k = 4; e has one item
+    validation, hidden = Task().split(items)
+    assert len(validation) == len(hidden) == 4
+    assert not {i.id for i in validation} & {i.id for i in hidden}
+
+
+def test_split_of_items_without_subsets():
+    assert Task().split(list(range(10))) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_split_coverage(subtask: str) -> None:
         assert set(counts) == set(KINDS[subtask]) and min(counts.values()) >= half // len(KINDS[subtask]) - 1
         if subtask == "MolUnd":
             answers = Counter(i.reference for i in split if i.subset != "ring_system")
-            assert set(answers) == {f"Answer: {n}" for n in range(1, 5)}
+            assert set(answers) == {f"Answer: {n}" for n in range(1, 4)}  # MolUnd version 2: counts 1-3
             yes_no = Counter(i.reference for i in split if i.subset == "ring_system")
             assert abs(yes_no["Answer: Yes"] - yes_no["Answer: No"]) <= 1
 
@@ -305,3 +306,20 @@ def test_real_records_with_integer_labels() -> None:
     _, its = task("MolUnd").map_hub_records({"chemcotbench": rows})
     assert [i.reference for i in its] == ["Answer: 2"]
     assert grade_item("Answer: 2", its[0].meta) == 1.0
+
+
+@pytest.mark.parametrize("subtask", SUBTASKS)
+def test_real_data_per_subtask_files(subtask: str) -> None:
+    """The benchmark's own layout (one file per subtask under mol_und/, mol_edit/,
+    mol_opt/, reaction/) loads like one chemcotbench.jsonl, and gold answers score 1."""
+    from ftdojo_gym.tasks import make_task
+
+    folder = Path(__file__).parents[1] / "fixtures" / "hub" / "ChemCoTBench-subtasks"
+    real = make_task(f"ChemCoT-{subtask}", data=str(folder))
+    its = real.eval_items(0)
+    assert its and "+real-" in real.version
+    assert real.grade(its, [i.reference for i in its]) == [1.0] * len(its)
+    if subtask == "MolUnd":  # the Murcko item, in the benchmark's own answer format
+        scaffold = next(i for i in its if i.meta["check"] == "scaffold")
+        answer = json.dumps({"Output Scaffold": scaffold.meta["answer"]})
+        assert real.grade([scaffold], [answer]) == [1.0]

@@ -275,3 +275,21 @@ def test_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     with pytest.raises(base.HubUnavailableError, match="data='offline'"):
         task().with_data("hub")
+
+
+def test_real_generation_limits_come_from_the_data() -> None:
+    """Real AIME items get a limit derived from their reference and the training
+    solutions (>= 1,024 new tokens, never the old fixed 512), and gold answers score 1."""
+    from ftdojo_gym.tasks import make_task
+    from ftdojo_gym.tasks.mathematics import (
+        REAL_MAX_NEW_TOKENS,
+        REAL_MIN_NEW_TOKENS,
+        real_new_token_limit,
+    )
+
+    real = make_task("AIME", data=str(Path(__file__).parents[1] / "fixtures" / "hub" / "AIME"))
+    its = real.eval_items(0)
+    assert all(REAL_MIN_NEW_TOKENS <= real.max_new_tokens_for(i) <= REAL_MAX_NEW_TOKENS for i in its)
+    assert real.grade(its, [i.reference for i in its]) == [1.0] * len(its)
+    assert real_new_token_limit("x" * 3000) == 2048  # 1,000 tokens of reference, twice, rounded to 256
+    assert real_new_token_limit("x", ["y" * 9000] * 10) == REAL_MAX_NEW_TOKENS

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import random
 import re
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
@@ -43,7 +48,7 @@ def split_input(text: str) -> tuple[str, str]:
 def test_names_and_attributes() -> None:
     assert task().name == "TableBench"
     assert task().domain == "Table QA"
-    assert task().metric == "mean of EM / numeric-10% / ROUGE-L / Pass@1"
+    assert task().metric == "mean of EM / EM / ROUGE-L / Pass@1"
     single = TableBenchTask(["Visualization"])
     assert single.name == "TableBench-Visualization"
     assert TableBenchTask(["Visualization", "FactChecking"]).subsets == (
@@ -158,17 +163,10 @@ def solve(table_csv: str, question: str) -> str | None:
 
     patterns = [
         (
-            r"Is the (\w+) of (\w+) greater than that of (\w+)\?",
-            lambda c, a, b: "Yes" if table[a][c] > table[b][c] else "No",
-        ),
-        (
             r"Is the (\w+) of (\w+) equal to (\d+)\?",
             lambda c, a, v: "Yes" if table[a][c] == int(v) else "No",
         ),
-        (
-            r"Does (\w+) have the highest (\w+)\?",
-            lambda a, c: "Yes" if table[a][c] == max(col(c)) else "No",
-        ),
+        (r"Is (\w+) listed in the (\w+) column\?", lambda a, c: "Yes" if a in table else "No"),
         (r"What is the (\w+) of (\w+)\?", lambda c, a: str(table[a][c])),
         (
             r"What is the difference in (\w+) between (\w+) and (\w+)\?",
@@ -242,3 +240,162 @@ def test_max_new_tokens_per_subset() -> None:
         "Visualization": 80,
     }
     assert task().max_new_tokens == 80
+
+
+# -- FactChecking: claims a lookup verifies
+
+
+def test_fact_checking_claims_are_direct_lookups_with_balanced_labels() -> None:
+    fc = TableBenchTask(["FactChecking"])
+    fc_items = fc.eval_items(SEED)
+    for split in fc.split(fc_items):
+        labels = Counter(item.meta["answer"] for item in split)
+        assert labels["Yes"] == labels["No"] == 50
+        assert {item.meta["kind"] for item in split} == {"value", "listed"}
+    for item in fc_items:
+        table, question = split_input(item.prompt.split("\n", 1)[1])
+        assert solve(table, question) == item.meta["answer"], question
+        if item.meta["answer"] == "No" and item.meta["kind"] == "value":
+            # a false value occurs nowhere in the table: no arithmetic, no near-miss cell
+            shown = re.search(r"equal to (\d+)", question).group(1)
+            assert shown not in re.split(r"[,\n]", table)
+
+
+def test_crowd_fact_checking_labels_are_systematically_wrong() -> None:
+    rows = [r for r in TableBenchTask(["FactChecking"]).sources(SEED)["crowd_tableqa"]]
+    wrong = [r for r in rows if solve(*split_input(r["input"])) != r["output"].removeprefix("Final Answer: ")]
+    assert 0.35 < len(wrong) / len(rows) < 0.5
+    assert {r["output"] for r in wrong} == {"Final Answer: Yes"}  # acquiescence: false claims marked Yes
+    assert sum(r["annotator_agreement"] < 0.6 for r in wrong) / len(wrong) > 0.8
+
+
+# -- real data (data="<folder>" in TableBench's own schema)
+
+OFFICIAL = Path(__file__).resolve().parents[1] / "fixtures" / "hub" / "tablebench_official"
+
+
+def _real_rows() -> list[dict]:
+    return [json.loads(line) for line in (OFFICIAL / "tablebench.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def _write(folder: Path, rows: list[dict], name: str = "tablebench.jsonl") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return folder
+
+
+ORDERS = {
+    "file": lambda rows: rows,
+    "by_type": lambda rows: sorted(rows, key=lambda r: r["qtype"]),
+    "by_type_reversed": lambda rows: sorted(rows, key=lambda r: r["qtype"], reverse=True),
+    "shuffled": lambda rows: random.Random(7).sample(rows, len(rows)),
+}
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_real_splits_keep_every_subset_in_proportion(order: str, tmp_path: Path) -> None:
+    """Skewed real subsets (6 / 24 / 21 / 3 items) in any file order: both splits hold each in proportion."""
+    real = TableBenchTask().with_data(str(_write(tmp_path, ORDERS[order](_real_rows()))))
+    real_items = real.eval_items(0)
+    sizes = Counter(item.subset for item in real_items)
+    assert sizes == {"FactChecking": 6, "NumericalReasoning": 24, "DataAnalysis": 21, "Visualization": 3}
+    for limit in (None, 10, 4):
+        validation, hidden = real.split(real_items, limit)
+        k = len(validation)
+        assert k == len(hidden) == min(27, limit or 27)
+        assert not {i.id for i in validation} & {i.id for i in hidden}
+        for split in (validation, hidden):
+            got = Counter(item.subset for item in split)
+            assert set(got) == set(SUBSETS)  # every subset present
+            for subset, n in sizes.items():
+                assert abs(got[subset] - k * n / len(real_items)) < 1.5, (order, limit, subset)
+
+
+def test_real_tables_keep_their_exact_cell_text(tmp_path: Path) -> None:
+    """JSON objects with mixed cell types, and JSON text, give the cells as written."""
+    row = {"id": "x1", "qtype": "NumericalReasoning", "qsubtype": "Aggregation", "instruction_type": "DP",
+           "question": "What is the total?", "answer": "3",
+           "table": {"columns": ["name", "a", "b"], "data": [["aymara", 3.405, "0.3"], ["total", "-", 2.50]]}}
+    as_text = {**row, "id": "x2", "table": json.dumps(row["table"]).replace("2.5", "2.50")}
+    real = TableBenchTask(["NumericalReasoning"]).with_data(str(_write(tmp_path, [row, as_text])))
+    for item, last in zip(real.eval_items(0), ("2.5", "2.50"), strict=True):  # as the file writes them
+        assert item.meta["table_csv"] == f"name,a,b\naymara,3.405,0.3\ntotal,-,{last}\n"
+        assert f"name,a,b\naymara,3.405,0.3\ntotal,-,{last}\nQuestion:" in item.prompt
+    # The official example tables (16 of 54 hold mixed cell types) keep every cell as the file writes it.
+    examples = TableBenchTask().with_data(str(OFFICIAL)).eval_items(0)
+    lines = (OFFICIAL / "tablebench.jsonl").read_text(encoding="utf-8").splitlines()
+    raw = {r["id"]: r["table"] for r in (json.loads(line, parse_float=str, parse_int=str) for line in lines)}
+    for item in examples:
+        table = raw[item.id.rsplit("/", 1)[1]]
+        parsed = list(csv.reader(io.StringIO(item.meta["table_csv"])))
+        assert parsed == [table["columns"], *([("" if c is None else str(c)) for c in row] for row in table["data"])]
+
+
+def test_a_folder_without_training_data_evaluates(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        real = TableBenchTask().with_data(str(OFFICIAL))
+    assert real.sources(0) == {} and "no training source" in caplog.text
+    assert len(real.eval_items(0)) == 54
+
+
+def test_real_visualization_gets_a_training_source_from_the_data(tmp_path: Path) -> None:
+    rows = _real_rows()
+    train = [{**r, "id": "train-" + r["id"]} for r in rows if r["qtype"] == "Visualization"]
+    folder = _write(_write(tmp_path, rows), train, "tableinstruct.jsonl")
+    real = TableBenchTask(["Visualization"]).with_data(str(folder))
+    source = real.sources(0)["tableinstruct"]
+    assert len(source) == 3 and set(source["subset"]) == {"Visualization"}
+    assert all(o.startswith("Final Answer: import matplotlib.pyplot as plt") for o in source["output"])
+
+
+def test_unknown_chart_types_are_left_out_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = [r for r in _real_rows() if r["qtype"] == "Visualization"]
+    rows.append({**rows[0], "id": "heat", "chart_type": "heatmap"})
+    with caplog.at_level("WARNING"):
+        real = TableBenchTask(["Visualization"]).with_data(str(_write(tmp_path, rows)))
+    assert len(real.eval_items(0)) == 3
+    assert "chart type 'heatmap' unknown to the official parser" in caplog.text
+
+
+def test_real_gold_answers_fit_their_limits_and_score_one_through_the_env(
+        tiny_model, isolated_cache, token_counter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model that writes each gold answer, cut at the item's token limit (SmolLM2's
+    tokenizer), scores 1.0 on validation and on the hidden test; the longest gold
+    answers are the plotting code of multi-series charts."""
+    import gymnasium as gym
+
+    from ftdojo_gym.grading.sandbox import sandbox_unavailable
+    from ftdojo_gym.model_process.client import ModelWorker
+    from ftdojo_gym.model_process.protocol import GenerateResult
+
+    real = TableBenchTask().with_data(str(OFFICIAL))
+    gold = {item.prompt: item.reference for item in real.eval_items(0)}
+    for item in real.eval_items(0):
+        assert len(token_counter.encode(item.reference).ids) <= real.max_new_tokens_for(item), item.id
+    assert max(real.max_new_tokens_for(i) for i in real.eval_items(0) if i.subset == "Visualization") > 200
+
+    def gold_model(self, model, adapter, prompts, max_new_tokens, **kwargs):
+        outputs = []
+        for prompt, limit in zip(prompts, max_new_tokens, strict=True):
+            ids = token_counter.encode(gold[prompt]).ids
+            outputs.append(gold[prompt] if len(ids) <= limit else token_counter.decode(ids[:limit]))
+        return GenerateResult(status="ok", outputs=outputs, seconds=0.0)
+
+    monkeypatch.setattr(ModelWorker, "generate", gold_model)
+    env = gym.make("FTDojo/TableBench-v0", data=str(OFFICIAL), workdir=tmp_path / "ws", base_model="tiny")
+    try:
+        env.reset(seed=0)
+        _, _, _, _, info = env.step({"tool": "list_sources", "args": {}})
+        assert info["ok"] and info["result"]["sources"] == []
+        _, _, _, _, info = env.step({"tool": "evaluate", "args": {"run": "base"}})
+        assert info["ok"], info
+        subsets = info["result"]["subsets"]
+        assert set(subsets) == {*SUBSETS, "DataAnalysis/Mix"}
+        if sandbox_unavailable() is None:
+            assert info["result"]["score"] == 1.0 and subsets["DataAnalysis/Mix"] == 1.0
+        _, reward, terminated, _, info = env.step({"tool": "submit", "args": {}})
+        assert terminated and info["ok"], info
+        if sandbox_unavailable() is None:
+            assert reward == 1.0
+    finally:
+        env.close()
