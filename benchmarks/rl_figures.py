@@ -193,7 +193,7 @@ def table_figures(table: OutcomeTable, episodes: int, out: Path, max_experiments
 
     name = table.manifest["task"]
     args = ppo.Args(env_id=env_id, outcome_table=str(table.path), base_model=kwargs["base_model"],
-                    eval_limit=kwargs["eval_limit"], max_experiments=max_experiments, num_envs=4, num_steps=16,
+                    eval_limit=kwargs["eval_limit"], max_experiments=max_experiments, num_envs=4, num_steps=8,
                     total_timesteps=max(64, episodes * max_experiments), seed=seed, out=str(out / f"ppo-{name}"))
     start = time.monotonic()
     curve = ppo.train(args)

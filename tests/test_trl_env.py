@@ -51,7 +51,8 @@ def test_one_typed_documented_method_per_tool(toy_table):
         _factory(toy_table, reward="test")
 
 
-def test_grpo_drives_the_env_through_trls_tool_calling_loop(toy_table, tiny_model, tmp_path):
+def test_grpo_drives_the_env_through_trls_tool_calling_loop(toy_table, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")  # environment_factory is experimental in TRL 1.16
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -52,7 +52,7 @@ class Args:
     gamma: float = 0.99
     gae_lambda: float = 0.95
     num_minibatches: int = 4
-    update_epochs: int = 4
+    update_epochs: int = 10
     clip_coef: float = 0.2
     ent_coef: float = 0.01
     vf_coef: float = 0.5

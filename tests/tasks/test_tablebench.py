@@ -166,7 +166,8 @@ def solve(table_csv: str, question: str) -> str | None:
             r"Is the (\w+) of (\w+) equal to (\d+)\?",
             lambda c, a, v: "Yes" if table[a][c] == int(v) else "No",
         ),
-        (r"Is (\w+) listed in the (\w+) column\?", lambda a, c: "Yes" if a in table else "No"),
+        (r"Which (\w+) has a (\w+) of (\d+)\?",
+         lambda _, c, v: next(name for name, row in table.items() if row[c] == int(v))),
         (r"What is the (\w+) of (\w+)\?", lambda c, a: str(table[a][c])),
         (
             r"What is the difference in (\w+) between (\w+) and (\w+)\?",
@@ -206,7 +207,7 @@ def test_crowd_labels_are_noisy_but_filterable() -> None:
     checked = label_accuracy(sources()["crowd_tableqa"])
     wrong = [agreement for ok, agreement in checked if not ok]
     right = [agreement for ok, agreement in checked if ok]
-    assert 0.38 < len(wrong) / len(checked) < 0.52
+    assert 0.38 < len(wrong) / len(checked) < 0.6  # 45 % at random, 65 % of the fact-checking rows
     assert sum(a < 0.6 for a in wrong) / len(wrong) > 0.8
     assert sum(a >= 0.6 for a in right) / len(right) > 0.9
 
@@ -245,28 +246,30 @@ def test_max_new_tokens_per_subset() -> None:
 # -- FactChecking: claims a lookup verifies
 
 
-def test_fact_checking_claims_are_direct_lookups_with_balanced_labels() -> None:
+def test_fact_checking_is_a_match_based_lookup() -> None:
+    """Which row holds a value: one right row label, found without arithmetic, on any row."""
     fc = TableBenchTask(["FactChecking"])
     fc_items = fc.eval_items(SEED)
-    for split in fc.split(fc_items):
-        labels = Counter(item.meta["answer"] for item in split)
-        assert labels["Yes"] == labels["No"] == 50
-        assert {item.meta["kind"] for item in split} == {"value", "listed"}
+    positions = Counter()
     for item in fc_items:
         table, question = split_input(item.prompt.split("\n", 1)[1])
         assert solve(table, question) == item.meta["answer"], question
-        if item.meta["answer"] == "No" and item.meta["kind"] == "value":
-            # a false value occurs nowhere in the table: no arithmetic, no near-miss cell
-            shown = re.search(r"equal to (\d+)", question).group(1)
-            assert shown not in re.split(r"[,\n]", table)
+        labels = [line.split(",", 1)[0] for line in table.split("\n")[1:]]
+        positions[labels.index(item.meta["answer"])] += 1
+        assert [o.removeprefix("Final Answer: ") for o in fc.chance_outputs(item)] == labels
+    assert len(positions) == 5 and min(positions.values()) >= 10  # every row position is asked
 
 
 def test_crowd_fact_checking_labels_are_systematically_wrong() -> None:
-    rows = [r for r in TableBenchTask(["FactChecking"]).sources(SEED)["crowd_tableqa"]]
-    wrong = [r for r in rows if solve(*split_input(r["input"])) != r["output"].removeprefix("Final Answer: ")]
-    assert 0.35 < len(wrong) / len(rows) < 0.5
-    assert {r["output"] for r in wrong} == {"Final Answer: Yes"}  # acquiescence: false claims marked Yes
-    assert sum(r["annotator_agreement"] < 0.6 for r in wrong) / len(wrong) > 0.8
+    rows = list(TableBenchTask(["FactChecking"]).sources(SEED)["crowd_tableqa"])
+    shifted = right = 0
+    for r in rows:
+        table, question = split_input(r["input"])
+        labels = [line.split(",", 1)[0] for line in table.split("\n")[1:]]
+        truth, given = solve(table, question), r["output"].removeprefix("Final Answer: ")
+        right += given == truth
+        shifted += given == labels[(labels.index(truth) + 1) % len(labels)]
+    assert right + shifted == len(rows) and 0.6 < shifted / len(rows) < 0.7  # one systematic error
 
 
 # -- real data (data="<folder>" in TableBench's own schema)
