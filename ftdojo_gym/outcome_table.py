@@ -26,6 +26,7 @@ version, data seed, split size or grader differ from the env's is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -50,8 +51,12 @@ class OutcomeTableError(ValueError):
 
 def grader_fingerprint(task: Task) -> str:
     """A hash of the code that grades ``task`` (its class's module and the grading modules it imports)."""
-    base = getattr(task, "base", task)
-    module = inspect.getmodule(type(base))
+    return _module_fingerprint(type(getattr(task, "base", task)))
+
+
+@functools.cache
+def _module_fingerprint(task_type: type) -> str:
+    module = inspect.getmodule(task_type)
     parts = [inspect.getsource(module)] if module else []
     for _name, value in sorted(vars(module).items()) if module else ():
         mod = inspect.getmodule(value)

@@ -24,6 +24,7 @@ from ftdojo_gym.episode import EpisodeState
 from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.models import cache_dir, model_fingerprint
 from ftdojo_gym.outcome_cache import OutcomeCache, split_key
+from ftdojo_gym.outcome_table import grader_fingerprint
 from ftdojo_gym.progress import ProgressBar
 from ftdojo_gym.results import ErrorResult, EvaluationResult, SubmissionResult, WrongAnswer
 from ftdojo_gym.tasks.base import EvalItem
@@ -183,17 +184,15 @@ def _hidden_test_score(state: EpisodeState, run_id: str, model: str, adapter: st
 
 def _outcome_slot(state: EpisodeState, run_id: str, split_name: str, items: list[EvalItem]
                   ) -> tuple[OutcomeCache | None, str, str]:
-    """Where the outcome cache keeps this run's results on these items: (cache or None, run key, split key).
-
-    The grader's version is part of the split key (through the task version), and
-    scores are always recomputed from outputs for validation, so a grader fix
-    never serves a stale score there."""
+    """Where the outcome cache keeps this run's results on these items: (cache or None, run key, split key)."""
     cache = state.settings.outcome_cache
     record = state.runs.get(run_id)
     if cache is None or record is None or record.cache_key is None:
         return None, "", ""
     task = state.task
-    split = split_key(f"{split_name}@{task.name}@{task.version}", items, [task.max_new_tokens_for(it) for it in items])
+    # The grading code is part of the key: a grader fix never serves a stale score.
+    split = split_key(f"{split_name}@{task.name}@{task.version}@{grader_fingerprint(task)}", items,
+                      [task.max_new_tokens_for(it) for it in items])
     return cache, record.cache_key, split
 
 
