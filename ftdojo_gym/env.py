@@ -141,7 +141,7 @@ class FTDojoEnv(gym.Env):
         self.base_model = str(resolve_model(base_model))
         self.token_budget = int(token_budget or self.task.default_token_budget)
         self.time_limit_s = time_limit_s
-        self.max_episode_steps = max_episode_steps
+        self._max_episode_steps = max_episode_steps
         Budget(self.token_budget, time_limit_s, max_episode_steps)  # validates the limits now, not at reset
         self.log_window = log_window
         self.render_mode = render_mode
@@ -196,7 +196,7 @@ class FTDojoEnv(gym.Env):
         self._state = EpisodeState(
             settings=s, workdir=workdir,
             data=DataWorkspace(self._sources, self._token_counter, workdir, self._data_memo), config=config,
-            budget=Budget(self.token_budget, self.time_limit_s, self.max_episode_steps),
+            budget=Budget(self.token_budget, self.time_limit_s, self._max_episode_steps),
             log=EpisodeLog(workdir / "episode.log", self.log_window), worker=self._worker,
         )
         self._state.log.write(
@@ -270,10 +270,19 @@ class FTDojoEnv(gym.Env):
         self._state = None
         super().close()
 
+    @property
+    def max_episode_steps(self) -> int:
+        """The step limit (of this episode and the next ones); setting it keeps the budget in step."""
+        return self._max_episode_steps
+
+    @max_episode_steps.setter
+    def max_episode_steps(self, steps: int) -> None:
+        self.set_max_episode_steps(steps)
+
     def set_max_episode_steps(self, steps: int) -> None:
-        """Set the step limit of the next episodes (``gym.make(id, max_episode_steps=N)`` calls this)."""
+        """Set the step limit of this episode and the next (``gym.make(id, max_episode_steps=N)`` calls this)."""
         Budget(self.token_budget, self.time_limit_s, steps)  # validates
-        self.max_episode_steps = int(steps)
+        self._max_episode_steps = int(steps)
         self._options["max_episode_steps"] = int(steps)
         if self._state is not None:
             self._state.budget.steps = int(steps)

@@ -91,7 +91,7 @@ def test_reset_and_step_are_deterministic_under_a_seed_and_samples_never_crash(e
 def test_malformed_actions_return_errors_with_usage_and_the_episode_stays_usable(env):
     rng = random.Random(0)
     obs, _ = env.reset(seed=0)
-    env.unwrapped.max_episode_steps = 10_000
+    env.unwrapped.set_max_episode_steps(10_000)
     good = {"tool": "fetch", "args": {"source": "tableinstruct", "limit": 5}}
 
     def garbage() -> object:
