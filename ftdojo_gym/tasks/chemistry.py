@@ -500,7 +500,12 @@ class ChemCoTTask(Task):
     (1 for the same Murcko scaffold, else the Tanimoto similarity of the
     scaffolds); MolEdit success by the official group-count check only;
     MolOpt success when the property of the answer is strictly higher than the
-    source's (no scaffold requirement, as the official ``success_rate``);
+    source's and (deliberately stricter than the official ``success_rate``,
+    which has no scaffold requirement) the answer keeps the source's Murcko
+    scaffold, fragment count and half its heavy atoms: under the official rule
+    alone one constant high-property molecule answers every item, which a
+    trained model finds (``meta={"strict": False}`` on an item gives the
+    official rule);
     Reaction exact match (same molecule by canonical SMILES or InChI). The
     project's stricter rules (same fragment count and half the heavy atoms for
     edits and optimizations, the source's Murcko scaffold kept) are opt-in
@@ -626,7 +631,9 @@ class ChemCoTTask(Task):
             raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
         # Offline MolOpt items were built with the v1 oracles (Crippen logP, linear logS) and carry
         # no oracle in their meta; real items carry ``oracle="official"``.
-        return [grade_item(output if isinstance(output, str) else "", item.meta, oracle="v1")
+        # MolOpt keeps the source's scaffold by default (``strict``): under the official rule alone
+        # one constant high-property molecule answers every item, a policy an agent can train.
+        return [grade_item(output if isinstance(output, str) else "", _anti_gaming(item.meta), oracle="v1")
                 for item, output in zip(items, outputs, strict=True)]
 
     # -- sources
@@ -992,3 +999,10 @@ CROSS_DOMAIN_SOURCES: dict[str, SourceSpec] = {
 }
 
 __all__ = ["EVAL_SIZE", "FORMAT_LINE", "INSTRUCTIONS", "KINDS", "SUBTASKS", "ChemCoTTask"]
+
+
+def _anti_gaming(meta: dict) -> dict:
+    """An item's grading meta with the project's strict optimization rule unless the item says otherwise."""
+    if meta.get("check") == "optimize" and "strict" not in meta:
+        return {**meta, "strict": True}
+    return meta
