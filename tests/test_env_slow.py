@@ -25,7 +25,7 @@ def test_lora_on_a_learnable_subset_raises_validation_and_hidden_test_scores(smo
         assert info["ok"], info
         done = terminated or truncated
     unwrapped = env.unwrapped
-    base_val = unwrapped.evaluations["base"]["score"]
+    base_val = unwrapped.evaluations["base"].score
     sub = info["submission"]
     assert sub["run"].startswith("run")
     assert sub["validation_score"] >= base_val + 0.25, (base_val, sub)
