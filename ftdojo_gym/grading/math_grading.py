@@ -43,6 +43,7 @@ import time
 from collections.abc import Sequence
 
 from ftdojo_gym.grading.child_source import PRELUDE
+from ftdojo_gym.grading.sandbox import stop_process
 
 #: Only the last this many characters of an output are searched for the box:
 #: an output is bounded by its token limit, so more is garbage.
@@ -174,20 +175,6 @@ def _start_child() -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        proc.kill()
-    except OSError:
-        pass
-    proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream is not None:
-                stream.close()
-        except OSError:
-            pass
-
-
 def _read_line(fd: int, buffer: bytes, seconds: float) -> tuple[bytes, bytes]:
     """The next line from ``fd`` (after ``buffer``) and the rest; TimeoutError if none in time."""
     deadline = time.monotonic() + seconds
@@ -215,7 +202,7 @@ def _verify_in_child(pairs: Sequence[tuple[str, str]], timeout: float) -> list[b
             if line != b"ready":
                 raise TimeoutError
         except (TimeoutError, OSError):
-            _stop(proc)
+            stop_process(proc)
             # Not caused by any output (none was sent yet): the grader itself is broken.
             raise RuntimeError("math-verify failed to start in a child process; try "
                                "`python -c 'import math_verify'` to see why") from None
@@ -229,5 +216,5 @@ def _verify_in_child(pairs: Sequence[tuple[str, str]], timeout: float) -> list[b
         except (TimeoutError, OSError):
             i += 1  # this answer hung or crashed the child: it scores 0; restart for the rest
         finally:
-            _stop(proc)
+            stop_process(proc)
     return verdicts

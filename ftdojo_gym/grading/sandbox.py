@@ -376,6 +376,21 @@ def require_sandbox() -> None:
         raise SandboxUnavailableError(reason)
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a grading child, reap it and close its pipes (idempotent, never raises for a dead child)."""
+    try:
+        proc.kill()
+    except OSError:
+        pass
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+
+
 class Sandbox:
     """A bubblewrap sandbox whose runner executes untrusted code, one item at a time.
 
@@ -481,17 +496,7 @@ class Sandbox:
         self._buffer = b""
         if proc is None:
             return
-        try:
-            proc.kill()  # bwrap's --die-with-parent takes the whole PID namespace with it
-        except OSError:
-            pass
-        proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        stop_process(proc)  # bwrap's --die-with-parent takes the whole PID namespace with it
 
     def __enter__(self) -> Sandbox:
         return self
