@@ -53,7 +53,7 @@ format: $(STAMP)
 
 # Task cards in docs/tasks/ are rendered from the task classes' docstrings.
 docs: $(STAMP)
-	$(BIN)/python -m ftdojo_gym.tasks.cards docs/tasks
+	$(BIN)/python -m ftdojo_gym.task_cards docs/tasks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

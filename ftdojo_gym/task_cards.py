@@ -1,6 +1,6 @@
 """Task cards: each task class's docstring, with its catalogue facts, rendered as Markdown.
 
-    python -m ftdojo_gym.tasks.cards [docs/tasks]     # or: make docs
+    python -m ftdojo_gym.task_cards [docs/tasks]     # or: make docs
 
 writes one ``<task>.md`` per registered id plus an ``index.md``. The docstring
 is the single source of the card (Minigrid style); the catalogue adds the env
