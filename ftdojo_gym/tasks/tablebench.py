@@ -528,8 +528,13 @@ class TableBenchTask(Task):
     direct-prompting rows are the evaluation items; the split keeps every
     subset in proportion) and, optionally, ``tableinstruct.jsonl`` (the
     training source; without it the task evaluates only). Table cells keep
-    their exact text. Chart rows of a type the official parser does not know
-    are left out with a logged warning. Generation limits come from the data:
+    their exact text. Chart rows of each of the eight types the official
+    parser knows are graded (the gold completion is code that draws the
+    reference series); a row is left out, with its reason in a logged warning,
+    when its chart type is one the official parser does not know, its
+    reference is not a list of numbers, or no chart can pass the official
+    check (an area reference holding a 0, which the official reader drops; a
+    pie with a negative value or a total of 0). Generation limits come from the data:
     per subset, the longest gold completion in UTF-8 bytes plus 32.
 
     **Default budget.** 200,000 training tokens (about 4 full LoRA runs of
@@ -925,6 +930,24 @@ def _chart_series(answer: str) -> list[list[float]] | None:
     return out if all(math.isfinite(v) for s in out for v in s) else None
 
 
+def _unmatchable_chart(chart: str, series: list[list[float]]) -> str | None:
+    """Why no chart can pass the official check for these reference values, or ``None``.
+
+    The official reader of an area chart keeps only the non-zero y-vertices of
+    each filled area, so a reference holding a 0 never matches; a pie compares
+    wedge fractions with the values' shares of their total, which needs
+    non-negative values (matplotlib draws no negative wedge) and a positive
+    total (the official check divides by it). The official harness fails such
+    items for every answer; here they are left out, with the reason logged.
+    """
+    values = [v for s in series for v in s]
+    if chart == "area" and any(v == 0 for v in values):
+        return "area chart with a 0 reference value (the official reader drops zero values: no chart can match)"
+    if chart == "pie" and (any(v < 0 for v in values) or sum(values) <= 0):
+        return "pie chart with a negative reference value or a total of 0 (no pie can match)"
+    return None
+
+
 def _chart_code(chart: str, series: list[list[float]]) -> str:
     """Plotting code that draws ``series`` as a ``chart`` the official check reads back."""
     lines = ["import matplotlib.pyplot as plt"]
@@ -972,6 +995,10 @@ def _real_qa(row: dict[str, Any], for_training: bool = False,
         series = _chart_series(answer)
         if series is None:
             skipped["reference values are not a list of numbers"] += 1
+            return None
+        unmatchable = _unmatchable_chart(chart, series)
+        if unmatchable is not None:
+            skipped[unmatchable] += 1
             return None
         # TableBench's answer is the reference values ("y_references = [[...]]"); the
         # gold completion is code that draws them, so it passes the executed check.

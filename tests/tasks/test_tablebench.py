@@ -360,6 +360,62 @@ def test_unknown_chart_types_are_left_out_with_a_warning(tmp_path: Path, caplog:
     assert "chart type 'heatmap' unknown to the official parser" in caplog.text
 
 
+_CHART_TABLE = {"columns": ["Name", "A", "B"], "data": [["x", 1, 10], ["y", 2, 20], ["z", 3, 30]]}
+#: Real-shaped Visualization rows, one per chart type the official parser knows
+#: (several series where the type allows), plus edge values a real file holds.
+GRADABLE_CHARTS = {
+    **{t: (t, "y_references = [[1, 2, 3], [10, 20, 30]]")
+       for t in ("line", "bar", "hbar", "area", "radar", "scatter", "waterfall")},
+    "pie": ("pie", "y_references = [[1, 2, 3]]"),
+    "pie_two_series": ("pie", "y_references = [[1, 2], [3, 4]]"),
+    "flat_list": ("scatter", "y_references = [1, 2, 3]"),
+    "negative_bar": ("bar", "y_references = [[-1.5, 2, 3]]"),
+    "negative_hbar": ("hbar", "y_references = [[-3, 2]]"),
+    "negative_area": ("area", "y_references = [[-1, 2, 3]]"),
+    "zero_pie_wedge": ("pie", "y_references = [[0, 2, 3]]"),
+    "one_point": ("line", "y_references = [[5]]"),
+}
+#: Rows no chart can pass under the official check: left out, each with its reason.
+UNGRADABLE_CHARTS = {
+    "area_with_zero": ("area", "y_references = [[0, 2, 3]]", "area chart with a 0 reference value"),
+    "negative_pie": ("pie", "y_references = [[-1, 2, 3]]", "pie chart with a negative reference value"),
+    "empty_pie": ("pie", "y_references = [[0, 0]]", "pie chart with a negative reference value or a total of 0"),
+    "heatmap": ("heatmap", "y_references = [[1, 2]]", "chart type 'heatmap' unknown to the official parser"),
+    "no_numbers": ("bar", "y_references = [['a', 'b']]", "reference values are not a list of numbers"),
+}
+
+
+def _chart_row(row_id: str, chart: str, answer: str) -> dict:
+    return {"id": row_id, "qtype": "Visualization", "qsubtype": "ChartGeneration", "instruction_type": "DP",
+            "question": "Draw the chart.", "answer": answer, "chart_type": chart, "table": _CHART_TABLE}
+
+
+def test_every_official_chart_type_is_graded_or_rejected_with_its_reason(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Real-shaped rows of all eight official chart types load, and their gold code scores 1.0
+    through the task's grading path (the sandbox); rows no chart could pass are left out
+    with a warning that names why, never silently."""
+    from ftdojo_gym.grading.sandbox import sandbox_unavailable
+    from ftdojo_gym.grading.tablebench_grading import CHART_TYPES
+
+    assert {chart for chart, _ in GRADABLE_CHARTS.values()} == set(CHART_TYPES)
+    rows = [_chart_row(k, c, a) for k, (c, a) in GRADABLE_CHARTS.items()]
+    rows += [_chart_row(k, c, a) for k, (c, a, _) in UNGRADABLE_CHARTS.items()]
+    with caplog.at_level("WARNING"):
+        real = TableBenchTask(["Visualization"]).with_data(str(_write(tmp_path, rows)))
+    its = real.eval_items(0)
+    assert sorted(i.id.rsplit("/", 1)[1] for i in its) == sorted(GRADABLE_CHARTS)
+    assert f"{len(UNGRADABLE_CHARTS)} TableBench rows left out" in caplog.text
+    for _, _, reason in UNGRADABLE_CHARTS.values():
+        assert reason in caplog.text
+    if sandbox_unavailable() is None:
+        scores = real.grade(its, [i.reference for i in its])
+        assert dict(zip((i.id for i in its), scores, strict=True)) == {i.id: 1.0 for i in its}
+        # The gold code of one item does not pass another item's reference.
+        shifted = [its[-1].reference, *(i.reference for i in its[:-1])]
+        assert sum(real.grade(its, shifted)) < len(its) / 2
+
+
 def test_real_gold_answers_fit_their_limits_and_score_one_through_the_env(
         tiny_model, isolated_cache, token_counter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A model that writes each gold answer, cut at the item's token limit (SmolLM2's
