@@ -95,6 +95,14 @@ class FTDojoEnv(gym.Env):
     process died, a new env with the same options continues it with
     ``env.reset(options={"resume": <episode folder>})`` (the step in flight is lost).
 
+    **Model process**: training and generation run in one persistent child
+    process per env that keeps the base model loaded for the whole episode.
+    ``worker_threads`` is its compute thread count (default None: the cores
+    this process may run on, ``os.sched_getaffinity``, or ``OMP_NUM_THREADS``
+    when set); give each env on a shared machine its own share, e.g.
+    ``worker_threads=1`` for two envs on two cores (oversubscribed cores made a
+    training step ~15x slower). ``worker_memory_gb`` caps its address space.
+
     **Read-only views** for wrappers and benchmarks: :attr:`task`,
     :attr:`config`, :attr:`runs`, :attr:`evaluations`, :attr:`workspace`, :attr:`lineage`,
     :attr:`workdir`, :attr:`tokens_used` (through wrappers:
@@ -126,6 +134,7 @@ class FTDojoEnv(gym.Env):
         eval_batch_size: int = 16,
         eval_limit: int | None = None,
         worker_memory_gb: float | None = None,
+        worker_threads: int | None = None,
         outcome_cache: bool | str | Path | None = None,
         mode: str = "live",
         outcome_table: str | Path | None = None,
@@ -165,7 +174,7 @@ class FTDojoEnv(gym.Env):
                           RuntimeWarning, stacklevel=2)
         self._sources: dict[str, Any] | None = None
         self._data_memo = DataMemo()  # data results by lineage, for the env's life (same sources, same rows)
-        self._worker = ModelWorker(memory_limit_gb=worker_memory_gb)
+        self._worker = ModelWorker(memory_limit_gb=worker_memory_gb, threads=worker_threads)
         self._instance_dir: Path | None = None
         self._episode = 0
         self._state: EpisodeState | None = None

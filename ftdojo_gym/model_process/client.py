@@ -72,6 +72,9 @@ _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 #: stopped or deadlocked and is killed: the bound on how long a step can block on a
 #: dead child when no wall-clock limit is set.
 STALL_TIMEOUT_S = 60.0
+#: Environment variables that size a child's compute thread pools (OpenMP, MKL, OpenBLAS,
+#: and the one the worker reads to call ``torch.set_num_threads``).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FTDOJO_WORKER_THREADS")
 #: The child's command line.
 WORKER_COMMAND = (sys.executable, "-m", "ftdojo_gym.model_process.worker")
 
@@ -82,6 +85,28 @@ class _Failure(Exception):
     def __init__(self, error_class: ErrorClass, error: str, traceback: str) -> None:
         super().__init__(error)
         self.error_class, self.error, self.traceback = error_class, error, traceback
+
+
+def available_cores() -> int:
+    """How many CPUs this process may run on (its affinity mask, e.g. under ``taskset`` or a
+    cgroup cpuset), falling back to ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_threads(threads: int | None, environ: dict[str, str] | None = None) -> int:
+    """The child's thread count: ``threads`` if given; else ``OMP_NUM_THREADS`` from ``environ``
+    when it holds a positive int (a sweep pins its episodes that way); else :func:`available_cores`."""
+    if threads is not None:
+        return threads
+    raw = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    return n if n > 0 else available_cores()
 
 
 def _die_with_parent() -> None:
@@ -260,14 +285,23 @@ class ModelWorker:
     its address space (``RLIMIT_AS``), so allocations beyond it fail inside the
     child (reported as OOM); ``command`` replaces the child's command line
     (:data:`WORKER_COMMAND`), e.g. with a stand-in that speaks the protocol.
+    ``threads`` is the number of compute threads the child uses (see
+    :func:`worker_threads`; None: the cores this process may run on, or
+    ``OMP_NUM_THREADS`` when that is set). Several workers on one machine
+    should split its cores between them: torch's threads spin while they wait
+    for each other, and oversubscribed cores made a training step ~15x slower.
     One op runs at a time; calls from several threads are serialised. No method
     raises for a failure of the child: each returns an error result.
     """
 
     def __init__(self, env_vars: dict[str, str] | None = None, memory_limit_gb: float | None = None,
-                 command: Sequence[str] = WORKER_COMMAND, stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
+                 command: Sequence[str] = WORKER_COMMAND, stall_timeout_s: float = STALL_TIMEOUT_S,
+                 threads: int | None = None) -> None:
         if stall_timeout_s <= HEARTBEAT_INTERVAL_S:
             raise ValueError(f"stall_timeout_s must exceed the heartbeat interval ({HEARTBEAT_INTERVAL_S} s)")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None (all the cores given), got {threads!r}")
+        self.threads = threads
         self.stall_timeout_s = stall_timeout_s
         self.env_vars = dict(env_vars or {})
         self.memory_limit_gb = memory_limit_gb
@@ -291,6 +325,9 @@ class ModelWorker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env["PYTHONUNBUFFERED"] = "1"
+        n = str(worker_threads(self.threads, env))
+        for var in THREAD_VARS:
+            env[var] = n
         return env
 
     def _ensure_started(self) -> _Process:

@@ -9,8 +9,10 @@ calling ``model.generate`` on each prompt alone:
 * prompts are grouped by ``max_new_tokens`` and sorted by length, so a batch
   holds prompts of similar length (little left padding); outputs come back in
   input order;
-* the LoRA weights are merged into the base weights (``merge_and_unload``), so
-  decoding runs plain linear layers;
+* the base model is the worker's resident one (loaded once per episode), and a
+  LoRA adapter is merged into new weight tensors next to the original ones
+  (bit-identical to ``merge_and_unload``; :mod:`~ftdojo_gym.model_process.resident`),
+  so decoding runs plain linear layers and the base weights stay clean;
 * decoding is greedy, stops at EOS, under ``torch.inference_mode``, in a short
   loop over the model's forward (:func:`greedy_decode`) that drops a finished
   row from the batch and its KV cache at once; ``model.generate`` keeps
@@ -20,8 +22,8 @@ Measured on the 2-core AVX2 CPU with SmolLM2-135M on 64 TableBench prompts
 (16-80 new tokens): ~2.0 prompts/s at batch 16 vs ~0.5 one by one, with
 identical outputs (``benchmarks/perf/eval_throughput.py``).
 
-The loaded model is kept for the next call with the same model and adapter (the
-worker evaluates the same run on several splits). Nothing is written to disk:
+The merged adapter is kept for the next call with the same adapter (the worker
+evaluates the same run on several splits). Nothing is written to disk:
 hidden-test prompts pass through here.
 """
 
@@ -32,65 +34,54 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftdojo_gym.model_process.resident import RESIDENT, default_dtype, folder_stamp, mergeable
+
 ProgressFn = Callable[[int, int], None]
-
-_CACHE: dict[str, Any] = {}
-
 
 def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None = None
                         ) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` for inference, merging the adapter if given.
+    """``(model, tokenizer)`` for inference, with the adapter merged if given.
 
     ``adapter_path`` may be a LoRA adapter folder (``adapter_config.json``) or a
-    full fine-tuned model folder, which then replaces ``model_path``. The last
-    loaded pair is cached by (paths, adapter modification time).
+    full fine-tuned model folder, which then replaces ``model_path``. The base
+    model is the worker's resident one (:mod:`~ftdojo_gym.model_process.resident`):
+    loaded once, a LoRA adapter merged into new weight tensors next to the
+    originals (kept until another adapter or a training run needs the base).
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     model_path = str(model_path)
     adapter = str(adapter_path) if adapter_path else None
     is_lora = adapter is not None and (Path(adapter) / "adapter_config.json").is_file()
     if adapter is not None and not is_lora and not (Path(adapter) / "config.json").is_file():
         raise FileNotFoundError(f"{adapter} holds neither a LoRA adapter nor a model (no "
                                 "adapter_config.json or config.json)")
-    stamp = _folder_stamp(adapter) if adapter else 0.0
-    key = f"{model_path}|{adapter}|{stamp}"
-    if _CACHE.get("key") == key:
-        return _CACHE["model"], _CACHE["tokenizer"]
-    _CACHE.clear()
+    if adapter is None:
+        return RESIDENT.base(model_path)
+    if not is_lora:  # a full fine-tuned model: it becomes the held model (reloaded when it changes)
+        return RESIDENT.base(adapter, stamp=folder_stamp(adapter))
+    if mergeable(adapter):
+        return RESIDENT.with_adapter(model_path, adapter)
+    # An adapter that cannot be merged by weight addition (DoRA, saved modules): a private copy.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = adapter if (adapter and not is_lora) else model_path
-    tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else source
-    tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    RESIDENT.clear()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    if is_lora:
-        from peft import PeftModel
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=default_dtype())
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    return model.to(_device()).eval(), tokenizer
 
-        # Merged weights decode as fast as the base model; the adapter path would
-        # add two small matmuls per linear layer and per token.
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    if torch.cuda.is_available():
-        model = model.to("cuda")
-    model.eval()
-    _CACHE.update(key=key, model=model, tokenizer=tokenizer)
-    return model, tokenizer
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def clear_cache() -> None:
-    """Drop the cached model (frees its memory)."""
-    _CACHE.clear()
-
-
-def _folder_stamp(path: str) -> float:
-    p = Path(path)
-    try:
-        return max((f.stat().st_mtime for f in p.iterdir()), default=p.stat().st_mtime)
-    except OSError:
-        return 0.0
+    """Drop the held model (frees its memory)."""
+    RESIDENT.clear()
 
 
 def render_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:

@@ -122,6 +122,8 @@ class TrainResult:
     train_seconds: float = 0.0
     #: training samples used (after the sample cap and dropping unusable rows)
     samples: int = 0
+    #: the child's peak resident memory so far, GB (``getrusage`` ``ru_maxrss``; 0.0 when unknown)
+    peak_rss_gb: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -146,6 +148,8 @@ class GenerateResult:
     error_class: ErrorClass | None = None
     error: str = ""
     traceback: str = ""
+    #: the child's peak resident memory so far, GB (``getrusage`` ``ru_maxrss``; 0.0 when unknown)
+    peak_rss_gb: float = 0.0
 
     @classmethod
     def failure(cls, error_class: ErrorClass, error: str, traceback: str = "", seconds: float = 0.0

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from ftdojo_gym.errors import ConfigError, DataError
 from ftdojo_gym.model_process.protocol import LogEvent, TrainRequest
+from ftdojo_gym.model_process.resident import RESIDENT
 from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 from ftdojo_gym.training_config import TrainConfig
 
@@ -185,28 +186,52 @@ def run_sft(req: TrainRequest, emit: Emit, progress: TrainProgress | None = None
 
     # Heavy imports only here: the env process imports this module's types cheaply.
     import torch
-    from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import SFTConfig
 
     disable_progress_bar()
     set_seed(cfg.seed)  # before the LoRA init, which draws random A matrices
 
     use_cuda = torch.cuda.is_available()
     bf16 = (use_cuda and torch.cuda.is_bf16_supported()) or (not use_cuda and cpu_has_fast_bf16())
-    tokenizer = AutoTokenizer.from_pretrained(req.base_model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.chat_template is None:
-        raise ConfigError(f"base model {req.base_model} has no chat template; SFT here needs one")
     # fp32 master weights on CPU (autocast does the bf16 part when it pays off);
     # bf16 weights on a bf16 GPU for LoRA, like the paper's set-up.
     dtype = torch.bfloat16 if (use_cuda and bf16 and cfg.method == "lora") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(req.base_model, dtype=dtype)
+    if cfg.method == "lora":
+        # The worker's resident base model: loaded once per episode, LoRA layers added
+        # now and taken out again in the ``finally`` below (the base weights are frozen).
+        model, tokenizer = RESIDENT.base(req.base_model, dtype)
+    else:  # full fine-tuning writes every weight: its own copy, the resident one dropped first
+        RESIDENT.clear()
+        tokenizer = AutoTokenizer.from_pretrained(req.base_model)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = None
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"base model {req.base_model} has no chat template; SFT here needs one")
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(req.base_model, dtype=dtype)
     model.config.use_cache = False
     if cfg.method == "lora":
-        model = _wrap_lora(model, cfg)
+        set_seed(cfg.seed)  # again: the LoRA init must not depend on whether the base was just loaded
+        try:
+            model = _wrap_lora(model, cfg)
+        except BaseException:
+            RESIDENT.clear()  # peft may have added some layers before it gave up
+            raise
+        try:
+            return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
+        finally:
+            RESIDENT.release_peft(model)
+    return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
+
+
+def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: Any, rows: list[dict[str, str]],
+                    bf16: bool, use_cuda: bool, emit: Emit, progress: TrainProgress, t_start: float
+                    ) -> TrainProgress:
+    """Build the trainer, train, save the adapter or model: the part of :func:`run_sft` after loading."""
+    from datasets import Dataset
+    from trl import SFTConfig
 
     max_steps = cfg.max_steps if cfg.max_steps > 0 else -1
     if req.debug:

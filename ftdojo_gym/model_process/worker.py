@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
-from ftdojo_gym.model_process.generation import clear_cache as clear_generation_cache
 from ftdojo_gym.model_process.protocol import (
     HEARTBEAT_INTERVAL_S,
     REQUEST_TYPES,
@@ -51,6 +50,7 @@ from ftdojo_gym.model_process.protocol import (
     TrainRequest,
     TrainResult,
 )
+from ftdojo_gym.model_process.resident import RESIDENT
 from ftdojo_gym.model_process.sft import TrainProgress, run_sft
 from ftdojo_gym.models import ModelNotFoundError, resolve_model
 
@@ -58,6 +58,8 @@ TRACEBACK_CHARS = 4000
 MAX_WARNINGS = 10
 WARNING_CHARS = 300
 LOSS_POINTS = 5
+#: Environment variable carrying the worker's thread count (see ``ModelWorker(threads=...)``).
+THREADS_ENV = "FTDOJO_WORKER_THREADS"
 
 Send = Callable[[Event], None]
 
@@ -170,7 +172,7 @@ def handle_train(request: TrainRequest, send: Send) -> TrainResult:
     progress = TrainProgress()
     capture = WarningCapture()
     failure: dict[str, Any] | None = None
-    clear_generation_cache()  # do not hold an evaluation model in memory while training
+    RESIDENT.restore()  # train on the base weights, not on a merged evaluation adapter
     try:
         with capture:
             run_sft(dataclasses.replace(request, base_model=_resolve(request.base_model)), send, progress)
@@ -188,7 +190,7 @@ def handle_train(request: TrainRequest, send: Send) -> TrainResult:
         loss_head=[list(p) for p in head], loss_tail=[list(p) for p in tail],
         final_loss=losses[-1][1] if losses else None,
         model_dir=progress.model_dir if failure is None else None,
-        warnings=capture.result(progress.warnings))
+        warnings=capture.result(progress.warnings), peak_rss_gb=peak_rss_gb())
 
 
 def handle_generate(request: GenerateRequest, send: Send) -> GenerateResult:
@@ -201,11 +203,13 @@ def handle_generate(request: GenerateRequest, send: Send) -> GenerateResult:
         outputs = generate(_resolve(request.model), request.adapter, request.prompts,
                            request.max_new_tokens, batch_size=request.batch_size,
                            on_progress=lambda done, total: send(ProgressEvent(done=done, total=total)))
-        return GenerateResult(status="ok", outputs=outputs, seconds=round(time.monotonic() - t0, 3))
+        return GenerateResult(status="ok", outputs=outputs, seconds=round(time.monotonic() - t0, 3),
+                              peak_rss_gb=peak_rss_gb())
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a result
         if isinstance(exc, KeyboardInterrupt):
             raise
-        return GenerateResult(**error_fields(exc), seconds=round(time.monotonic() - t0, 3))
+        return GenerateResult(**error_fields(exc), seconds=round(time.monotonic() - t0, 3),
+                              peak_rss_gb=peak_rss_gb())
 
 
 def _resolve(name: str) -> str:
@@ -220,6 +224,36 @@ def answer(request: Request, send: Send) -> Result:
     if isinstance(request, GenerateRequest):
         return handle_generate(request, send)
     return PingResult(status="ok", pid=os.getpid())  # ping, and exit before it exits
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024**3 if sys.platform == "darwin" else 1024**2), 3)
+
+
+def configure_threads() -> int | None:
+    """Apply ``FTDOJO_WORKER_THREADS`` (set by the client from its ``threads`` option) to torch.
+
+    The client also sets ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` to the same
+    number before the child starts, so the OpenMP pool is that size from the
+    beginning; this call covers torch's own pool. Returns the count applied.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        return None
+    if n < 1:
+        return None
+    import torch
+
+    torch.set_num_threads(n)
+    return n
 
 
 def read_request(line: str) -> RequestLine | ReplyLine:
@@ -299,6 +333,19 @@ def serve(stdin: IO[str], proto: IO[str], heartbeat: Heartbeat | None = None) ->
         if op == "exit":
             return
         gc.collect()  # give the last run's model back before the next op
+        _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``): the resident memory after a
+    run drops back towards the held base model instead of staying at the run's peak."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 def _exit_with_parent(interval: float = 2.0) -> None:
@@ -331,6 +378,7 @@ def main() -> None:
     import transformers  # noqa: F401
     import trl  # noqa: F401
 
+    configure_threads()
     transformers.utils.logging.disable_progress_bar()
     serve(sys.stdin, proto, heartbeat)
 
