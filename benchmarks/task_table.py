@@ -373,8 +373,17 @@ def render_table(results: list[dict[str, Any]]) -> str:
         f"Tasks measured: {n_rows}. Expert above harmful outside the 95 % interval: {n_harm} of "
         f"{n_harm_measured}; above format-only outside the interval: {n_fmt} of {n_fmt_measured}; "
         f"above chance: {n_chance} of {n_chance_measured}.",
-        "", *READING, "",
     ]
+    stale = {(r["task"], r.get("recipe")) for r in results
+             if r.get("task") in metrics and r.get("recipe") in RECIPES} - set(latest)
+    if stale:
+        lines += [
+            "",
+            f"Stale: {len(stale)} (task, recipe) results in `benchmarks/results/task_table.json` were measured "
+            "under an older grader, task version or data and have no current row; they are not shown "
+            "and the next run repeats them.",
+        ]
+    lines += ["", *READING, ""]
     return "\n".join(lines)
 
 

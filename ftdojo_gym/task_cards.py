@@ -70,8 +70,8 @@ def render_index() -> str:
              "| env id | domain | metric |", "|---|---|---|"]
     for e in TASK_CATALOGUE:
         lines.append(f"| [`{e.env_id}`]({card_filename(e)}) | {e.domain} | {e.metric} |")
-    lines += ["", "Scores of the base model, the expert recipe and a harmful recipe per task: "
-              "[results.md](results.md).", ""]
+    lines += ["", "Chance level and the scores of the base model and of the format-only, expert and "
+              "harmful recipes per task, with bootstrap intervals: [results.md](results.md).", ""]
     return "\n".join(lines)
 
 

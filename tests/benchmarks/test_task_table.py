@@ -144,6 +144,15 @@ def test_hidden_test_recorder_keeps_only_hidden_calls() -> None:
     assert "grade" not in vars(task)  # the class's grade again
 
 
+def test_stale_results_are_counted_not_shown() -> None:
+    rows = [{"task": NOC, "recipe": r, "model": "tiny", "max_steps": 1, "eval_items": 50, "seed": 0,
+             "base_hidden_test": 0.0, "hidden_test": 0.9, "task_fingerprint": "old"} for r in ("expert", "harmful")]
+    text = render_table(rows)
+    assert "Tasks measured: 0." in text and "90.0" not in text
+    assert "Stale: 2 (task, recipe) results" in text
+    assert "Stale:" not in render_table([])
+
+
 # --------------------------------------------------------------- end to end
 
 
