@@ -103,6 +103,9 @@ INSTRUCTIONS: dict[str, str] = {
     "reaction": f"{ASSISTANT} Predict the SMILES of the major product of the reaction.",
 }
 _MAX_NEW_TOKENS = {"MolUnd": 12, "MolEdit": 64, "MolOpt": 64, "Reaction": 64}
+#: Real items' generation limit: the gold completion's (or, for MolOpt, the source
+#: molecule's) length in UTF-8 bytes, a bound on its tokens, plus this headroom.
+REAL_TOKEN_HEADROOM = 32
 #: Task version per subtask: MolUnd 2 is the short-molecule redesign (counts 1-3,
 #: systematic crowd errors); the other subtasks keep version 1 and its data.
 _VERSIONS = {"MolUnd": "2", "MolEdit": "1", "MolOpt": "1", "Reaction": "1"}
@@ -540,7 +543,10 @@ class ChemCoTTask(Task):
     ``solubility``, ``qed``; ``reaction/fs.json``; the family folders are
     optional). MolOpt items need no reference molecule (the metric compares the
     answer with the source); one improving single edit is shown as the reference
-    when one exists.
+    when one exists. Generation limits come from each real item: its gold
+    completion (for MolOpt, also its source molecule) in UTF-8 bytes plus
+    ``REAL_TOKEN_HEADROOM`` = 32, never below the subtask's offline limit (a
+    real Murcko scaffold does not fit MolUnd's 12 tokens).
 
     **Default budget.** 200,000 training tokens (the expert recipe uses about
     40,000: 40 steps of 8 examples).
@@ -623,7 +629,8 @@ class ChemCoTTask(Task):
         ]
 
     def max_new_tokens_for(self, item: EvalItem) -> int:
-        return self.max_new_tokens
+        """The subtask's limit, or the one real data sets for the item (``meta["max_new_tokens"]``)."""
+        return int(item.meta.get("max_new_tokens") or self.max_new_tokens)
 
     def grade(self, items: Sequence[EvalItem], outputs: Sequence[str]) -> list[float]:
         """Per-item scores in ``[0, 1]``; never raises on any output string."""
@@ -788,6 +795,10 @@ class ChemCoTTask(Task):
             if meta is None:
                 continue
             answer = str(meta.pop("reference"))
+            # A real scaffold or product is far longer than an offline answer: the limit
+            # comes from the item (an optimized molecule is about as long as its source).
+            longest = max(len(f"Answer: {answer}".encode()), len(f"Answer: {meta.get('source', '')}".encode()))
+            meta["max_new_tokens"] = max(self.max_new_tokens, longest + REAL_TOKEN_HEADROOM)
             items.append(EvalItem(id=f"{self.name}/hub/{row.get('id') or len(items)}", subset=str(row.get("subtask")),
                                   prompt=str(row["query"]), reference=f"Answer: {answer}", meta=meta))
         return self.sources(0), items

@@ -323,3 +323,25 @@ def test_real_data_per_subtask_files(subtask: str) -> None:
         scaffold = next(i for i in its if i.meta["check"] == "scaffold")
         answer = json.dumps({"Output Scaffold": scaffold.meta["answer"]})
         assert real.grade([scaffold], [answer]) == [1.0]
+
+
+@pytest.mark.parametrize("subtask", SUBTASKS)
+def test_real_gold_answers_fit_their_generation_limits(subtask: str, token_counter) -> None:
+    """Real items get a limit from their own gold completion (a Murcko scaffold or a
+    product SMILES is far longer than an offline answer): the gold, cut at the limit
+    by SmolLM2's tokenizer, is whole and scores 1.0; offline items keep the fixed limit."""
+    folders = [FIXTURES / f"ChemCoT-{subtask}", FIXTURES / "ChemCoTBench-subtasks"]
+    its = [i for folder in folders for i in make_task(f"ChemCoT-{subtask}", data=str(folder)).eval_items(0)]
+    real = make_task(f"ChemCoT-{subtask}", data=str(folders[0]))
+    cut = []
+    for item in its:
+        ids = token_counter.encode(item.reference).ids
+        limit = real.max_new_tokens_for(item)
+        assert len(ids) <= limit, (item.id, len(ids), limit)
+        cut.append(token_counter.decode(ids[:limit]))
+    assert real.grade(its, cut) == [1.0] * len(its)
+    if subtask == "MolUnd":  # the fixed offline limit would cut every real scaffold
+        scaffolds = [i for i in its if i.meta["check"] == "scaffold"]
+        assert scaffolds and all(len(token_counter.encode(i.reference).ids) > 12 for i in scaffolds)
+    offline = task(subtask)
+    assert {offline.max_new_tokens_for(i) for i in offline.eval_items(0)} == {offline.max_new_tokens}
