@@ -125,3 +125,22 @@ def test_every_catalogue_entry_builds_and_has_a_card():
         task = entry.build()
         assert task.name == entry.task_name
         assert "Description" in (type(task).__doc__ or ""), entry.env_id
+
+
+def _real_fixture(task_name: str) -> Path:
+    """The real-shaped fixture folder of a catalogue task."""
+    if task_name.startswith("TableBench"):
+        return FIXTURES / "tablebench_official"  # the official example predictions' items
+    return FIXTURES / task_name
+
+
+@pytest.mark.parametrize("entry", TASK_CATALOGUE, ids=lambda e: e.env_id)
+def test_real_gold_answers_fit_their_generation_limits(entry, token_counter) -> None:
+    """Every real-shaped item's gold completion fits the generation limit the env gives it
+    (SmolLM2's tokenizer), so a perfect model can score 1.0 on real data."""
+    real = make_task(entry.task_name, data=str(_real_fixture(entry.task_name)))
+    items = real.eval_items(0)
+    assert items
+    too_long = [(i.id, len(token_counter.encode(i.reference).ids), real.max_new_tokens_for(i)) for i in items
+                if len(token_counter.encode(i.reference).ids) > real.max_new_tokens_for(i)]
+    assert too_long == []
