@@ -509,10 +509,10 @@ class ChemCoTTask(Task):
     alone one constant high-property molecule answers every item, which a
     trained model finds (``meta={"strict": False}`` on an item gives the
     official rule);
-    Reaction exact match (same molecule by canonical SMILES or InChI). The
-    project's stricter rules (same fragment count and half the heavy atoms for
-    edits and optimizations, the source's Murcko scaffold kept) are opt-in
-    (``strict``) and only generate the offline data. Property oracles: real
+    Reaction exact match (same molecule by canonical SMILES or InChI). For
+    MolEdit the project's stricter rule (same fragment count and half the heavy
+    atoms) is opt-in (``meta={"strict": True}``); it and MolOpt's rule also
+    build the offline data. Property oracles: real
     items use the official ones (TDC's penalized logP, QED, refit ESOL);
     offline MolOpt items use the ``v1`` oracles their data was built with
     (Crippen logP, QED, a linear logS), since 46 of the 200 offline gold answers
