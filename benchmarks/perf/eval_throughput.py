@@ -23,6 +23,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -66,34 +67,86 @@ def one_by_one(model_path: str, prompts: list[str], max_new: list[int]) -> tuple
     return outs, time.perf_counter() - t0
 
 
+def breakdown(stats: dict[str, float], seconds: float) -> dict[str, float]:
+    """Shares of the generation time: prefill, decode, the rest (tokenizing, Python between batches)."""
+    prefill, decode = stats.get("prefill_s", 0.0), stats.get("decode_s", 0.0)
+    steps = max(1.0, stats.get("decode_steps", 0.0))
+    tokens = stats.get("prompt_tokens", 0.0) + stats.get("padded_tokens", 0.0)
+    return {
+        "prefill_share": prefill / seconds, "decode_share": decode / seconds,
+        "other_share": max(0.0, 1 - (prefill + decode) / seconds),
+        "padding_share": stats.get("padded_tokens", 0.0) / max(1.0, tokens),
+        "decode_step_ms": 1000 * decode / steps,
+        "rows_per_step": stats.get("decode_rows", 0.0) / steps,
+        "prefill_tokens_per_s": tokens / max(1e-9, prefill),
+    }
+
+
+def step_overhead_ms(model_path: str, reps: int = 20) -> dict[str, float]:
+    """One decode step at batch 1 and batch 16 with a short cache: what a step costs regardless
+    of the batch (weights read, Python and kernel launches per layer) vs per row."""
+    import torch
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    out = {}
+    with torch.inference_mode():
+        for b in (1, 16):
+            ids = torch.randint(10, 1000, (b, 32))
+            cache = DynamicCache(config=model.config)
+            model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            tok = ids[:, -1:]
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model(input_ids=tok, past_key_values=cache, use_cache=True)
+            out[f"step_ms_batch{b}"] = 1000 * (time.perf_counter() - t0) / reps
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m", help="model name for resolve_model (or 'tiny')")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores given)")
+    ap.add_argument("--skip-one-by-one", action="store_true", help="only the env path and its breakdown")
     args = ap.parse_args(argv)
 
     model_path = str(resolve_model(args.model))
     prompts, max_new = tablebench_prompts(args.prompts)
-    with ModelWorker() as worker:
+    with ModelWorker(threads=args.threads) as worker:
         warm = worker.generate(model_path, None, prompts[:2], 2)  # imports + model load
         if warm.status != "ok":
             raise RuntimeError(f"{warm.error_class}: {warm.error}\n{warm.traceback}")
         res = worker.generate(model_path, None, prompts, max_new, batch_size=args.batch_size)
         if res.status != "ok":
             raise RuntimeError(f"{res.error_class}: {res.error}\n{res.traceback}")
-    ref, ref_seconds = one_by_one(model_path, prompts, max_new)
-    env_rate, ref_rate = len(prompts) / res.seconds, len(prompts) / ref_seconds
-    same = sum(a == b for a, b in zip(res.outputs, ref, strict=True))
+    env_rate = len(prompts) / res.seconds
+    parts = breakdown(res.stats, res.seconds)
     print(f"eval throughput: {args.model}, {len(prompts)} TableBench prompts, "
           f"max_new_tokens {min(max_new)}-{max(max_new)}, greedy")
     print(f"{'path':<36}{'seconds':>10}{'prompts/s':>11}")
     print(f"{f'env (worker, batch {args.batch_size})':<36}{res.seconds:>10.1f}{env_rate:>11.2f}")
-    print(f"{'one-by-one model.generate':<36}{ref_seconds:>10.1f}{ref_rate:>11.2f}")
-    print(f"ratio env/one-by-one: {env_rate / ref_rate:.2f}x (target >= 3x); "
-          f"identical outputs: {same}/{len(prompts)}")
-    return {"env_prompts_per_s": env_rate, "one_by_one_prompts_per_s": ref_rate,
-            "ratio": env_rate / ref_rate, "identical": same}
+    print(f"  time: prefill {parts['prefill_share']:.0%}, decode {parts['decode_share']:.0%}, other "
+          f"{parts['other_share']:.0%}; padding {parts['padding_share']:.0%} of prefill positions; "
+          f"{parts['decode_step_ms']:.0f} ms per decode step at {parts['rows_per_step']:.1f} live rows; "
+          f"prefill {parts['prefill_tokens_per_s']:.0f} tokens/s")
+    out: dict[str, float] = {"env_prompts_per_s": env_rate, "batch_size": args.batch_size,
+                             "worker_peak_rss_gb": res.peak_rss_gb, **parts}
+    overhead = step_overhead_ms(model_path)
+    print(f"  one decode step: {overhead['step_ms_batch1']:.0f} ms at batch 1, "
+          f"{overhead['step_ms_batch16']:.0f} ms at batch 16 (per-step cost that batching shares)")
+    out.update(overhead)
+    if not args.skip_one_by_one:
+        ref, ref_seconds = one_by_one(model_path, prompts, max_new)
+        ref_rate = len(prompts) / ref_seconds
+        same = sum(a == b for a, b in zip(res.outputs, ref, strict=True))
+        print(f"{'one-by-one model.generate':<36}{ref_seconds:>10.1f}{ref_rate:>11.2f}")
+        print(f"ratio env/one-by-one: {env_rate / ref_rate:.2f}x (target >= 6x); "
+              f"identical outputs: {same}/{len(prompts)}")
+        out.update(one_by_one_prompts_per_s=ref_rate, ratio=env_rate / ref_rate, identical=same)
+    print("RESULT " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}))
+    return out
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ hidden-test prompts pass through here.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,14 @@ def plan_batches(lengths: Sequence[int], max_new: Sequence[int], batch_size: int
 
 def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None,
              prompts: Sequence[str], max_new_tokens: int | Sequence[int], batch_size: int = 16,
-             on_progress: ProgressFn | None = None) -> list[str]:
+             on_progress: ProgressFn | None = None, stats: dict[str, float] | None = None) -> list[str]:
     """Greedy completions of ``prompts`` (each a user message), in input order.
 
     ``max_new_tokens`` is one limit for all prompts or one per prompt. Each
     output is the decoded new text without special tokens, stopped at EOS.
-    ``on_progress(done, total)`` is called after each batch.
+    ``on_progress(done, total)`` is called after each batch. ``stats``, if
+    given, receives where the time went (see :func:`greedy_decode`) summed over
+    the batches, plus ``load_s`` (model load or adapter merge) and ``decode_text_s``.
     """
     import torch
 
@@ -134,7 +137,10 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
     if not prompts:
         return []
 
+    t0 = time.perf_counter()
     model, tokenizer = load_for_generation(model_path, adapter_path)
+    if stats is not None:
+        stats["load_s"] = stats.get("load_s", 0.0) + time.perf_counter() - t0
     ids = render_prompts(tokenizer, prompts)
     eos = model.generation_config.eos_token_id
     if eos is None:
@@ -145,9 +151,12 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
     with torch.inference_mode():
         for batch in plan_batches([len(x) for x in ids], max_new, batch_size):
             new = greedy_decode(model, [ids[i] for i in batch], max_new[batch[0]], stops,
-                                tokenizer.pad_token_id)
+                                tokenizer.pad_token_id, stats)
+            t_text = time.perf_counter()
             for row, i in enumerate(batch):
                 outputs[i] = tokenizer.decode(new[row], skip_special_tokens=True)
+            if stats is not None:
+                stats["decode_text_s"] = stats.get("decode_text_s", 0.0) + time.perf_counter() - t_text
             done += len(batch)
             if on_progress is not None:
                 on_progress(done, len(prompts))
@@ -155,7 +164,7 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
 
 
 def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int,
-                  stops: set[int], pad_id: int) -> list[list[int]]:
+                  stops: set[int], pad_id: int, stats: dict[str, float] | None = None) -> list[list[int]]:
     """Greedy continuation of a batch of tokenized prompts, without the stop token.
 
     Numerically the same steps as ``model.generate(do_sample=False)`` on a
@@ -163,6 +172,12 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
     matters on CPU: a row that emitted a stop token is dropped from the batch
     (and the KV cache) at once, so the remaining rows do not keep paying for
     finished ones. ``generate`` computes every row until the last one stops.
+
+    ``stats``, if given, gets these sums added: ``prefill_s`` and ``decode_s``
+    (seconds), ``prompt_tokens`` and ``padded_tokens`` (real and padding
+    positions of the prefill), ``decode_steps`` (forward calls after the
+    prefill), ``decode_rows`` (row-steps: sum of the live batch over the steps)
+    and ``new_tokens``.
     """
     import torch
     from transformers import DynamicCache
@@ -179,8 +194,11 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
     # Like generate: positions count real tokens only, padding sits at position 0.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
+    t0 = time.perf_counter()
     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+    t_prefill = time.perf_counter()
+    steps = row_steps = 0
     next_pos = positions[:, -1:] + 1
     rows = list(range(n))  # original row of each live batch entry
     generated: list[list[int]] = [[] for _ in range(n)]
@@ -203,4 +221,12 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos,
                        past_key_values=cache, use_cache=True).logits
         next_pos = next_pos + 1
+        steps += 1
+        row_steps += len(rows)
+    if stats is not None:
+        real = sum(len(p) for p in prompt_ids)
+        for key, value in (("prefill_s", t_prefill - t0), ("decode_s", time.perf_counter() - t_prefill),
+                           ("prompt_tokens", real), ("padded_tokens", n * width - real), ("decode_steps", steps),
+                           ("decode_rows", row_steps), ("new_tokens", sum(len(g) for g in generated))):
+            stats[key] = stats.get(key, 0) + value
     return generated

@@ -150,6 +150,8 @@ class GenerateResult:
     traceback: str = ""
     #: the child's peak resident memory so far, GB (``getrusage`` ``ru_maxrss``; 0.0 when unknown)
     peak_rss_gb: float = 0.0
+    #: where the time went (prefill/decode seconds, padding, steps; see ``generation.greedy_decode``)
+    stats: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def failure(cls, error_class: ErrorClass, error: str, traceback: str = "", seconds: float = 0.0

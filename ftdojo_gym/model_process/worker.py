@@ -200,11 +200,14 @@ def handle_generate(request: GenerateRequest, send: Send) -> GenerateResult:
         request.check()
         from ftdojo_gym.model_process.generation import generate
 
+        stats: dict[str, float] = {}
         outputs = generate(_resolve(request.model), request.adapter, request.prompts,
                            request.max_new_tokens, batch_size=request.batch_size,
-                           on_progress=lambda done, total: send(ProgressEvent(done=done, total=total)))
+                           on_progress=lambda done, total: send(ProgressEvent(done=done, total=total)),
+                           stats=stats)
         return GenerateResult(status="ok", outputs=outputs, seconds=round(time.monotonic() - t0, 3),
-                              peak_rss_gb=peak_rss_gb())
+                              peak_rss_gb=peak_rss_gb(),
+                              stats={k: round(float(v), 4) for k, v in stats.items()})
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a result
         if isinstance(exc, KeyboardInterrupt):
             raise
