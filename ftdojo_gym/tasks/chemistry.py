@@ -508,7 +508,8 @@ class ChemCoTTask(Task):
     scaffold, fragment count and half its heavy atoms: under the official rule
     alone one constant high-property molecule answers every item, which a
     trained model finds (``meta={"strict": False}`` on an item gives the
-    official rule);
+    official rule, and the official success rate is reported next to the
+    subsets as ``MolOpt/official``; it is not part of the score);
     Reaction exact match (same molecule by canonical SMILES or InChI). For
     MolEdit the project's stricter rule (same fragment count and half the heavy
     atoms) is opt-in (``meta={"strict": True}``); it and MolOpt's rule also
@@ -642,6 +643,17 @@ class ChemCoTTask(Task):
         # one constant high-property molecule answers every item, a policy an agent can train.
         return [grade_item(output if isinstance(output, str) else "", _anti_gaming(item.meta), oracle="v1")
                 for item, output in zip(items, outputs, strict=True)]
+
+    def extra_scores(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]
+                     ) -> dict[str, float]:
+        """``{"MolOpt/official": ...}``: ChemCoTBench's own ``success_rate`` over the
+        optimization items (the property improved, no scaffold rule), reported next to
+        the subsets; the score keeps the source's scaffold (see the card)."""
+        official = [
+            grade_item(output if isinstance(output, str) else "", {**item.meta, "strict": False}, oracle="v1")
+            for item, output in zip(items, outputs, strict=False) if item.meta.get("check") == "optimize"
+        ]
+        return {"MolOpt/official": sum(official) / len(official)} if official else {}
 
     # -- sources
 

@@ -170,3 +170,26 @@ def test_answer_tags_win_over_later_text() -> None:
     out = "<|think_start|>Answer: CCO<|think_end|><|answer_start|>CCN<|answer_end|>"
     assert G.grade_smiles_match(out, "CCN") == 1.0
     assert G.grade_smiles_match(out, "CCO") == 0.0
+
+
+@pytest.mark.parametrize("prop", ["logp", "solubility", "qed"])
+def test_molopt_official_success_rate_through_the_task(prop: str, tmp_path: Path) -> None:
+    """The official answers as real MolOpt items of the task (``data=<folder>``): every row
+    loads (no reference molecule needed), ``MolOpt/official`` is the official success rate,
+    and the score, which also keeps the source's scaffold, is at most that."""
+    from ftdojo_gym.tasks import make_task
+
+    rows = _rows(prop)
+    name = {"logp": "LogP", "solubility": "solubility", "qed": "QED"}[prop]
+    records = [{"id": f"{prop}-{i}", "query": f"Optimize the Source Molecule to improve the {name}.\n\n"
+                f"Source Molecule: {r['src_smiles']}.", "gt": "", "task": "mol_opt", "subtask": prop,
+                "meta": "{}"} for i, r in enumerate(rows)]
+    (tmp_path / "chemcotbench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    task = make_task("ChemCoT-MolOpt", data=str(tmp_path))
+    items = task.eval_items(0)
+    assert len(items) == len(rows)
+    outputs = [_text(rows[int(i.id.rsplit("-", 1)[1])]["json_results"]) for i in items]
+    scores = task.grade(items, outputs)
+    official = task.extra_scores(items, scores, outputs)["MolOpt/official"]
+    assert official == pytest.approx(OFFICIAL[prop], abs=1e-9)
+    assert sum(scores) / len(scores) <= official
