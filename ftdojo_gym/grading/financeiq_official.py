@@ -79,11 +79,19 @@ _IS_LETTER = re.compile(r"[^不]是：? ?([ABCD])", re.M)
 _ONLY_LETTER = re.compile(r"^[^ABCD]*([ABCD])[^ABCD]*$")
 
 
+#: Cells that pandas' ``read_csv`` reads back as a missing value (its default
+#: ``na_values``): the official accuracy is computed from the saved CSV, where such a
+#: response becomes ``"nan"``, from which no letter is read ("N/A" is no answer A).
+_CSV_MISSING = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                          "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+
+
 def official_response(output: str) -> str:
-    """The response as the official harness stores it: newlines removed
-    (and an empty response read back from its CSV as ``"nan"``)."""
+    """The response as the official accuracy reads it: newlines removed by the
+    harness, then saved to and read back from a CSV file (a missing-value cell,
+    e.g. an empty response or ``N/A``, comes back as ``"nan"``)."""
     text = str(output).replace("\n", "")
-    return text or "nan"
+    return "nan" if text in _CSV_MISSING else text
 
 
 def official_choice(output: str) -> str | None:

@@ -6,9 +6,10 @@ newlines the harness removed) and ``compute_accuracy`` averages per subject, the
 over subjects. It is re-implemented in :mod:`ftdojo_gym.grading.financeiq_official`.
 
 ``OFFICIAL_CHOICES`` is data, computed by running that official ``extract_choice``
-on this machine (fetched, not committed) on each response, with ``random.randint``
-replaced by a function that raises, so that ``None`` marks the responses for which
-the official code guesses a random letter. The repository ships no example
+on this machine (fetched, not committed) on each response as its ``compute_accuracy``
+reads it back (newlines removed, through a pandas CSV round trip), with
+``random.randint`` replaced by a function that raises, so that ``None`` marks the
+responses for which the official code guesses a random letter. The repository ships no example
 predictions, so the cases are written here: the official Chinese answer phrases,
 and the answers a fine-tuned model writes (bare letters, option text, hedges).
 """
@@ -41,6 +42,8 @@ OFFICIAL_CHOICES: dict[str, str | None] = {
     "I think it's D, not B": None, 'The correct option is B.': 'B', 'Option (B) is correct': 'B', 'b': None,
     'nan': None, 'None of them': None, 'E': None, '（C）': 'C', '【B】': 'B', '选项：C': 'C', '正确答案是：B': 'B',
     '答案是 C': 'C', '所以答案是 D。': 'D', '综上，本题选B。': 'B',
+    # Read back from the results CSV as a missing value ("nan"): no letter, a guess.
+    'NA': None, 'N/A': None, 'NULL': None, '<NA>': None, '#N/A': None, ' NA': 'A',
 }
 
 #: The same answer under each harness: the official prompt ends with its answer
