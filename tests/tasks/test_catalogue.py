@@ -127,10 +127,13 @@ def test_every_catalogue_entry_builds_and_has_a_card():
         assert "Description" in (type(task).__doc__ or ""), entry.env_id
 
 
-def _real_fixture(task_name: str) -> Path:
-    """The real-shaped fixture folder of a catalogue task."""
+def _real_fixture(task_name: str, *, splits: bool = False) -> Path:
+    """The real-shaped fixture folder of a catalogue task (with ``splits``, for ChemCoT the
+    benchmark's per-subtask layout, whose splits hold a Murcko scaffold item)."""
     if task_name.startswith("TableBench"):
         return FIXTURES / "tablebench_official"  # the official example predictions' items
+    if splits and task_name.startswith("ChemCoT"):
+        return FIXTURES / "ChemCoTBench-subtasks"
     return FIXTURES / task_name
 
 
@@ -144,3 +147,35 @@ def test_real_gold_answers_fit_their_generation_limits(entry, token_counter) -> 
     too_long = [(i.id, len(token_counter.encode(i.reference).ids), real.max_new_tokens_for(i)) for i in items
                 if len(token_counter.encode(i.reference).ids) > real.max_new_tokens_for(i)]
     assert too_long == []
+
+
+@pytest.mark.parametrize("entry", TASK_CATALOGUE, ids=lambda e: e.env_id)
+def test_real_gold_answers_score_one_through_the_env(entry, tiny_model, isolated_cache, token_counter, tmp_path,
+                                                     monkeypatch) -> None:
+    """A model that writes each real item's gold completion, cut at the item's generation
+    limit, scores 1.0 on validation (``evaluate``) and on the hidden test (``submit``)."""
+    from ftdojo_gym.grading.sandbox import sandbox_unavailable
+    from ftdojo_gym.model_process.client import ModelWorker
+    from ftdojo_gym.model_process.protocol import GenerateResult
+
+    folder = _real_fixture(entry.task_name, splits=True)
+    real = make_task(entry.task_name, data=str(folder))
+    if "Visualization" in {i.subset for i in real.eval_items(0)} and sandbox_unavailable() is not None:
+        pytest.skip(f"no sandbox: {sandbox_unavailable()}")
+    gold = {item.prompt: item.reference for item in real.eval_items(0)}
+
+    def gold_model(self, model, adapter, prompts, max_new_tokens, **kwargs):
+        outputs = [token_counter.decode(token_counter.encode(gold[p]).ids[:limit])
+                   for p, limit in zip(prompts, max_new_tokens, strict=True)]
+        return GenerateResult(status="ok", outputs=outputs, seconds=0.0)
+
+    monkeypatch.setattr(ModelWorker, "generate", gold_model)
+    env = gym.make(entry.env_id, data=str(folder), workdir=tmp_path / "ws", base_model="tiny")
+    try:
+        env.reset(seed=0)
+        _, _, _, _, info = env.step({"tool": "evaluate", "args": {"run": "base"}})
+        assert info["ok"] and info["result"]["score"] == pytest.approx(1.0), info["result"]
+        _, reward, terminated, _, info = env.step({"tool": "submit", "args": {}})
+        assert terminated and info["ok"] and reward == pytest.approx(1.0), info
+    finally:
+        env.close()
