@@ -501,7 +501,9 @@ class ChemCoTTask(Task):
     score is the MAE of the same answers; accuracy is reported here so the
     score is in ``[0, 1]``), Murcko scaffolds by the official soft score
     (1 for the same Murcko scaffold, else the Tanimoto similarity of the
-    scaffolds); MolEdit success by the official group-count check only;
+    scaffolds; it takes the scaffold of the answer, so repeating the input
+    molecule scores 1, as officially; only real data has scaffold items);
+    MolEdit success by the official group-count check only;
     MolOpt success when the property of the answer is strictly higher than the
     source's and (deliberately stricter than the official ``success_rate``,
     which has no scaffold requirement) the answer keeps the source's Murcko

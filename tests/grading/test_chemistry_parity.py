@@ -193,3 +193,20 @@ def test_molopt_official_success_rate_through_the_task(prop: str, tmp_path: Path
     official = task.extra_scores(items, scores, outputs)["MolOpt/official"]
     assert official == pytest.approx(OFFICIAL[prop], abs=1e-9)
     assert sum(scores) / len(scores) <= official
+
+
+def test_the_official_scaffold_score_passes_an_echo_of_the_input() -> None:
+    """Official behaviour, kept and documented on the card: the soft score compares the
+    answer's own Murcko scaffold, so repeating a real Murcko item's input molecule scores 1.0."""
+    import re
+
+    from ftdojo_gym.tasks import make_task
+
+    items = [i for folder in ("ChemCoT-MolUnd", "ChemCoTBench-subtasks")
+             for i in make_task("ChemCoT-MolUnd", data=str(LOGS.parent / folder)).eval_items(0)
+             if i.meta["check"] == "scaffold"]
+    assert items
+    for item in items:
+        molecule = re.search(r"Input Molecule:\s*(\S+)", item.prompt).group(1).rstrip(",.")
+        assert not G.same_molecule(molecule, item.meta["answer"])  # the input is not the scaffold
+        assert G.grade_item(f"Answer: {molecule}", item.meta) == 1.0
