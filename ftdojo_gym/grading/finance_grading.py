@@ -15,8 +15,9 @@ real benchmark being Chinese). :func:`extract_choice` reads the choice:
 * hedging scores nothing: an answer line that names a second option letter
   (``"A or C"``, ``"A, B, C, D"``, ``"A/B"``, ``"C (or maybe D)"``), or an
   earlier marker with a different letter (``"Answer: A ... Answer: B"``), is
-  no choice. A capital ``A`` used as an article (``"C. A loan secured by
-  real estate"``) is not read as a letter.
+  no choice. A bare capital ``A`` followed by a lower-case word is the
+  article, not a letter (``"C. A loan secured by real estate"``); any other
+  letter before a word still is one (``"Answer: C is correct"``).
 
 :func:`grade_choice` is 1.0 when the choice equals the gold letter, else 0.0.
 Nothing here raises on any string.
@@ -38,8 +39,9 @@ _MARKER = re.compile(r"(?:\banswer\s*[:：]|答案\s*[:：]?)", re.IGNORECASE)
 # A standalone option letter, optionally bracketed, that is not the article
 # "A" of a phrase ("A loan ...": the letter followed by a lower-case word) and
 # not part of a word or a number ("AB", "A1", "Apple").
-_LETTER_TOKEN = re.compile(r"(?<![A-Za-z0-9])[(\[（]?([A-D])[)\]）]?(?![A-Za-z0-9])(?!\s+[a-z])")
-_LEADING = re.compile(r"\s*[(\[（]?([A-D])[)\]）]?(?![A-Za-z0-9])(?!\s+[a-z])")
+# Only a bare "A" can be the article: "C is correct" and "B was right" name letters.
+_LETTER_TOKEN = re.compile(r"(?<![A-Za-z0-9])[(\[（]?([A-D])[)\]）]?(?![A-Za-z0-9])(?!(?<=A)\s+[a-z])")
+_LEADING = re.compile(r"\s*[(\[（]?([A-D])[)\]）]?(?![A-Za-z0-9])(?!(?<=A)\s+[a-z])")
 
 
 def _line_choice(line: str) -> str | None:

@@ -25,6 +25,8 @@ item's ``subject``, ``Question`` and options; the expected completion is
 so the expert recipe (:mod:`ftdojo_gym.recipes`) turns it into training pairs in the
 evaluation format. Gold letters are balanced (a quarter each) in every split.
 
+The score and how it differs from the official evaluator: :class:`FinanceIQTask` (Metric).
+
 Sources (deterministic in the seed):
 
 * ``finexam_train`` — clean, in-domain, evaluation schema.
@@ -450,7 +452,16 @@ class FinanceIQTask(Task):
 
     **Metric.** Accuracy: 1 when the answer names exactly the gold letter in
     that format, else 0 (no marker, option text, lower case, several letters
-    or conflicting answers score 0); reported overall and per subject.
+    or conflicting answers score 0); per subject, and the split score is the
+    mean over subjects, as in the official ``compute_accuracy`` (equal to the
+    mean over items on the balanced offline splits). Differences from the
+    official reader, on purpose: it takes the response's first character (so
+    it reads ``"Answer: C"`` as A), the first letter of a hedge
+    (``"A, B, C, D"`` scores when A is gold) and a random letter when it finds
+    none (25 % expected); here the letter after the marker is read, hedges
+    and missing letters score 0 and nothing is random.
+    ``ftdojo_gym.grading.financeiq_official`` re-implements the official
+    code and a parity test pins both.
 
     **Splits.** ``EVAL_SIZE`` = 200 items, subjects interleaved (20 each), gold
     letters balanced, so the validation half (first 100) and the hidden-test
@@ -507,6 +518,16 @@ class FinanceIQTask(Task):
         if len(items) != len(outputs):
             raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
         return [grade_choice(output, item.meta["answer"]) for item, output in zip(items, outputs, strict=True)]
+
+    def aggregate(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]) -> float:
+        """The official FinanceIQ score: accuracy per subject, then the mean over subjects.
+
+        The offline splits hold every subject equally often, so this equals the mean
+        over items there; on real data (subjects of different sizes) it does not."""
+        by_subject: dict[str, list[float]] = {}
+        for item, score in zip(items, scores, strict=True):
+            by_subject.setdefault(item.subset, []).append(score)
+        return sum(sum(v) / len(v) for v in by_subject.values()) / len(by_subject) if by_subject else 0.0
 
     # -- sources
 

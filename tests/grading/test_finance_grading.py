@@ -25,6 +25,9 @@ from ftdojo_gym.grading.finance_grading import accuracy, extract_choice, grade_c
         ("Answer: C) Mortgage", "C"),
         ("Answer: C - Mortgage", "C"),
         ("Answer: C. A loan secured by real estate", "C"),  # the article "A" is not a letter
+        ("Answer: C is correct", "C"),  # only "A" can be the article
+        ("Answer: (A) is correct", "A"),  # a bracketed A is a letter
+        ("Answer: D was right", "D"),
         ("The question is about banks.\nAnswer: B\n", "B"),
         ("Answer:\n\n  D", "D"),
         ("Answer: B\nAnswer: B", "B"),

@@ -64,8 +64,10 @@ ANSWERS: list[tuple[str, str | None, str | None]] = [
     ("B/C", None, "B"), ("C (or maybe D)", None, "C"), ("C\nAnswer: D", None, "C"),
     # Option text that starts with the article "A": officially the letter A.
     ("A loan secured by real estate", None, "A"),
-    # The letter not first, or followed by a lower-case word: no choice in the project's strict format.
-    ("The answer is C", None, "C"), ("C is correct", None, "C"),
+    # The letter not first: no choice in the project's strict format.
+    ("The answer is C", None, "C"),
+    # A letter other than the article "A" before a lower-case word is still the letter.
+    ("C is correct", "C", "C"), ("B was the right option", "B", "B"), ("D is", "D", "D"),
 ]
 
 
@@ -144,3 +146,23 @@ def test_the_offline_splits_make_item_accuracy_the_official_subject_mean() -> No
         project = sum(task.grade(split, [f"Answer: {x}" for x in letters])) / len(split)
         official = official_accuracy(letters, answers, [i.subset for i in split])
         assert project == pytest.approx(official)
+
+
+def test_the_task_score_is_the_official_subject_mean_on_skewed_splits() -> None:
+    """Real data holds subjects of different sizes: the task's split score (what ``evaluate``
+    and ``submit`` report) is the official mean over subjects, not the mean over items."""
+    task = FinanceIQTask()
+    items = task.eval_items(0)
+    banking = [i for i in items if i.subset == "Banking"][:8]
+    tax = [i for i in items if i.subset != "Banking"][:2]
+    split = banking + tax
+    # Every Banking answer right, every other answer wrong: items say 0.8, subjects 0.5 (or less).
+    outputs = [f"Answer: {i.meta['answer']}" for i in banking] + [
+        f"Answer: {next(x for x in LETTERS if x != i.meta['answer'])}" for i in tax]
+    scores = task.grade(split, outputs)
+    assert sum(scores) / len(scores) == pytest.approx(0.8)
+    subjects = {i.subset for i in split}
+    assert task.aggregate(split, scores, outputs) == pytest.approx(1.0 / len(subjects))
+    letters = [o.removeprefix("Answer: ") for o in outputs]
+    assert task.aggregate(split, scores, outputs) == pytest.approx(
+        official_accuracy(letters, [i.meta["answer"] for i in split], [i.subset for i in split]))
