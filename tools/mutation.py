@@ -11,6 +11,8 @@ Arguments override that list for one run::
     tools/mutation.sh --survivors ftdojo_gym/episode.py # ... and print the diff of every mutant not killed
     MUTATION_WORKDIR=/tmp/m tools/mutation.sh --report-only --survivors
                                                         # report (and diffs) of an earlier run in /tmp/m
+    MUTATION_MUTANTS="*x_load_pairs__mutmut_*" tools/mutation.sh ftdojo_gym/model_process/sft.py
+                                                        # ... only the mutants of one function (globs)
     MUTATION_WORKDIR=/tmp/m MUTATION_TESTS="tests/data" tools/mutation.sh --rerun-survivors
                                                         # run the survivors of /tmp/m again against
                                                         # (more) tests: a fast selection first, the
@@ -108,11 +110,11 @@ def statuses(workdir: Path, python: str) -> dict[str, str]:
 
 
 def rerun_survivors(workdir: Path, python: str) -> None:
-    """Run the surviving mutants of an earlier run in ``workdir`` again, with the tests of the
+    """Run the surviving (and unreached) mutants of an earlier run in ``workdir`` again, with the tests of the
     working tree now (copied in afresh) and the selection in ``MUTATION_TESTS`` if set."""
     before = statuses(workdir, python)
     (workdir / EARLIER).write_text(json.dumps(before))
-    names = [name for name, status in before.items() if status == "survived"]
+    names = [name for name, status in before.items() if status in ("survived", "no tests")]
     if not names:
         print("no surviving mutants to run again")
         return
@@ -182,7 +184,10 @@ def main(argv: list[str]) -> int:
     if os.environ.get("MUTATION_TESTS"):
         set_list(workdir / "pyproject.toml", "pytest_add_cli_args_test_selection", os.environ["MUTATION_TESTS"].split())
     print(f"mutmut on {', '.join(modules)} in {workdir} (nice 19, one worker)", flush=True)
-    run = subprocess.run(["nice", "-n", "19", python, "-m", "mutmut", "run", "--max-children", "1"], cwd=workdir)
+    # MUTATION_MUTANTS: mutant name globs (e.g. "*.sft.x_load_pairs__mutmut_*"), to run a part of a module
+    only = os.environ.get("MUTATION_MUTANTS", "").split()
+    run = subprocess.run(["nice", "-n", "19", python, "-m", "mutmut", "run", "--max-children", "1", *only],
+                         cwd=workdir)
     if run.returncode not in (0, 1):
         print(f"mutmut run exited with {run.returncode}")
     if "--survivors" in flags:

@@ -126,9 +126,10 @@ def evaluate(state: EpisodeState, args: EvaluateArgs) -> EvaluationResult | Erro
     else:
         cache = BaseScoreCache(state) if run_id == BASE and whole else None
         cached = cache.get("validation") if cache else None
-        outcomes, key, split = _outcome_slot(state, run_id, "validation", items)
+        # (its own names: ``key`` is where the episode keeps this evaluation)
+        outcomes, run_key, split_id = _outcome_slot(state, run_id, "validation", items)
         if cached is None and outcomes is not None:
-            cached = outcomes.get_evaluation(key, split)
+            cached = outcomes.get_evaluation(run_key, split_id)
         if cached:
             outputs, seconds = cached["outputs"], cached["seconds"]
         else:
@@ -138,7 +139,7 @@ def evaluate(state: EpisodeState, args: EvaluateArgs) -> EvaluationResult | Erro
                                    error_class=gen.error_class or ErrorClass.ENV, run=run_id)
             outputs, seconds = gen.outputs, round(gen.seconds, 2)
             if outcomes is not None:
-                outcomes.put_evaluation(key, split, {"outputs": outputs, "seconds": seconds})
+                outcomes.put_evaluation(run_key, split_id, {"outputs": outputs, "seconds": seconds})
         score, subsets, per_item = score_outputs(state, items, outputs)
         wrong = sorted((s, i) for i, s in enumerate(per_item) if s < 1.0)[:10]
         ev = EvaluationResult(
