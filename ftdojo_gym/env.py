@@ -10,7 +10,6 @@ episode's life: construction, ``reset``, ``step``, truncation and ``close``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 import warnings
@@ -20,17 +19,15 @@ from typing import Any
 
 import gymnasium as gym
 
-from ftdojo_gym.actions import TOOLS, ActionError, ToolCallSpace, parse_action, usage
+from ftdojo_gym.actions import TOOLS, ToolCallSpace, usage
 from ftdojo_gym.budget import Budget
 from ftdojo_gym.data.workspace import DataMemo, DataWorkspace
 from ftdojo_gym.episode import EpisodeSettings, EpisodeState, load_state, save_state
-from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.folders import make_env_folder
 from ftdojo_gym.grading.sandbox import sandbox_unavailable
 from ftdojo_gym.model_process.client import ModelWorker
 from ftdojo_gym.models import (
     DEFAULT_MODEL,
-    cache_dir,
     load_token_counter,
     model_fingerprint,
     resolve_model,
@@ -40,19 +37,17 @@ from ftdojo_gym.observations import (
     format_observation,
     observation_space,
 )
-from ftdojo_gym.outcome_cache import OutcomeCache
+from ftdojo_gym.outcome_cache import open_cache
 from ftdojo_gym.outcome_table import OutcomeTable
 from ftdojo_gym.results import (
-    ErrorResult,
     EvaluationResult,
     RunRecord,
     SubmissionResult,
-    ToolResult,
 )
 from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 from ftdojo_gym.tasks import make_task
 from ftdojo_gym.tasks.base import Task
-from ftdojo_gym.tools import HANDLERS
+from ftdojo_gym.tools import run_tool
 from ftdojo_gym.tools.evaluation import submit_run
 from ftdojo_gym.training_config import TrainConfig
 
@@ -162,7 +157,7 @@ class FTDojoEnv(gym.Env):
             task=self.task, base_model=self.base_model, base_model_name=base_model, data_seed=data_seed,
             eval_batch_size=eval_batch_size, progress=progress, validation_items=validation,
             hidden_test_items=hidden_test, base_model_fingerprint=model_fingerprint(self.base_model),
-            outcome_cache=_open_cache(outcome_cache) if mode == "live" else None,
+            outcome_cache=open_cache(outcome_cache) if mode == "live" else None,
         )
         if mode == "tabular":  # real outcomes from a shipped table; no model process is ever started
             table = OutcomeTable.load(outcome_table) if outcome_table else OutcomeTable.shipped(self.task.name)
@@ -228,7 +223,7 @@ class FTDojoEnv(gym.Env):
         t0 = time.monotonic()
         tokens_before = state.budget.tokens_used
         state.budget.take_step()
-        tool, result = self._run_tool(action)
+        tool, result = run_tool(state, action)
         state.last_ok = result.ok
         state.log.write(result.render())
         reward = 0.0
@@ -243,22 +238,7 @@ class FTDojoEnv(gym.Env):
         if isinstance(submission, SubmissionResult):
             reward = float(submission.hidden_test_score)
         self._done = terminated or truncated
-        info = {
-            "tool": tool,
-            "ok": result.ok,
-            "error_class": result.failure(),
-            "result": result.model_dump(mode="json"),
-            "result_type": type(result).__name__,
-            "cached": bool(getattr(result, "cached", False)),
-            "accounting": {
-                "tokens_trained": state.budget.tokens_used - tokens_before,
-                "tokens_used": state.budget.tokens_used,
-                "tokens_budget": state.budget.tokens,
-                "seconds": round(time.monotonic() - t0, 3),
-                "seconds_elapsed": round(state.budget.elapsed(), 3),
-                "steps": state.budget.steps_taken,
-            },
-        }
+        info = state.step_info(tool, result, tokens_before, time.monotonic() - t0)
         if self._done:
             info["submission"] = submission.model_dump(mode="json") if submission is not None else None
         save_state(state)
@@ -367,24 +347,6 @@ class FTDojoEnv(gym.Env):
         workdir.mkdir(parents=True)
         return workdir
 
-    def _run_tool(self, action: Any) -> tuple[str | None, ToolResult]:
-        """Validate and run one tool call; every failure becomes an error result."""
-        state = self._state
-        assert state is not None
-        tool: str | None = None
-        try:
-            parsed = parse_action(action)
-            tool = parsed.tool
-            state.log.write(f"\n> {tool}({json.dumps(parsed.args.model_dump(exclude_defaults=True), ensure_ascii=False)[:500]})")
-            return tool, HANDLERS[tool](state, parsed.args)
-        except ActionError as exc:
-            state.log.write("\n> invalid action")
-            return exc.tool, ErrorResult(error=str(exc), usage=usage(exc.tool))
-        except DataError as exc:
-            return tool, ErrorResult(error=str(exc), error_class=ErrorClass.DATA, usage=usage(tool))
-        except Exception as exc:  # a bug or an unexpected library error must not end the episode
-            return tool, ErrorResult(error=f"{type(exc).__name__}: {str(exc)[:1000]}", error_class=ErrorClass.ENV)
-
     def _observation(self) -> dict[str, Any]:
         assert self._state is not None
         return self._state.observation()
@@ -407,13 +369,3 @@ def check_env_options(*, log_window: int, eval_batch_size: int, eval_limit: int 
         raise ValueError("outcome_table is used in mode='tabular' only")
     if render_mode is not None and render_mode not in FTDojoEnv.metadata["render_modes"]:
         raise ValueError(f"render_mode must be one of {FTDojoEnv.metadata['render_modes']} or None, got {render_mode!r}")
-
-
-def _open_cache(option: bool | str | Path | None) -> OutcomeCache | None:
-    """The outcome cache an env uses: ``True`` the shared one in the cache folder, a path that file,
-    ``False`` none; ``None`` (the default) the shared one unless ``FTDOJO_OUTCOME_CACHE=0``."""
-    if option is None:
-        option = os.environ.get("FTDOJO_OUTCOME_CACHE", "1") not in ("0", "false", "no", "off")
-    if option is False:
-        return None
-    return OutcomeCache(cache_dir() / "outcomes.sqlite" if option is True else Path(option))

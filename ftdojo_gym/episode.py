@@ -31,7 +31,7 @@ from ftdojo_gym.data.workspace import DataWorkspace, atomic_write_text
 from ftdojo_gym.observations import METRIC_FIELDS, EpisodeLog
 from ftdojo_gym.outcome_cache import OutcomeCache
 from ftdojo_gym.outcome_table import OutcomeTable
-from ftdojo_gym.results import EvaluationResult, RunRecord, SourceEntry
+from ftdojo_gym.results import EvaluationResult, RunRecord, SourceEntry, ToolResult
 from ftdojo_gym.tasks.base import EvalItem, Task
 from ftdojo_gym.training_config import TrainConfig
 
@@ -110,6 +110,26 @@ class EpisodeState:
         }
         return {"log": self.log.tail(), "metrics": np.array([metrics[k] for k in METRIC_FIELDS], dtype=np.float32),
                 "budget": self.budget.vector()}
+
+    def step_info(self, tool: str | None, result: ToolResult, tokens_before: int, seconds: float) -> dict[str, Any]:
+        """The ``info`` of a step that ran ``tool`` (``None``: a malformed action) with ``result``
+        (fields documented on :class:`~ftdojo_gym.env.FTDojoEnv`)."""
+        return {
+            "tool": tool,
+            "ok": result.ok,
+            "error_class": result.failure(),
+            "result": result.model_dump(mode="json"),
+            "result_type": type(result).__name__,
+            "cached": bool(getattr(result, "cached", False)),
+            "accounting": {
+                "tokens_trained": self.budget.tokens_used - tokens_before,
+                "tokens_used": self.budget.tokens_used,
+                "tokens_budget": self.budget.tokens,
+                "seconds": round(seconds, 3),
+                "seconds_elapsed": round(self.budget.elapsed(), 3),
+                "steps": self.budget.steps_taken,
+            },
+        }
 
     def best_validated_run(self) -> RunRecord | None:
         """The run with the highest validation score on the whole split (the earliest on ties)."""

@@ -25,6 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdojo_gym import versions
+from ftdojo_gym.models import cache_dir
 
 #: Bump when the meaning of keys or entries changes: older entries are then ignored.
 FORMAT = 1
@@ -275,3 +277,13 @@ def restore_adapter(files: Mapping[str, bytes], folder: Path) -> Path:
             raise ValueError(f"bad file name in a cached adapter: {name!r}")
         (folder / name).write_bytes(data)
     return folder
+
+
+def open_cache(option: bool | str | Path | None) -> OutcomeCache | None:
+    """The outcome cache an env uses: ``True`` the shared one in the cache folder, a path that file,
+    ``False`` none; ``None`` (the default) the shared one unless ``FTDOJO_OUTCOME_CACHE=0``."""
+    if option is None:
+        option = os.environ.get("FTDOJO_OUTCOME_CACHE", "1") not in ("0", "false", "no", "off")
+    if option is False:
+        return None
+    return OutcomeCache(cache_dir() / "outcomes.sqlite" if option is True else Path(option))
