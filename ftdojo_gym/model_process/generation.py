@@ -38,6 +38,9 @@ from typing import Any
 from ftdojo_gym.model_process.resident import RESIDENT, default_dtype, folder_stamp, mergeable
 
 ProgressFn = Callable[[int, int], None]
+#: Decode with continuous batching (:func:`refill_decode`); False: static length-sorted
+#: batches (:func:`greedy_decode`), the path before it, kept for comparison.
+REFILL = True
 
 def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None = None
                         ) -> tuple[Any, Any]:
@@ -148,18 +151,27 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
     stops = {eos} if isinstance(eos, int) else set(eos)
     outputs: list[str] = [""] * len(prompts)
     done = 0
+    if not REFILL:
+        with torch.inference_mode():
+            for batch in plan_batches([len(x) for x in ids], max_new, batch_size):
+                new = greedy_decode(model, [ids[i] for i in batch], max_new[batch[0]], stops,
+                                    tokenizer.pad_token_id, stats)
+                for row, i in enumerate(batch):
+                    outputs[i] = tokenizer.decode(new[row], skip_special_tokens=True)
+                done += len(batch)
+                if on_progress is not None:
+                    on_progress(done, len(prompts))
+        return outputs
+
+    def finished(i: int, tokens: list[int]) -> None:
+        nonlocal done
+        outputs[i] = tokenizer.decode(tokens, skip_special_tokens=True)
+        done += 1
+        if on_progress is not None and (done % batch_size == 0 or done == len(prompts)):
+            on_progress(done, len(prompts))
+
     with torch.inference_mode():
-        for batch in plan_batches([len(x) for x in ids], max_new, batch_size):
-            new = greedy_decode(model, [ids[i] for i in batch], max_new[batch[0]], stops,
-                                tokenizer.pad_token_id, stats)
-            t_text = time.perf_counter()
-            for row, i in enumerate(batch):
-                outputs[i] = tokenizer.decode(new[row], skip_special_tokens=True)
-            if stats is not None:
-                stats["decode_text_s"] = stats.get("decode_text_s", 0.0) + time.perf_counter() - t_text
-            done += len(batch)
-            if on_progress is not None:
-                on_progress(done, len(prompts))
+        refill_decode(model, ids, max_new, batch_size, stops, tokenizer.pad_token_id, stats, finished)
     return outputs
 
 
@@ -228,5 +240,157 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
         for key, value in (("prefill_s", t_prefill - t0), ("decode_s", time.perf_counter() - t_prefill),
                            ("prompt_tokens", real), ("padded_tokens", n * width - real), ("decode_steps", steps),
                            ("decode_rows", row_steps), ("new_tokens", sum(len(g) for g in generated))):
+            stats[key] = stats.get(key, 0) + value
+    return generated
+
+
+def _left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+    """``(input_ids, attention_mask)`` of a left-padded batch: every row ends where decoding starts."""
+    import torch
+
+    width = max(len(p) for p in prompt_ids)
+    input_ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    for row, p in enumerate(prompt_ids):
+        input_ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+        mask[row, width - len(p):] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def _can_refill(cache: Any) -> bool:
+    """True when every cache layer is a plain growing KV layer (no sliding window, no extras)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _merge_caches(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> Any:
+    """Append ``new_cache``'s rows to ``cache`` (both left-padded: the shorter one gets more left
+    padding) and return the merged attention mask."""
+    import torch
+    import torch.nn.functional as F
+
+    width = max(mask.shape[1], new_mask.shape[1])
+
+    def pad(t: Any, dim_from_end: int) -> Any:
+        extra = width - t.shape[-dim_from_end]
+        if extra == 0:
+            return t
+        spec = [0, 0] * (dim_from_end - 1) + [extra, 0]
+        return F.pad(t, spec)
+
+    for layer, new_layer in zip(cache.layers, new_cache.layers, strict=True):
+        layer.keys = torch.cat([pad(layer.keys, 2), pad(new_layer.keys, 2)], dim=0)
+        layer.values = torch.cat([pad(layer.values, 2), pad(new_layer.values, 2)], dim=0)
+    return torch.cat([pad(mask, 1), pad(new_mask, 1)], dim=0)
+
+
+def refill_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new: Sequence[int], slots: int,
+                  stops: set[int], pad_id: int, stats: dict[str, float] | None = None,
+                  on_finished: Callable[[int, list[int]], None] | None = None) -> list[list[int]]:
+    """Greedy continuations of all ``prompt_ids`` with at most ``slots`` rows decoding at once,
+    a finished row's slot given to the next prompt at once (continuous batching).
+
+    Static batches (:func:`greedy_decode`) run until their longest row stops, with
+    fewer and fewer live rows: a decode step costs nearly the same for 2 rows as
+    for 16 on a CPU (the weights are read once per step), so the tail of each batch
+    is paid at full price. Here the waiting prompts are prefilled (as one
+    left-padded batch) as soon as slots free up, their KV cache is left-padded to
+    the running one's width and appended, and every step decodes a full batch
+    until the queue runs dry. Each row keeps its own ``max_new`` limit, mask and
+    positions (padding sits at position 0, as in ``generate``), so each output is
+    what the prompt gives alone, up to float rounding in padded matmuls.
+
+    Prompts are taken longest first (little extra padding between neighbours).
+    ``on_finished(index, tokens)`` is called as each prompt finishes. ``stats`` as
+    in :func:`greedy_decode`, plus ``prefill_calls``. Returns the generated token
+    ids (without the stop token) in ``prompt_ids`` order.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    queue = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    generated: list[list[int]] = [[] for _ in prompt_ids]
+    rows: list[int] = []  # prompt index of each live row of the cache
+    cache = mask = positions = tokens = None
+    t_prefill = t_decode = 0.0
+    steps = row_steps = prefills = padded = 0
+
+    def finish(i: int) -> None:
+        if on_finished is not None:
+            on_finished(i, generated[i])
+
+    def take(i: int, tok: int) -> bool:
+        """Record ``tok`` for prompt ``i``; True while the row goes on decoding."""
+        if tok in stops:
+            finish(i)
+            return False
+        generated[i].append(tok)
+        if len(generated[i]) >= max_new[i]:
+            finish(i)
+            return False
+        return True
+
+    splice = True  # whether new rows can join the running cache (known after the first prefill)
+    while queue or rows:
+        if queue and len(rows) < slots and (splice or not rows):
+            t0 = time.perf_counter()
+            admitted = queue[: slots - len(rows)]
+            del queue[: len(admitted)]
+            ids, new_mask = _left_padded([prompt_ids[i] for i in admitted], pad_id, device)
+            padded += int(new_mask.numel() - new_mask.sum())
+            new_pos = (new_mask.cumsum(-1) - 1).clamp(min=0)
+            new_cache = DynamicCache(config=model.config)
+            logits = model(input_ids=ids, attention_mask=new_mask, position_ids=new_pos,
+                           past_key_values=new_cache, use_cache=True, logits_to_keep=1).logits
+            prefills += 1
+            first = logits[:, -1].argmax(-1)
+            keep = [k for k, tok in enumerate(first.tolist()) if take(admitted[k], tok)]
+            if keep:
+                if len(keep) < len(admitted):
+                    index = torch.tensor(keep, device=device)
+                    new_cache.batch_select_indices(index)
+                    new_mask, new_pos, first = new_mask[index], new_pos[index], first[index]
+                if not rows:
+                    cache, mask, positions, tokens = new_cache, new_mask, new_pos[:, -1:] + 1, first
+                    # A cache we cannot splice (sliding windows, ...): static batches instead.
+                    splice = _can_refill(cache)
+                else:
+                    mask = _merge_caches(cache, mask, new_cache, new_mask)
+                    positions = torch.cat([positions, new_pos[:, -1:] + 1])
+                    tokens = torch.cat([tokens, first])
+                rows += [admitted[k] for k in keep]
+            t_prefill += time.perf_counter() - t0
+            if not rows:
+                continue
+        t0 = time.perf_counter()
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                       past_key_values=cache, use_cache=True).logits
+        steps += 1
+        row_steps += len(rows)
+        nxt = logits[:, -1].argmax(-1)
+        keep = [k for k, tok in enumerate(nxt.tolist()) if take(rows[k], tok)]
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=device, dtype=torch.long)
+            cache.batch_select_indices(index)
+            mask, positions, nxt = mask[index], positions[index], nxt[index]
+            rows = [rows[k] for k in keep]
+            # Columns that are padding in every remaining row can go.
+            if rows:
+                lead = int((mask.sum(0) == 0).long().cumprod(0).sum())
+                if lead:
+                    mask = mask[:, lead:]
+                    for layer in cache.layers:
+                        layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+        tokens = nxt
+        positions = positions + 1
+        t_decode += time.perf_counter() - t0
+    if stats is not None:
+        real = sum(len(p) for p in prompt_ids)
+        for key, value in (("prefill_s", t_prefill), ("decode_s", t_decode), ("prompt_tokens", real),
+                           ("padded_tokens", padded), ("decode_steps", steps), ("decode_rows", row_steps),
+                           ("new_tokens", sum(len(g) for g in generated)), ("prefill_calls", prefills)):
             stats[key] = stats.get(key, 0) + value
     return generated
