@@ -7,6 +7,7 @@ the tiny model are in ``test_core_contract.py``."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from datasets import Dataset
@@ -305,3 +306,63 @@ def test_cached_runs_replay_their_outcomes_and_never_store_hidden_outputs(tmp_pa
                              run1=adapter_run(tmp_path, "run1", "bad", cache_key="k1"))
     evaluation.evaluate(other_split, evaluation.EvaluateArgs(run="run1"))
     assert other_split.worker.calls  # other items: not the same outcome
+
+
+class ToyTable:
+    """Stands in for an outcome table: the base model's and each recipe's scores per split."""
+
+    manifest = {"base": {"validation": {"score": 0.2, "subsets": {"A": 0.2}},
+                         "hidden_test": {"score": 0.1, "subsets": {"A": 0.1}}}}
+
+    def get(self, key):
+        if key != "recipe-1":
+            return None
+        return SimpleNamespace(validation={"score": 0.6, "subsets": {"A": 0.6}},
+                               hidden_test={"score": 0.7, "subsets": {"A": 0.7}})
+
+
+def test_tabular_mode_serves_scores_from_the_table_without_generating(tmp_path, token_counter):
+    worker = ScriptedWorker(fail=True)
+    state = make_state(tmp_path, token_counter, worker=worker, run1=adapter_run(tmp_path, "run1", cache_key="recipe-1"),
+                       run2=adapter_run(tmp_path, "run2", cache_key="unknown"))
+    state.settings.outcome_table = ToyTable()
+    ev = evaluation.evaluate(state, evaluation.EvaluateArgs(run="run1"))
+    assert (ev.run, ev.score, ev.subsets, ev.n, ev.cached) == ("run1", 0.6, {"A": 0.6}, 4, True)
+    assert state.runs["run1"].val_score == 0.6 and state.last_val == 0.6 and state.evaluations["run1@4"] == ev
+    base = evaluation.evaluate(state, evaluation.EvaluateArgs(run="base"))
+    assert base.score == 0.2 and state.evaluations["base"] == base == state.evaluations["base@4"]
+    assert state.last_val == 0.2
+    err = evaluation.evaluate(state, evaluation.EvaluateArgs(run="run1", limit=2))
+    assert isinstance(err, ErrorResult) and err.error_class == ErrorClass.CONFIG and "whole validation split" in err.error
+    sub = submit_run(state, None)
+    assert (sub.run, sub.hidden_test_score, sub.hidden_test_subsets, sub.base_hidden_test_score) == (
+        "run1", 0.7, {"A": 0.7}, 0.1)
+    assert submit_run(state, "base").hidden_test_score == 0.1
+    err = submit_run(state, "run2")
+    assert err.error_class == ErrorClass.ENV and "run run2 is not in the outcome table" in err.error
+    assert worker.calls == []
+
+
+def test_a_full_fine_tune_is_submitted_with_its_own_model_and_unknown_runs_are_named(tmp_path, token_counter):
+    full = tmp_path / "full"
+    full.mkdir()
+    worker = ScriptedWorker()
+    state = make_state(tmp_path, token_counter, worker=worker,
+                       run1=RunRecord(run_id="run1", dataset="sft", config={}, debug=False, status="ok", model_dir=str(full)))
+    assert submit_run(state, "run1").run == "run1"
+    assert (worker.calls[0]["model"], worker.calls[0]["adapter"]) == (str(full), None)
+    err = submit_run(state, "run9")
+    assert "no run named 'run9'" in err.error
+
+
+def test_hidden_test_scores_in_the_outcome_cache_are_filed_as_hidden_test(tmp_path, token_counter):
+    """The outcome cache refuses outputs for splits named ``hidden_test...``: the scores must be filed there."""
+    import sqlite3
+
+    outcomes = OutcomeCache(tmp_path / "outcomes.sqlite")
+    state = make_state(tmp_path, token_counter, outcome_cache=outcomes,
+                       run1=adapter_run(tmp_path, "run1", cache_key="k1"))
+    evaluation.evaluate(state, evaluation.EvaluateArgs(run="run1"))
+    submit_run(state, "run1")
+    splits = sorted(s for (s,) in sqlite3.connect(tmp_path / "outcomes.sqlite").execute("SELECT split FROM evaluations"))
+    assert [s.split("@")[0] for s in splits] == ["hidden_test", "validation"]
