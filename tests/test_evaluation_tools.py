@@ -42,9 +42,11 @@ class ToyTask:
                 for it, o in zip(items, outputs, strict=True)]
 
     def aggregate(self, items, scores, outputs):
+        assert len(items) == len(scores) == len(outputs)  # the same items, scores and outputs
         return sum(scores) / len(scores)
 
     def extra_scores(self, items, scores, outputs):
+        assert len(items) == len(scores) == len(outputs)
         return {"all/items": float(len(items))}
 
 
@@ -113,6 +115,9 @@ def test_model_for_resolves_runs_base_and_the_latest_successful_run(tmp_path, to
     assert model_for(state, "run1") == ("run1", BASE_MODEL, state.runs["run1"].model_dir)  # base + adapter
     assert model_for(state, "run2") == ("run2", str(full), None)  # a full fine-tune is its own model
     assert model_for(state, None)[0] == "run2"  # the latest run that did not fail
+    state.runs["run4"] = adapter_run(tmp_path, "run4")
+    assert model_for(state, None)[0] == "run4"
+    del state.runs["run4"]
     with pytest.raises(DataError, match="run run3 failed .*OOM.*no model"):
         model_for(state, "run3")
     with pytest.raises(DataError, match=r"no run named 'run9'; runs: \['run1', 'run2', 'run3'\] \(or 'base'\)"):
@@ -366,3 +371,13 @@ def test_hidden_test_scores_in_the_outcome_cache_are_filed_as_hidden_test(tmp_pa
     submit_run(state, "run1")
     splits = sorted(s for (s,) in sqlite3.connect(tmp_path / "outcomes.sqlite").execute("SELECT split FROM evaluations"))
     assert [s.split("@")[0] for s in splits] == ["hidden_test", "validation"]
+
+
+def test_the_base_score_cache_never_writes_hidden_test_outputs(tmp_path, token_counter, cache):
+    state = make_state(tmp_path, token_counter)
+    store = BaseScoreCache(state)
+    store.put("hidden_test", {"score": 0.5, "outputs": ["secret answer"]})
+    store.put("validation", {"score": 0.5, "outputs": ["visible answer"]})
+    assert store.get("hidden_test") == {"score": 0.5}
+    assert store.get("validation") == {"score": 0.5, "outputs": ["visible answer"]}
+    assert "secret" not in "".join(p.read_text() for p in (cache / "base_scores").iterdir())
