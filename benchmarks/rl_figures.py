@@ -83,7 +83,16 @@ def toy_table(env_id: str = "FTDojo/FinanceIQ-v0", folder: str | Path | None = N
 
 
 def shipped_tables() -> list[Path]:
-    return sorted(Path(str(p)) for p in resources.files(SHIPPED).iterdir() if p.name.endswith(".jsonl"))
+    """The complete shipped tables (a table still being built is left out, and said so)."""
+    paths = sorted(Path(str(p)) for p in resources.files(SHIPPED).iterdir() if p.name.endswith(".jsonl"))
+    complete = []
+    for path in paths:
+        table = OutcomeTable.load(path)
+        if table.complete:
+            complete.append(path)
+        else:
+            print(f"{path.name}: {len(table)} of {table.grid_size} recipes (still being built); left out", flush=True)
+    return complete
 
 
 def env_kwargs(table: OutcomeTable) -> dict[str, Any]:

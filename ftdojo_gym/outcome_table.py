@@ -152,6 +152,18 @@ class OutcomeTable:
 
         return sorted(self.entries, key=distance)[:k]
 
+    @property
+    def grid_size(self) -> int:
+        """How many recipes the table's grid has (a complete table has an entry for each)."""
+        from ftdojo_gym.recipe_grid import RecipeGrid  # the grid module imports the tasks' recipes
+
+        return len(RecipeGrid.from_dict(self.manifest["grid"]))
+
+    @property
+    def complete(self) -> bool:
+        """Whether every recipe of the grid has its outcome (a table still being built has not)."""
+        return len({json.dumps(e.recipe, sort_keys=True) for e in self.entries}) >= self.grid_size
+
     def __len__(self) -> int:
         return len(self.entries)
 

@@ -47,6 +47,17 @@ def test_the_table_holds_every_recipe_with_real_scores(table):
     assert len(t) == 4 and t.manifest["task"] == "FinanceIQ" and t.manifest["base"]["validation"]["score"] >= 0
     assert all(e.train["train_tokens"] > 0 and 0 <= e.hidden_test["score"] <= 1 for e in t)
     assert len({e.key for e in t}) == 4
+    assert t.grid_size == 4 and t.complete
+
+
+def test_a_table_still_being_built_is_not_complete(table, tmp_path):
+    """The builder rewrites the table after each recipe: a partial table loads (its fingerprint
+    is rewritten with it) but says it is not complete, so figures over "every recipe" skip it."""
+    lines = table.read_text().splitlines()
+    partial = tmp_path / "FinanceIQ.jsonl"
+    build_outcome_table.write_table(partial, json.loads(lines[0]), [json.loads(x) for x in lines[1:3]])
+    t = OutcomeTable.load(partial)
+    assert len(t) == 2 and t.grid_size == 4 and not t.complete
 
 
 def test_tabular_mode_replays_each_recipe_without_training(table):
