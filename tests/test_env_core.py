@@ -371,3 +371,36 @@ def test_the_accounting_counts_what_each_step_trained_and_took(make, monkeypatch
     assert b["seconds_elapsed"] >= 0.1
     assert first["cached"] is True and first["result_type"] == "EvaluationResult" and first["result"]["score"] == 0.5
     assert env.tokens_used == 80
+
+
+def test_options_are_checked_by_the_constructor(make):
+    with pytest.raises(ValueError, match="outcome_table is used in mode='tabular' only"):
+        make(outcome_table="table.json")
+
+
+def test_episodes_of_one_env_share_its_data_memo_and_a_resumed_one_counts_tokens(make):
+    env = make()
+    env.reset(seed=0)
+    memo = env.workspace.memo
+    assert memo is not None
+    env.step(FETCH)
+    folder = env.workdir
+    other = make()
+    other.reset(options={"resume": str(folder)})
+    _, _, _, _, info = other.step({"tool": "filter", "args": {"dataset": "tableinstruct", "max_tokens": 100000}})
+    assert info["ok"], info["result"]
+    env.reset(seed=0)
+    assert env.workspace.memo is memo
+
+
+def test_an_unclosed_env_removes_its_temporary_folder_when_collected(make, task):
+    import gc
+
+    env = FTDojoEnv(task, base_model="tiny", eval_limit=2)  # (make() keeps a reference to close it)
+    env.reset(seed=0)
+    folder = env.workdir.parent
+    assert folder.exists()
+    env._worker = None  # the scripted worker holds no process
+    del env
+    gc.collect()
+    assert not folder.exists()

@@ -1,0 +1,257 @@
+"""What a training run does, checked in this process on the tiny model (the worker runs the same
+``run_sft``): the loss is the completion tokens' next-token cross-entropy, each config field
+reaches the trainer, limits and budgets hold, and the data file is checked.
+
+Written against mutation testing (``tools/mutation.sh ftdojo_gym/model_process/sft.py``; code run
+in the worker subprocess is invisible to mutmut). Only the public behaviour of ``run_sft`` and
+``load_pairs`` is used: what it reports (``TrainProgress``, log events) and what it saves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ftdojo_gym.errors import ConfigError, DataError  # noqa: E402
+from ftdojo_gym.model_process import sft  # noqa: E402
+from ftdojo_gym.model_process.protocol import TrainRequest  # noqa: E402
+from ftdojo_gym.model_process.resident import RESIDENT  # noqa: E402
+from ftdojo_gym.training_config import TrainConfig  # noqa: E402
+
+ROWS = [
+    {"prompt": "What is 2 plus 2?", "completion": "Final Answer: 4"},
+    {"prompt": "Read the table.\n| a | b |\n| 1 | 2 |\nWhat is b? Think step by step.", "completion": "2"},
+    {"prompt": "Name a striped animal.", "completion": "A zebra is striped, and so is a tiger."},
+    {"prompt": "x", "completion": "y y y y y y"},
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_resident():
+    RESIDENT.clear()
+    yield
+    RESIDENT.clear()
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def train(tiny: str, tmp_path: Path, rows=ROWS, name="run", events=None, **options):
+    config = {"method": "lora", "batch_size": 4, "max_steps": 2, "learning_rate": 1e-2, "max_len": 128,
+              "lr_scheduler": "constant", "seed": 0}
+    config.update(options.pop("config", {}))
+    data = write_rows(tmp_path / f"{name}.jsonl", rows)
+    req = TrainRequest(base_model=tiny, data_path=str(data), output_dir=str(tmp_path / name), config=config, **options)
+    return sft.run_sft(req, (events.append if events is not None else lambda event: None))
+
+
+def completion_loss_sum(model_path: str, rows: list[dict]) -> tuple[float, int]:
+    """Summed next-token cross-entropy of the base model over the completion tokens of each chat
+    pair, and their count: computed here with transformers, independently of the training code."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    total, count = 0.0, 0
+    for r in rows:
+        user = [{"role": "user", "content": r["prompt"]}]
+        context = tok.apply_chat_template(user, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+        full = tok.apply_chat_template(user + [{"role": "assistant", "content": r["completion"]}], tokenize=True,
+                                       return_dict=True)["input_ids"]
+        assert full[: len(context)] == context
+        with torch.no_grad():
+            logits = model(torch.tensor([full])).logits[0]
+        n = len(context)
+        total += float(F.cross_entropy(logits[n - 1: len(full) - 1], torch.tensor(full[n:]), reduction="sum"))
+        count += len(full) - n
+    return total, count
+
+
+def adapter_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_the_first_loss_is_the_base_models_loss_on_the_completion_tokens_of_a_padded_batch(tiny_model, tmp_path):
+    """Catches: prompt or padding tokens in the loss, targets shifted by one, another reduction.
+
+    One batch holds all four pairs (different lengths, so padded); the first loss is taken
+    before any update (LoRA B starts at zero), so it is the base model's loss."""
+    events = []
+    progress = train(tiny_model, tmp_path, events=events, config={"max_steps": 1})
+    total, count = completion_loss_sum(tiny_model, ROWS)
+    assert progress.losses[0][1] == pytest.approx(total / count, abs=2e-3)
+    assert [(e.step, e.max_steps) for e in events] == [(1, 1)] and events[0].loss == progress.losses[0][1]
+
+
+def test_training_moves_the_lora_weights_and_lowers_the_loss(tiny_model, tmp_path):
+    """Catches: training that updates no weight, or an adapter saved before (or without) training."""
+    events = []
+    progress = train(tiny_model, tmp_path, events=events, config={"max_steps": 6, "learning_rate": 5e-2})
+    losses = [loss for _, loss in progress.losses]
+    assert [s for s, _ in progress.losses] == [1, 2, 3, 4, 5, 6] and progress.steps == 6
+    assert losses[-1] < losses[0] - 0.1
+    lora_b = {k: v for k, v in adapter_weights(tmp_path / "run").items() if "lora_B" in k}
+    assert lora_b and all(float(v.abs().max()) > 0 for v in lora_b.values())
+    assert progress.model_dir == str(tmp_path / "run") and (tmp_path / "run" / "tokenizer_config.json").exists()
+    assert progress.samples == 4 and progress.warnings == []
+    assert 0 < progress.train_seconds <= progress.seconds
+    # tokens: every non-padding token of the 4 rows, once per step (one batch per step)
+    assert progress.train_tokens == 6 * (progress.train_tokens // 6) and events[-1].tokens == progress.train_tokens
+    assert [e.tokens for e in events] == [progress.train_tokens // 6 * k for k in range(1, 7)]
+
+
+def test_config_fields_reach_the_trainer(tiny_model, tmp_path):
+    """Catches: a config field dropped on its way to the trainer (rank, targets, schedule, warm-up,
+    epochs, batch size, seed)."""
+    events = []
+    linear = train(tiny_model, tmp_path, name="linear", events=events,
+                   config={"max_steps": 4, "batch_size": 1, "lr_scheduler": "linear", "warmup_ratio": 0.5,
+                           "learning_rate": 1e-2, "lora_r": 2, "lora_alpha": 8, "lora_targets": ["q_proj", "v_proj"]})
+    rates = [e.learning_rate for e in events]
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(1e-2) and rates[2] > rates[3] > 0  # warm-up, then decay
+    config = json.loads((tmp_path / "linear" / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], sorted(config["target_modules"])) == (2, 8, ["q_proj", "v_proj"])
+    shapes = {k: tuple(v.shape) for k, v in adapter_weights(tmp_path / "linear").items()}
+    assert shapes and all(2 in s for s in shapes.values())
+    assert all("q_proj" in k or "v_proj" in k for k in shapes)
+    assert linear.steps == 4
+    # one token-count per row: batch size 1 gives four different step counts
+    assert len({e.tokens - p for e, p in zip(events, [0] + [e.tokens for e in events], strict=False)}) > 1
+
+    events.clear()
+    epochs = train(tiny_model, tmp_path, name="epochs", events=events,
+                   config={"max_steps": 0, "num_epochs": 2, "batch_size": 2, "lr_scheduler": "constant"})
+    assert epochs.steps == 4 and [e.max_steps for e in events] == [4] * 4  # 2 epochs x 2 batches
+    assert [e.learning_rate for e in events] == pytest.approx([1e-2] * 4)
+
+
+def test_the_seed_makes_a_run_reproducible(tiny_model, tmp_path):
+    a = train(tiny_model, tmp_path, name="a", config={"seed": 5, "batch_size": 2})
+    b = train(tiny_model, tmp_path, name="b", config={"seed": 5, "batch_size": 2})
+    c = train(tiny_model, tmp_path, name="c", config={"seed": 6, "batch_size": 2})
+    wa, wb, wc = (adapter_weights(tmp_path / n) for n in "abc")
+    assert a.losses == b.losses and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+    assert c.losses != a.losses or any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_full_fine_tuning_changes_the_model_weights(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    progress = train(tiny_model, tmp_path, config={"method": "full", "max_steps": 1, "learning_rate": 1e-3})
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    base = load_file(str(Path(tiny_model) / "model.safetensors"))
+    assert (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "adapter_config.json").exists()
+    assert any(not torch.equal(saved[k], base[k]) for k in base if k in saved)
+    assert progress.model_dir == str(tmp_path / "run")
+
+
+def test_sample_limits_debug_runs_and_the_token_budget(tiny_model, tmp_path):
+    many = [{"prompt": f"Q{i}", "completion": f"A{i}"} for i in range(130)]
+    capped = train(tiny_model, tmp_path, rows=many, name="capped", max_samples=3, config={"max_steps": 1})
+    assert capped.samples == 3 and capped.warnings == ["using the first 3 of 130 samples (limit 3)"]
+    debug = train(tiny_model, tmp_path, rows=many, name="debug", debug=True, config={"max_steps": 50, "batch_size": 8})
+    assert debug.samples == sft.DEBUG_SAMPLES and debug.steps == sft.DEBUG_MAX_STEPS
+    debug_epochs = train(tiny_model, tmp_path, rows=many[:8], name="debug2", debug=True,
+                         config={"max_steps": 0, "num_epochs": 20, "batch_size": 8})
+    assert debug_epochs.steps == sft.DEBUG_MAX_STEPS
+    short_debug = train(tiny_model, tmp_path, rows=many, name="debug3", debug=True, config={"max_steps": 2})
+    assert short_debug.steps == 2
+    budget = train(tiny_model, tmp_path, name="budget", max_tokens=1, config={"max_steps": 5, "batch_size": 2})
+    assert budget.stopped_budget and budget.steps == 1 and budget.model_dir is not None
+    no_stop = train(tiny_model, tmp_path, name="nostop", max_tokens=10**6, config={"max_steps": 2})
+    assert not no_stop.stopped_budget and no_stop.steps == 2
+    with pytest.raises(ConfigError, match="max_tokens must be positive"):
+        train(tiny_model, tmp_path, name="bad", max_tokens=0)
+
+
+def test_prompts_that_fill_max_len_are_dropped_with_a_warning(tiny_model, tmp_path):
+    rows = [{"prompt": "word " * 200, "completion": "long"}, ROWS[0], ROWS[3]]
+    progress = train(tiny_model, tmp_path, rows=rows, config={"max_len": 48, "max_steps": 1})
+    assert progress.samples == 2 and progress.warnings == ["dropped 1 of 3 samples whose prompt fills max_len=48"]
+    with pytest.raises(DataError, match="zero usable samples: all 1 prompts fill max_len=48"):
+        train(tiny_model, tmp_path, rows=rows[:1], name="none", config={"max_len": 48, "max_steps": 1})
+
+
+def test_bad_configs_are_config_errors(tiny_model, tmp_path):
+    assert sft.parse_config(TrainConfig(lora_r=4)) == TrainConfig(lora_r=4)
+    assert sft.parse_config({"lora_r": 4}) == TrainConfig(lora_r=4)
+    with pytest.raises(ConfigError, match="invalid training config"):
+        sft.parse_config({"learning_rate": -1})
+    with pytest.raises(ConfigError, match="invalid training config"):
+        sft.parse_config({"no_such_field": 1})
+    with pytest.raises(ConfigError, match="invalid training config"):
+        sft.parse_config([1, 2])
+    with pytest.raises(ConfigError, match="invalid training config"):
+        train(tiny_model, tmp_path, config={"batch_size": 0})
+
+
+def test_a_diverging_run_stops_and_saves_nothing(tiny_model, tmp_path, monkeypatch):
+    """A NaN loss stops the run at once with a CONFIG error (the learning rate), and no model is saved."""
+    real = torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    events = []
+    with pytest.raises(sft.TrainingDiverged, match="non-finite at step 1 .*learning_rate=0.01"):
+        train(tiny_model, tmp_path, events=events, config={"max_steps": 5})
+    assert [e.loss for e in events] == [None] and not (tmp_path / "run" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "training data file is empty"),
+    ("\n\n", "training data file is empty"),
+    ("{not json\n", "line 1: not valid JSON"),
+    ('[1, 2]\n', "line 1: expected a JSON object, got list"),
+    ('{"prompt": "p"}\n', r"line 1: missing field\(s\) \['completion'\]"),
+    ('{"prompt": "p", "completion": 3}\n', "line 1: 'prompt' and 'completion' must be strings"),
+    ('{"prompt": 1, "completion": "c"}\n', "must be strings"),
+    ('{"prompt": " ", "completion": "c"}\n{"prompt": "p", "completion": ""}\n', "no usable sample in d.jsonl: all 2 rows"),
+])
+def test_load_pairs_rejects_unusable_files(tmp_path, text, message):
+    (tmp_path / "d.jsonl").write_text(text)
+    with pytest.raises(DataError, match=message):
+        sft.load_pairs(tmp_path / "d.jsonl", 10)
+
+
+def test_load_pairs_keeps_usable_rows_in_order_and_says_what_it_skipped(tmp_path):
+    lines = ['{"prompt": "a", "completion": "1", "extra": 0}', "", '{"prompt": "b", "completion": " "}',
+             '{"prompt": "c", "completion": "3"}', '{"prompt": "d", "completion": "4"}']
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    rows, notes = sft.load_pairs(tmp_path / "d.jsonl", 10)
+    assert rows == [{"prompt": "a", "completion": "1"}, {"prompt": "c", "completion": "3"},
+                    {"prompt": "d", "completion": "4"}]
+    assert notes == ["skipped 1 of 4 rows with an empty prompt or completion"]
+    rows, notes = sft.load_pairs(tmp_path / "d.jsonl", 2)
+    assert [r["prompt"] for r in rows] == ["a", "c"] and notes[-1] == "using the first 2 of 3 samples (limit 2)"
+    assert sft.load_pairs(tmp_path / "d.jsonl", 3)[1] == notes[:1]
+    (tmp_path / "e.jsonl").write_text("\n".join([lines[2], lines[2], lines[3]]) + "\n")
+    assert sft.load_pairs(tmp_path / "e.jsonl", 10)[1] == ["skipped 2 of 3 rows with an empty prompt or completion"]
+    with pytest.raises(DataError, match="training data file not found"):
+        sft.load_pairs(tmp_path / "missing.jsonl", 10)
+
+
+def test_fast_bf16_is_read_from_the_cpu_flags(monkeypatch):
+    def cpuinfo(text):
+        monkeypatch.setattr(sft.Path, "read_text", lambda self, *a, **k: text)
+
+    cpuinfo("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert sft.cpu_has_fast_bf16() is True
+    cpuinfo("flags\t\t: fpu amx_bf16\n")
+    assert sft.cpu_has_fast_bf16() is True
+    cpuinfo("model name : avx512_bf16 in the name only\nflags\t\t: fpu avx2\n")
+    assert sft.cpu_has_fast_bf16() is False
+    cpuinfo("no flags line\n")
+    assert sft.cpu_has_fast_bf16() is False
+
+    def unreadable(self, *a, **k):
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(sft.Path, "read_text", unreadable)
+    assert sft.cpu_has_fast_bf16() is False
