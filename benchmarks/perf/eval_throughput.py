@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores given)")
     ap.add_argument("--skip-one-by-one", action="store_true", help="only the env path and its breakdown")
+    ap.add_argument("--skip-static", action="store_true", help="do not also run the static-batch path "
+                    "(the path before continuous batching)")
     args = ap.parse_args(argv)
 
     model_path = str(resolve_model(args.model))
@@ -121,6 +123,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         res = worker.generate(model_path, None, prompts, max_new, batch_size=args.batch_size)
         if res.status != "ok":
             raise RuntimeError(f"{res.error_class}: {res.error}\n{res.traceback}")
+    static = None
+    if not args.skip_static:  # the path before continuous batching, same worker code otherwise
+        with ModelWorker(threads=args.threads, env_vars={"FTDOJO_GENERATION_REFILL": "0"}) as worker:
+            worker.generate(model_path, None, prompts[:2], 2)
+            static = worker.generate(model_path, None, prompts, max_new, batch_size=args.batch_size)
+        if static.status != "ok":
+            raise RuntimeError(f"{static.error_class}: {static.error}\n{static.traceback}")
     env_rate = len(prompts) / res.seconds
     parts = breakdown(res.stats, res.seconds)
     print(f"eval throughput: {args.model}, {len(prompts)} TableBench prompts, "
@@ -133,6 +142,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"prefill {parts['prefill_tokens_per_s']:.0f} tokens/s")
     out: dict[str, float] = {"env_prompts_per_s": env_rate, "batch_size": args.batch_size,
                              "worker_peak_rss_gb": res.peak_rss_gb, **parts}
+    if static is not None:
+        static_rate = len(prompts) / static.seconds
+        sparts = breakdown(static.stats, static.seconds)
+        same_static = sum(a == b for a, b in zip(res.outputs, static.outputs, strict=True))
+        print(f"{'static batches (path before)':<36}{static.seconds:>10.1f}{static_rate:>11.2f}")
+        print(f"  time: prefill {sparts['prefill_share']:.0%}, decode {sparts['decode_share']:.0%}; "
+              f"{sparts['decode_step_ms']:.0f} ms per decode step at {sparts['rows_per_step']:.1f} live rows; "
+              f"ratio env/static {env_rate / static_rate:.2f}x (target >= 2x); identical outputs "
+              f"{same_static}/{len(prompts)}")
+        out.update(static_prompts_per_s=static_rate, ratio_vs_static=env_rate / static_rate,
+                   static_rows_per_step=sparts["rows_per_step"], static_decode_step_ms=sparts["decode_step_ms"],
+                   identical_vs_static=same_static)
     overhead = step_overhead_ms(model_path)
     print(f"  one decode step: {overhead['step_ms_batch1']:.0f} ms at batch 1, "
           f"{overhead['step_ms_batch16']:.0f} ms at batch 16 (per-step cost that batching shares)")

@@ -39,8 +39,9 @@ from ftdojo_gym.model_process.resident import RESIDENT, default_dtype, folder_st
 
 ProgressFn = Callable[[int, int], None]
 #: Decode with continuous batching (:func:`refill_decode`); False: static length-sorted
-#: batches (:func:`greedy_decode`), the path before it, kept for comparison.
-REFILL = True
+#: batches (:func:`greedy_decode`), the path before it, kept for comparison
+#: (``FTDOJO_GENERATION_REFILL=0`` in a worker's environment turns it off there).
+REFILL = os.environ.get("FTDOJO_GENERATION_REFILL", "1") != "0"
 
 def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None = None
                         ) -> tuple[Any, Any]:
