@@ -35,11 +35,14 @@ def fresh_cache():
     generation.clear_cache()
 
 
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "sharp_tiny_model"])
 @pytest.mark.parametrize("refill", [True, False])
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
-def test_every_path_gives_the_one_by_one_outputs(tiny_model, monkeypatch, refill, batch_size):
+def test_every_path_gives_the_one_by_one_outputs(request, monkeypatch, refill, batch_size, model_fixture):
     """Catches: wrong positions or masks for left padding, a KV cache dropped or misaligned when a
-    row finishes, stopping after the first token or one too late, outputs out of order."""
+    row finishes, stopping after the first token or one too late, outputs out of order (the sharp
+    model's tokens depend on all of these; the tiny model's often do not)."""
+    tiny_model = request.getfixturevalue(model_fixture)
     monkeypatch.setattr(generation, "REFILL", refill)
     done = []
     got = generation.generate(tiny_model, None, PROMPTS, LIMITS, batch_size=batch_size,
@@ -65,3 +68,17 @@ def test_greedy_decode_matches_generate_on_a_padded_batch_and_stops_at_the_stop_
     with torch.inference_mode():
         cut = generation.greedy_decode(model, ids, 7, {first[0]}, tok.pad_token_id)
     assert cut[0] == [] and all(t != first[0] for row in cut for t in row)
+
+
+def test_the_sharp_model_notices_a_missing_padding_mask(sharp_tiny_model):
+    """The fixture's point: on the sharp model, a left-padded batch decoded without its attention
+    mask gives other tokens than each prompt alone (so the path tests above catch such bugs)."""
+    model, tok = generation.load_for_generation(sharp_tiny_model)
+    ids = generation.render_prompts(tok, PROMPTS[:4])
+    width = max(map(len, ids))
+    batch = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in ids])
+    with torch.inference_mode():
+        unmasked = model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=6,
+                                  do_sample=False, pad_token_id=tok.pad_token_id)
+    got = [tok.decode(row[width:], skip_special_tokens=True) for row in unmasked]
+    assert got != one_by_one(model, tok, PROMPTS[:4], [6] * 4)
