@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ftdojo_gym.tasks import TASK_CATALOGUE
 from ftdojo_gym.task_cards import card_filename, render_all
+from ftdojo_gym.tasks import TASK_CATALOGUE
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "tasks"
 SECTIONS = ("Description", "Sources", "Prompt and answer format", "Metric", "Splits", "Default budget")
