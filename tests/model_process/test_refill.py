@@ -30,31 +30,12 @@ def fresh():
     generation.clear_cache()
 
 
-@pytest.fixture(scope="module")
-def sharp_model(tmp_path_factory, tiny_model):
-    """A tiny random Llama with larger weights (initializer_range 0.1) and SmolLM2's tokenizer:
-    its greedy outputs are varied words, so a wrong position, mask or cache column changes them
-    (the shared tiny model answers every prompt with newlines)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("sharp")
-    tok = AutoTokenizer.from_pretrained(tiny_model)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.1,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
-def test_refill_gives_one_by_one_outputs_and_fuller_steps(sharp_model, monkeypatch):
+def test_refill_gives_one_by_one_outputs_and_fuller_steps(sharp_tiny_model, monkeypatch):
     """Catches: rows spliced into the cache with wrong padding, positions or masks (outputs would
     change), and refill not happening (steps as many as static batches, rows per step as few)."""
     static_stats: dict = {}
     monkeypatch.setattr(generation, "REFILL", False)
-    tiny_model = sharp_model
+    tiny_model = sharp_tiny_model
     static = generation.generate(tiny_model, None, PROMPTS, MAX_NEW, batch_size=4, stats=static_stats)
     monkeypatch.setattr(generation, "REFILL", True)
     refill_stats: dict = {}
