@@ -8,6 +8,8 @@ torch = pytest.importorskip("torch")
 
 from ftdojo_gym.model_process import generation  # noqa: E402
 
+from .reference import one_by_one  # noqa: E402
+
 PROMPTS = [
     "Hi",
     "What is the capital of France? Answer in one word.",
@@ -17,19 +19,6 @@ PROMPTS = [
     "Final Answer:",
     "Count to five.",
 ]
-
-
-def one_by_one(model, tokenizer, prompts, max_new):
-    """The reference: ``model.generate`` on each prompt alone, no padding."""
-    outs = []
-    with torch.inference_mode():
-        for p, m in zip(prompts, max_new, strict=True):
-            enc = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)
-            out = model.generate(**enc, max_new_tokens=m, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            outs.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
-    return outs
 
 
 @pytest.fixture(autouse=True)
