@@ -13,6 +13,8 @@ interrupted build resumes where it stopped. The format is documented in
     python -m ftdojo_benchmarks.build_outcome_table --task FTDojo/AIME-v0 --model tiny --eval-limit 2 \\
         --learning-rates 1e-3 --steps 2 --out /tmp/aime.jsonl                           # a toy table in seconds
 
+``--threads N`` gives the model worker N compute threads (default: all
+cores), so a build can share a small machine with other work.
 ``--lock FILE`` takes an exclusive ``flock`` on FILE around each recipe, so
 that other trainings on the same machine (calibrations, other builds) take
 turns instead of slowing each other down.
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", nargs="+", default=list(RecipeGrid().data))
     parser.add_argument("--out", default=None, help="table file (default: ftdojo_gym/outcome_tables/<task>.jsonl)")
     parser.add_argument("--lock", default=None, help="flock this file around each recipe's training")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the model worker's compute threads (default: all cores; 1 to share a 2-core machine)")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     console = Console()
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{task.name}: {len(grid)} recipes, {len(done)} done, {len(todo)} to run -> {out}")
     # One env for every recipe: the model process (and its imports) start once.
     env = gym.make(args.task, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress,
-                   max_episode_steps=100)
+                   max_episode_steps=100, worker_threads=args.threads)
     try:
         build(env, args, grid, manifest, records, todo, len(done), out, console)
     finally:

@@ -123,7 +123,7 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
     output is the decoded new text without special tokens, stopped at EOS.
     ``on_progress(done, total)`` is called after each batch. ``stats``, if
     given, receives where the time went (see :func:`greedy_decode`) summed over
-    the batches, plus ``load_s`` (model load or adapter merge) and ``decode_text_s``.
+    the batches, plus ``load_s`` (model load or adapter merge).
     """
     import torch
 
