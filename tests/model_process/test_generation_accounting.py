@@ -145,6 +145,9 @@ def test_greedy_decode_drops_a_finished_row_from_the_batch(recorded):
         assert stop not in alone[1][:1]
         got = generation.greedy_decode(model, ids, 4, {stop}, tok.pad_token_id)
     assert got[1] == alone[1][:1]
+    # The other rows go on (each up to its own first stop token).
+    assert got == [row[: row.index(stop)] if stop in row else row for row in alone]
+    assert any(len(row) == 4 for row in got)
     assert rec.calls[1][0] == 3 and rec.calls[2][0] < 3
 
 
