@@ -41,10 +41,11 @@ from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.models import model_fingerprint, resolve_model
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.outcome_cache import run_key
-from ftdojo_gym.outcome_table import FORMAT, fingerprint_of, grader_fingerprint
+from ftdojo_gym.outcome_table import FORMAT, fingerprint_of
 from ftdojo_gym.recipe_grid import RecipeGrid, describe, recipe_actions
 from ftdojo_gym.results import EvaluationResult, RunResult, SubmissionResult
 from ftdojo_gym.tasks import make_task
+from ftdojo_gym.tasks.fingerprint import grader_fingerprint
 
 
 @contextlib.contextmanager

@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -52,7 +50,8 @@ import ftdojo_gym
 from ftdojo_agents.manual_sft import ManualSFTAgent
 from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.recipes import TaskRecipes, task_recipes
-from ftdojo_gym.tasks.base import EvalItem, RealDataTask, Task
+from ftdojo_gym.tasks.base import EvalItem, Task
+from ftdojo_gym.tasks.fingerprint import grader_fingerprint
 
 RECIPES = ("expert", "format_only", "harmful")
 CHANCE = "chance"
@@ -64,28 +63,6 @@ BOOTSTRAP_SAMPLES = 1000
 
 
 # ------------------------------------------------------------- fingerprints
-
-
-def grader_fingerprint(task: Task) -> str:
-    """A hash of what decides ``task``'s scores: its version and the source of its
-    ``grade``/``aggregate`` and of every ``ftdojo_gym.grading`` module its module uses.
-    Editing a grader (or bumping the task version) changes it."""
-    base = task.base if isinstance(task, RealDataTask) else task
-    digest = hashlib.sha256(f"{type(base).__qualname__}\x00{getattr(base, 'version', '')}".encode())
-    for name in ("grade", "aggregate"):
-        try:
-            digest.update(inspect.getsource(getattr(type(base), name)).encode())
-        except (OSError, TypeError):
-            pass
-    module = sys.modules.get(type(base).__module__)
-    used = sorted({getattr(v, "__module__", "") or "" for v in vars(module).values()} if module else set())
-    for mod_name in used:
-        if mod_name.startswith("ftdojo_gym.grading") and mod_name in sys.modules:
-            try:
-                digest.update(inspect.getsource(sys.modules[mod_name]).encode())
-            except (OSError, TypeError):
-                pass
-    return digest.hexdigest()[:12]
 
 
 @lru_cache(maxsize=64)

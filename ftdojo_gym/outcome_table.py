@@ -12,7 +12,7 @@ File format (JSON lines, written by ``benchmarks/build_outcome_table.py``):
 
 * line 1, the manifest: ``{"kind": "manifest", "format": 1, "task", "task_version",
   "data_seed", "base_model", "base_model_fingerprint", "eval_limit", "grid": {...},
-  "grader": <hash of the task's grading code>, "versions": {...}, "base":
+  "grader": <hash of the task's grading code, :mod:`ftdojo_gym.tasks.fingerprint`>, "versions": {...}, "base":
   {"validation": {"score", "subsets"}, "hidden_test": {"score", "subsets"}}}``;
 * one line per recipe: ``{"kind": "recipe", "recipe": {factor: value}, "key": <run key,
   libraries left out>, "lineage": <the data operations>, "config": {...}, "train":
@@ -26,9 +26,7 @@ version, data seed, split size or grader differ from the env's is refused.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdojo_gym.tasks.base import Task
+from ftdojo_gym.tasks.fingerprint import grader_fingerprint
 
 FORMAT = 1
 #: ``model_dir`` of a run served from a table (it has no weights).
@@ -47,22 +46,6 @@ SHIPPED = "ftdojo_gym.outcome_tables"
 
 class OutcomeTableError(ValueError):
     """A table that cannot be used: missing, corrupt, or built for another task, split or grader."""
-
-
-def grader_fingerprint(task: Task) -> str:
-    """A hash of the code that grades ``task`` (its class's module and the grading modules it imports)."""
-    return _module_fingerprint(type(getattr(task, "base", task)))
-
-
-@functools.cache
-def _module_fingerprint(task_type: type) -> str:
-    module = inspect.getmodule(task_type)
-    parts = [inspect.getsource(module)] if module else []
-    for _name, value in sorted(vars(module).items()) if module else ():
-        mod = inspect.getmodule(value)
-        if mod is not None and mod.__name__.startswith("ftdojo_gym.grading"):
-            parts.append(mod.__name__ + inspect.getsource(mod))
-    return hashlib.sha256("\n".join(sorted(set(parts))).encode()).hexdigest()[:16]
 
 
 def fingerprint_of(lines: list[str]) -> str:

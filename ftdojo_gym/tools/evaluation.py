@@ -24,10 +24,10 @@ from ftdojo_gym.episode import EpisodeState
 from ftdojo_gym.errors import DataError, ErrorClass
 from ftdojo_gym.models import cache_dir, model_fingerprint
 from ftdojo_gym.outcome_cache import OutcomeCache, split_key
-from ftdojo_gym.outcome_table import grader_fingerprint
 from ftdojo_gym.progress import ProgressBar
 from ftdojo_gym.results import ErrorResult, EvaluationResult, SubmissionResult, WrongAnswer
 from ftdojo_gym.tasks.base import EvalItem
+from ftdojo_gym.tasks.fingerprint import grader_fingerprint
 
 BASE = "base"
 
