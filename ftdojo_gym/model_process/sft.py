@@ -62,6 +62,12 @@ LOSS_MODE: Literal["completion", "model", "trl"] = "completion"
 #: 135M model are ~1.6 MB a token in fp32; smaller chunks also carry less padding).
 CHUNK_TOKENS = int(os.environ.get("FTDOJO_TRAIN_CHUNK_TOKENS", "512"))
 
+#: On a CPU bf16-autocast LoRA run, give the frozen linear layers bf16 copies of their
+#: weights for the run (see :func:`_frozen_linears_to_bf16`); False: autocast casts them
+#: at every forward. Off until measured on an idle machine (``FTDOJO_TRAIN_PRECAST_BF16=1`` turns
+#: it on); the losses are bit-identical either way.
+PRECAST_BF16 = os.environ.get("FTDOJO_TRAIN_PRECAST_BF16", "0") == "1"
+
 Emit = Callable[[LogEvent], None]
 
 
@@ -230,9 +236,12 @@ def run_sft(req: TrainRequest, emit: Emit, progress: TrainProgress | None = None
         except BaseException:
             RESIDENT.clear()  # peft may have added some layers before it gave up
             raise
+        swapped = _frozen_linears_to_bf16(model) if (bf16 and not use_cuda and PRECAST_BF16) else []
         try:
             return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
         finally:
+            for module, original in swapped:
+                module.weight = original
             RESIDENT.release_peft(model)
     return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
 
@@ -326,6 +335,29 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
     progress.model_dir = str(out)
     progress.seconds = time.monotonic() - t_start
     return progress
+
+
+def _frozen_linears_to_bf16(model: Any) -> list[tuple[Any, Any]]:
+    """Point every frozen fp32 linear layer of ``model`` (the base layers under LoRA, the LM
+    head) at a bf16 copy of its weight for a CPU bf16-autocast run; returns ``(module,
+    original weight)`` pairs to put back.
+
+    Autocast casts a weight to bf16 at every use unless it requires grad (its cast cache
+    holds trainable leaves only), so a frozen 135M-parameter base was cast again on every
+    forward of every chunk. The copies hold exactly the values those casts gave, so the
+    run is the same; the fp32 weights stay in place for generation.
+    """
+    import torch
+
+    swapped = []
+    with torch.no_grad():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
+                    and not weight.requires_grad and weight.dtype == torch.float32):
+                swapped.append((module, weight))
+                module.weight = torch.nn.Parameter(weight.detach().to(torch.bfloat16), requires_grad=False)
+    return swapped
 
 
 def _wrap_lora(model: Any, cfg: TrainConfig) -> Any:

@@ -303,3 +303,39 @@ def test_a_batch_run_in_chunks_gives_the_same_loss_and_update(tiny_model, tmp_pa
     # doubled chunk changes most of them.
     moved = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
     assert float((moved > 1e-4).float().mean()) < 0.02
+
+
+def test_bf16_copies_of_the_frozen_layers_train_the_same_and_are_put_back(tiny_model, tmp_path, monkeypatch):
+    """Catches: copies that round differently from autocast's casts (other losses), trainable
+    LoRA weights copied (no update), the fp32 base weights not put back after the run (the
+    next evaluation would run a bf16 model)."""
+    monkeypatch.setattr(sft, "cpu_has_fast_bf16", lambda: True)
+    config = {"max_steps": 2, "learning_rate": 1e-2}
+    monkeypatch.setattr(sft, "PRECAST_BF16", False)
+    plain = train(tiny_model, tmp_path, name="plain", config=config)
+    base, _ = RESIDENT.base(tiny_model)
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    monkeypatch.setattr(sft, "PRECAST_BF16", True)
+    seen = []
+    real = sft._frozen_linears_to_bf16
+
+    def spy(model):
+        swapped = real(model)
+        seen.extend((type(m).__name__, m.weight.dtype, m.weight.requires_grad) for m, _ in swapped)
+        return swapped
+
+    monkeypatch.setattr(sft, "_frozen_linears_to_bf16", spy)
+    precast = train(tiny_model, tmp_path, name="precast", config=config)
+    # every linear layer's frozen weight (7 per block and the LM head) ran as a bf16 copy
+    assert len(seen) >= 8 and all(dtype == torch.bfloat16 and not grad for _, dtype, grad in seen)
+    assert [loss for _, loss in precast.losses] == [loss for _, loss in plain.losses]
+    a, b = adapter_weights(tmp_path / "plain"), adapter_weights(tmp_path / "precast")
+    assert all(torch.equal(a[k], b[k]) for k in a) and any(float(v.abs().max()) > 0 for k, v in b.items()
+                                                            if "lora_B" in k)
+    model, _ = RESIDENT.base(tiny_model)
+    assert model is base
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys()
+    assert all(after[n].dtype == torch.float32 and torch.equal(after[n], before[n]) for n in before)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight or not \
+        model.config.tie_word_embeddings
