@@ -94,5 +94,5 @@ def test_lora_adapter_is_merged_and_matches_the_merged_model(tiny_model, tmp_pat
 
 
 def test_missing_adapter_is_an_error(tiny_model, tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"no adapter_config\.json or config\.json"):
         generation.generate(tiny_model, str(tmp_path), ["a"], 2)

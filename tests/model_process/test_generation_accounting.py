@@ -8,6 +8,10 @@ counts worked out by hand. In-process on the tiny models (mutmut sees this code 
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -237,3 +241,61 @@ def test_a_dora_adapter_is_merged_into_a_private_copy(sharp_tiny_model, tmp_path
     plain = generation.generate(sharp_tiny_model, None, PROMPTS, 5, batch_size=3)
     assert plain != got
     assert plain == one_by_one(model, tok, PROMPTS, [5] * len(PROMPTS))
+
+
+class Clock:
+    """A stand-in for ``time.perf_counter`` that moves one second per reading."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_time_is_summed_per_phase_and_counters_add_up_over_calls(recorded, monkeypatch):
+    """With a clock that ticks once per reading, each timed phase adds exactly one second:
+    prefill seconds = prefill calls, decode seconds = decode steps, in both decoding paths,
+    and a second call adds to the same sums. Catches a sum replaced by the last value, or
+    sums that restart on every call."""
+    _, model, tok, _ = recorded
+    ids = generation.render_prompts(tok, PROMPTS)
+    monkeypatch.setattr(generation.time, "perf_counter", Clock())
+    refill: dict = {}
+    with torch.inference_mode():
+        generation.refill_decode(model, ids, LIMITS, 3, set(), tok.pad_token_id, refill)
+        once = dict(refill)
+        generation.refill_decode(model, ids, LIMITS, 3, set(), tok.pad_token_id, refill)
+    assert once["decode_s"] == once["decode_steps"] and once["prefill_s"] == once["prefill_calls"]
+    assert refill == {k: 2 * v for k, v in once.items()}
+    static: dict = {}
+    with torch.inference_mode():
+        generation.greedy_decode(model, ids[:3], 4, set(), tok.pad_token_id, static)
+    # greedy_decode reads the clock at the start, after the prefill and at the end
+    assert static["prefill_s"] == 1 and static["decode_s"] == 1 and static["decode_steps"] == 3
+
+
+def test_load_time_is_the_models_load_not_a_constant(sharp_tiny_model, monkeypatch):
+    generation.load_for_generation(sharp_tiny_model)  # held now: the next load costs nothing
+    monkeypatch.setattr(generation.time, "perf_counter", Clock())
+    stats: dict = {}
+    generation.generate(sharp_tiny_model, None, PROMPTS[:2], 2, stats=stats)
+    assert stats["load_s"] == 1.0
+
+
+def test_a_full_model_folder_that_changes_is_loaded_again(tiny_model, sharp_tiny_model, tmp_path):
+    """Catches: the held model kept although its folder now holds another model."""
+    folder = tmp_path / "full"
+    shutil.copytree(tiny_model, folder)
+    first = generation.generate(tiny_model, str(folder), PROMPTS, 5)
+    shutil.rmtree(folder)
+    shutil.copytree(sharp_tiny_model, folder)
+    later = time.time() + 5  # a newer modification time, as a re-saved model has
+    for f in folder.iterdir():
+        os.utime(f, (later, later))
+    second = generation.generate(tiny_model, str(folder), PROMPTS, 5)
+    assert second != first
+    generation.clear_cache()
+    model, tok = generation.load_for_generation(sharp_tiny_model)
+    assert second == one_by_one(model, tok, PROMPTS, [5] * len(PROMPTS))
