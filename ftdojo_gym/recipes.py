@@ -187,6 +187,9 @@ _DECLARED: dict[type[Task], RecipesDeclaration] = {
     ),
     # Noisy crowd labels taken as they are, and chatty answers put behind the
     # evaluation prompt (the model learns to chat instead of answering in format).
+    # For MolUnd (version 3) the crowd's wrong labels are the scaffold span plus or
+    # minus one unit, in the evaluation format: the harmful recipe trains on them
+    # (no agreement filter), the expert's clean rows are the evaluation format itself.
     ChemCoTTask: lambda task: TaskRecipes(
         clean_sources=("chemcot_sft",),
         expert_template=_EVAL_FORMAT,

@@ -3,8 +3,9 @@
 Mirrors ChemCoTBench (Li et al., "Beyond Chemical QA: Evaluating LLM's Chemical
 Reasoning with Modular Chemical Operations", hub dataset ``OpenMol/ChemCoTBench``):
 
-* ``MolUnd`` — molecule understanding: count a functional group or a ring
-  structure in a molecule, or decide whether a ring system occurs in it.
+* ``MolUnd`` — molecule understanding: give the Murcko scaffold of a molecule
+  (version 3: the scaffold is written as a span of the input SMILES), or decide
+  whether a ring system occurs in it.
 * ``MolEdit`` — add, delete or substitute a named functional group.
 * ``MolOpt`` — modify a molecule so that its LogP, aqueous solubility or QED improves.
 * ``Reaction`` — forward prediction of the major product (acylations).
@@ -15,13 +16,14 @@ and checked with RDKit through :mod:`ftdojo_gym.grading.chemistry_grading`, so
 labels are right by construction and the generation is deterministic in the
 seed. The transformations are regular in SMILES text (an edit appends or
 strips the group's SMILES piece at the end of the molecule; an acylation drops
-the leaving group of the acyl reactant and appends the nucleophile), which a
+the leaving group of the acyl reactant and appends the nucleophile; a Murcko
+scaffold is the input from its first ring atom to its last ring-closure digit), which a
 small model can learn from a few hundred examples, while molecules vary
 enough that memorising answers is no help.
 
 An evaluation prompt is exactly ``"{instruction}\\n{input}"``: ``instruction``
 is a fixed sentence per item kind, ``input`` is the item's line (``Input
-Molecule: <SMILES>, Fragment Name: hydroxyl.``, ``Input Molecule: <SMILES>,
+Molecule: <SMILES>. Give the Murcko scaffold.``, ``Input Molecule: <SMILES>,
 Functional Group to add: nitrile.``, ``Source Molecule: <SMILES>, Property:
 LogP.``, ``Reactants: <A>.<B>, Reagents: <R>.``) and then the format line
 ``The answer should follow the format: Answer: <SMILES>.`` (``<answer>`` for
@@ -43,7 +45,7 @@ as an answer, occurs in any of them):
   (2,000+ tokens); a few short rows are usable after a length filter.
 * a cross-domain source per subtask, from other compound families and in
   another schema, usable after a filter and a transform: ``descriptor_table``
-  (MolUnd), ``matched_pairs`` (MolEdit), ``property_pairs`` (MolOpt, only rows
+  (MolUnd: ``smiles``, ``scaffold`` over other ring systems), ``matched_pairs`` (MolEdit), ``property_pairs`` (MolOpt, only rows
   with ``delta > 0`` are improvements), ``uspto_reactions`` (Reaction:
   sulfonylations, the same leaving-group logic).
 """
@@ -65,11 +67,11 @@ from rdkit import Chem
 from ftdojo_gym.grading.chemistry_grading import (
     GROUP_SMARTS,
     canonical_smiles,
-    count_group,
     count_substructure,
     edit_succeeds,
     grade_item,
     molecular_property,
+    murcko_scaffold,
     optimization_succeeds,
     parse_smiles,
     same_molecule,
@@ -89,26 +91,29 @@ FORMAT_LINE = {
 }
 #: Item kinds of each subtask (reported as the env's subsets).
 KINDS: dict[str, tuple[str, ...]] = {
-    "MolUnd": ("fg_count", "ring_count", "ring_system"),
+    # MolUnd version 3 (docs/dev/task-redesign.md): the Murcko scaffold, and ring-system Yes/No
+    # for fidelity to the benchmark; the shares are in _KIND_MIX.
+    "MolUnd": ("scaffold", "ring_system"),
     "MolEdit": ("add", "delete", "sub"),
     "MolOpt": ("logp", "solubility", "qed"),
     "Reaction": ("esterification", "amide_coupling", "acyl_chloride_amidation", "acyl_chloride_esterification"),
 }
 INSTRUCTIONS: dict[str, str] = {
-    "fg_count": f"{ASSISTANT} Count how many times the named fragment occurs in the input molecule.",
-    "ring_count": f"{ASSISTANT} Count how many times the ring structure occurs in the input molecule.",
+    "scaffold": f"{ASSISTANT} Give the Murcko scaffold of the input molecule (its rings and the linkers "
+                "between them, without side chains) as SMILES.",
     "ring_system": f"{ASSISTANT} Decide whether the ring system occurs in the input molecule (Yes or No).",
     "edit": f"{ASSISTANT} Edit the input molecule as requested and give the SMILES of the modified molecule.",
     "opt": f"{ASSISTANT} Modify the source molecule to improve the property and give the SMILES of the optimized molecule.",
     "reaction": f"{ASSISTANT} Predict the SMILES of the major product of the reaction.",
 }
-_MAX_NEW_TOKENS = {"MolUnd": 12, "MolEdit": 64, "MolOpt": 64, "Reaction": 64}
+_MAX_NEW_TOKENS = {"MolUnd": 32, "MolEdit": 64, "MolOpt": 64, "Reaction": 64}
 #: Real items' generation limit: the gold completion's (or, for MolOpt, the source
 #: molecule's) length in UTF-8 bytes, a bound on its tokens, plus this headroom.
 REAL_TOKEN_HEADROOM = 32
-#: Task version per subtask: MolUnd 2 is the short-molecule redesign (counts 1-3,
-#: systematic crowd errors); the other subtasks keep version 1 and its data.
-_VERSIONS = {"MolUnd": "2", "MolEdit": "1", "MolOpt": "1", "Reaction": "1"}
+#: Task version per subtask: MolUnd 2 was the short-molecule redesign (counts 1-3, at
+#: chance with SmolLM2-135M); MolUnd 3 asks for the Murcko scaffold, a span of the input
+#: (docs/dev/task-redesign.md); the other subtasks keep version 1 and its data.
+_VERSIONS = {"MolUnd": "3", "MolEdit": "1", "MolOpt": "1", "Reaction": "1"}
 #: Task-level metric names (the catalogue has the long form).
 _METRICS = {"MolUnd": "accuracy", "MolEdit": "success rate", "MolOpt": "success rate", "Reaction": "exact match"}
 
@@ -154,16 +159,26 @@ _UND_RINGS = {
     "cyclopropane": "C1CC1",
 }
 _CROSS_UND_RINGS = ("C1CCCCCC1", "c1ccc2ccccc2c1", "C1CCSC1", "c1cnccn1")
-#: Fragments that MolUnd counts: the official group name and the branch written on a chain carbon.
-#: Each branch is a distinct token in SMILES text, so counting is learnable from a few hundred examples.
-_UND_GROUPS: dict[str, tuple[str, ...]] = {
-    "hydroxyl": ("O",), "halo": ("F", "Cl", "Br"), "amine": ("N",), "nitrile": ("C#N",),
-    "nitro": ("[N+](=O)[O-]",), "carboxyl": ("C(=O)O",), "thiol": ("S",),
-}
-# Distractors that never change the count of the asked group.
-_UND_CONFLICTS = {"hydroxyl": {"carboxyl"}, "carboxyl": {"hydroxyl"}}
-#: Counts asked in MolUnd (version 2): 1 to 3, balanced in the evaluation set.
-_UND_MAX_COUNT = 3
+#: The order in which the evaluation's one-ring scaffolds take their ring (MolUnd version 3).
+_UND_RING_ORDER = tuple(_UND_RINGS.values())
+#: MolUnd version 3, the Murcko scaffold (docs/dev/task-redesign.md): a molecule is
+#: ``head + core + tail`` (at least one of head and tail), the core one ring or two rings
+#: joined by a linker, and the answer is the core as written: the span of the input from
+#: its first ring atom to its last ring-closure digit. Heads end with the atom that bonds
+#: the core's first ring atom; tails start with the atom that bonds its last one; neither
+#: has a ring. An item is kept only when RDKit's Murcko scaffold of the molecule is the core.
+_SCAFFOLD_HEADS = ("C", "CC", "CCC", "CC(C)C", "OCC", "N#CC", "ClCC", "O=C(O)C", "CO", "CCO", "O", "N",
+                   "CC(=O)N", "CS")
+_SCAFFOLD_TAILS = ("C", "CC", "CCC", "C(C)C", "CCO", "C(O)C", "CC#N", "C(=O)O", "CCl", "CN", "O", "N", "S", "F",
+                   "Cl", "Br", "OC", "C#N", "[N+](=O)[O-]", "C(F)(F)F", "NC(C)=O")
+_SCAFFOLD_LINKERS = ("", "C", "CC", "CCC", "O", "N", "S", "C(=O)", "OC", "CO", "NC(=O)", "C(=O)N")
+#: The order in which MolUnd items (evaluation and sources) take their kinds: nine
+#: scaffold items, then one ring-system Yes/No. Ring-system questions stay for fidelity
+#: to the benchmark but were at chance in version 2, and a constant Yes scores half of
+#: them, so they are kept at a tenth: the best constant answer then stays below 10 %.
+#: The counting kinds (fg_count, ring_count) are dropped: they were at chance in version
+#: 2, and their 1-3 answers would give a constant a third of their items.
+_KIND_MIX: dict[str, tuple[str, ...]] = {"MolUnd": ("scaffold",) * 9 + ("ring_system",)}
 
 # Reactions: acyl groups R (the acid is R + "C(=O)O", the acyl chloride R + "C(=O)Cl") and nucleophiles.
 _ACYL_R = (
@@ -220,6 +235,9 @@ class _QA:
     molecules: tuple[str, ...]
     #: Extra fields some sources expose (raw molecules, group, property, ...).
     raw: dict[str, str] = field(default_factory=dict)
+    #: Canonical SMILES of other molecules a source shows with the question (the careless
+    #: answer), which must not be reserved either but are not reserved themselves.
+    shown: tuple[str, ...] = ()
 
     @property
     def input(self) -> str:
@@ -243,7 +261,7 @@ class _Reserved:
         self.molecules.update(qa.molecules)
 
     def clashes(self, qa: _QA) -> bool:
-        return any(m in self.molecules for m in qa.molecules)
+        return any(m in self.molecules for m in (*qa.molecules, *qa.shown))
 
 
 def _canon(smiles: str) -> str | None:
@@ -266,55 +284,103 @@ def _chain(rng: random.Random, units: list[str]) -> str:
     return "C" + "".join(u + rng.choice(("", "C")) for u in units)
 
 
-def _molund(rng: random.Random, kind: str, target: int | bool | None = None, cross: bool = False) -> _QA | None:
-    """One MolUnd question (version 2): short molecules (one small backbone, at most
-    one distractor), counts 1-3, so that the answer depends on the molecule in a way
-    a small model can learn. ``wrong`` is systematic: one more than the count (the
-    attachment carbon counted too) and the opposite Yes/No."""
+#: SMILES text as tokens: bracket atoms, two-letter halogens, ring-closure digits (``%nn``
+#: or one digit), then any single character (an atom letter, a bond, a parenthesis).
+_SMILES_TOKEN = re.compile(r"\[[^\]]*\]|Br|Cl|%\d\d|\d|.")
+_ATOM_TOKEN = re.compile(r"\[[^\]]*\]|Br|Cl|[BCNOPSFI]|[bcnops]")
+
+
+def _smiles_tokens(smiles: str) -> list[re.Match[str]]:
+    return list(_SMILES_TOKEN.finditer(smiles))
+
+
+def scaffold_span(smiles: str) -> str | None:
+    """MolUnd's span rule (version 3): ``smiles`` from the first ring atom (the atom
+    written before the first ring-closure digit) to the last ring-closure digit;
+    ``None`` when it has no ring. On the generator's molecules this is the Murcko
+    scaffold, as it is written in the input."""
+    tokens = _smiles_tokens(smiles)
+    closures = [i for i, t in enumerate(tokens) if t.group()[0].isdigit() or t.group()[0] == "%"]
+    if not closures:
+        return None
+    first_atom = next((i for i in range(closures[0] - 1, -1, -1) if _ATOM_TOKEN.fullmatch(tokens[i].group())), None)
+    if first_atom is None:
+        return None
+    return smiles[tokens[first_atom].start():tokens[closures[-1]].end()]
+
+
+def _renumbered(ring: str, offset: int) -> str:
+    """``ring`` with every ring-closure digit raised by ``offset`` (a second ring's own digits)."""
+    return re.sub(r"\d", lambda m: str(int(m.group()) + offset), ring)
+
+
+def _scaffold_wrong(rng: random.Random, core: str, head: str, tail: str, first_ring: str | None) -> str:
+    """A careless scaffold: the gold span plus one unit (the first atom of the tail, or
+    without a tail the last atom of the head) or, for a two-ring core, minus one (only
+    the first ring). Every candidate is a span of the input and a different molecule."""
+    plus = core + _ATOM_TOKEN.match(tail).group() if tail else _ATOM_TOKEN.findall(head)[-1] + core
+    candidates = [plus] if first_ring is None else rng.sample([plus, first_ring], 2)
+    return next(w for w in candidates if parse_smiles(w) is not None and not same_molecule(w, core))
+
+
+def _molund_scaffold(rng: random.Random, rings: Sequence[str], n_rings: int | None, ring: str | None) -> _QA | None:
+    """A Murcko-scaffold question (MolUnd version 3): ``head + core + tail``, kept only
+    when RDKit's Murcko scaffold of the molecule is the core and the span rule finds it;
+    ``ring`` fixes the (first) ring of the core."""
+    n_rings = n_rings if n_rings in (1, 2) else rng.randint(1, 2)
+    first = ring or rng.choice(rings)
+    core, first_ring = first, None
+    if n_rings == 2:
+        offset = max(int(d) for d in re.findall(r"\d", first))
+        core, first_ring = first + rng.choice(_SCAFFOLD_LINKERS) + _renumbered(rng.choice(rings), offset), first
+    side = rng.choice(("head", "tail", "both"))
+    head = rng.choice(_SCAFFOLD_HEADS) if side != "tail" else ""
+    tail = rng.choice(_SCAFFOLD_TAILS) if side != "head" else ""
+    smiles = head + core + tail
+    mol = parse_smiles(smiles)
+    if mol is None or scaffold_span(smiles) != core:
+        return None
+    scaffold = murcko_scaffold(mol)
+    if scaffold is None or Chem.MolToSmiles(scaffold, isomericSmiles=False) != _canon(core):
+        return None
+    question = f"Input Molecule: {smiles}. Give the Murcko scaffold."
+    meta = {"check": "smiles", "answer": core, "smiles": smiles}
+    raw = {"smiles": smiles, "scaffold": core}
+    wrong = _scaffold_wrong(rng, core, head, tail, first_ring)
+    canon = Chem.MolToSmiles(mol, isomericSmiles=False)
+    # The careless answer must not be reserved either: the crowd source shows it, and a ring
+    # plus one atom (``c1ccccc1C``) can be an evaluation item's input molecule.
+    shown = (_canon(wrong),)
+    return _QA("MolUnd", "scaffold", INSTRUCTIONS["scaffold"], question, core, wrong, meta, (canon,), raw,
+               shown)  # type: ignore[arg-type]
+
+
+def _molund(rng: random.Random, kind: str, target: int | bool | None = None, cross: bool = False,
+            ring: str | None = None) -> _QA | None:
+    """One MolUnd question (version 3): ``scaffold`` (the Murcko scaffold, a span of the
+    input; ``target`` = its number of rings, 1 or 2; ``ring`` = its first ring) or ``ring_system`` (Yes/No, as in
+    version 2; ``target`` = present). ``wrong`` is systematic: the scaffold span plus
+    or minus one unit (:func:`_scaffold_wrong`), the opposite Yes/No."""
     rings = _CROSS_UND_RINGS if cross else tuple(_UND_RINGS.values())
-    if kind == "fg_count":
-        group = rng.choice(sorted(_UND_GROUPS))
-        n = target if isinstance(target, int) else rng.randint(1, _UND_MAX_COUNT)
-        others = [g for g in _UND_GROUPS if g != group and g not in _UND_CONFLICTS.get(group, ())]
-        units = [f"C({rng.choice(_UND_GROUPS[group])})" for _ in range(n)]
-        units += [f"C({rng.choice(_UND_GROUPS[rng.choice(others)])})" for _ in range(rng.randint(0, 1))]
-        units += [rng.choice(rings) for _ in range(1 if cross else rng.randint(0, 1))]
-        smiles = _chain(rng, units)
-        mol = parse_smiles(smiles)
-        if mol is None or count_group(mol, group) != n:
-            return None
-        question = f"Input Molecule: {smiles}, Fragment Name: {group}."
-        answer, wrong = str(n), str(n + 1)
-        meta = {"check": "count", "answer": n, "smiles": smiles, "fragment": group}
-        raw = {"smiles": smiles, "fragment": group, "count": str(n)}
-    elif kind == "ring_count":
-        ring = rng.choice(rings)
-        n = target if isinstance(target, int) else rng.randint(1, _UND_MAX_COUNT)
-        units = [ring] * n + [rng.choice([r for r in rings if r != ring]) for _ in range(rng.randint(0, 1))]
-        units += [f"C({rng.choice(('O', 'C', 'F', 'N'))})" for _ in range(rng.randint(0, 1))]
-        smiles = _chain(rng, units)
-        mol = parse_smiles(smiles)
-        if mol is None or count_substructure(mol, ring) != n:
-            return None
-        question = f"Input Molecule: {smiles}, Ring Structure: {ring}."
-        answer, wrong = str(n), str(n + 1)
-        meta = {"check": "count", "answer": n, "smiles": smiles, "ring": ring}
-        raw = {"smiles": smiles, "fragment": ring, "count": str(n)}
-    else:
-        ring = rng.choice(rings)
-        present = rng.random() < 0.5 if target is None else bool(target)
-        others = [r for r in rings if r != ring]
-        # Two rings either way, so that the length of the molecule does not give the answer away.
-        units = [rng.choice(others), ring if present else rng.choice(others)]
-        units += [f"C({rng.choice(('O', 'C', 'F', 'N'))})" for _ in range(rng.randint(0, 1))]
-        smiles = _chain(rng, units)
-        mol = parse_smiles(smiles)
-        if mol is None or (count_substructure(mol, ring) > 0) != present:
-            return None
-        question = f"Input Molecule: {smiles}, Ring System: {ring}."
-        answer, wrong = ("Yes", "No") if present else ("No", "Yes")
-        meta = {"check": "yes_no", "answer": answer, "smiles": smiles, "ring": ring}
-        raw = {"smiles": smiles, "fragment": ring, "count": answer}
+    if kind == "scaffold":
+        n_rings = target if isinstance(target, int) and not isinstance(target, bool) else None
+        return _molund_scaffold(rng, rings, n_rings, ring)
+    if kind != "ring_system":
+        raise ValueError(f"unknown MolUnd kind {kind!r}")
+    ring = rng.choice(rings)
+    present = rng.random() < 0.5 if target is None else bool(target)
+    others = [r for r in rings if r != ring]
+    # Two rings either way, so that the length of the molecule does not give the answer away.
+    units = [rng.choice(others), ring if present else rng.choice(others)]
+    units += [f"C({rng.choice(('O', 'C', 'F', 'N'))})" for _ in range(rng.randint(0, 1))]
+    smiles = _chain(rng, units)
+    mol = parse_smiles(smiles)
+    if mol is None or (count_substructure(mol, ring) > 0) != present:
+        return None
+    question = f"Input Molecule: {smiles}, Ring System: {ring}."
+    answer, wrong = ("Yes", "No") if present else ("No", "Yes")
+    meta = {"check": "yes_no", "answer": answer, "smiles": smiles, "ring": ring}
+    raw = {"smiles": smiles, "fragment": ring, "count": answer}
     canon = Chem.MolToSmiles(mol, isomericSmiles=False)
     return _QA("MolUnd", kind, INSTRUCTIONS[kind], question, answer, wrong, meta, (canon,), raw)
 
@@ -478,8 +544,8 @@ class ChemCoTTask(Task):
     """ChemCoTBench: molecule understanding, editing, optimization and reaction prediction on SMILES.
 
     **Description.** One of four subtasks of ChemCoTBench (``subtask``):
-    ``MolUnd`` counts a named functional group or a ring structure in a
-    molecule, or decides whether a ring system occurs in it; ``MolEdit`` adds,
+    ``MolUnd`` gives the Murcko scaffold of a molecule (its rings and the
+    linkers between them), or decides whether a ring system occurs in it; ``MolEdit`` adds,
     deletes or substitutes a functional group (hydroxyl, amine, halo, nitrile,
     aldehyde, carboxyl, thiol, nitro, ketone, benzene ring); ``MolOpt``
     modifies a molecule to raise its LogP, its aqueous solubility (logS) or its
@@ -488,8 +554,9 @@ class ChemCoTTask(Task):
 
     **Prompt and answer format.** ``"{instruction}\\n{input}"``: a fixed
     instruction per item kind, the item's line (e.g. ``Input Molecule: <SMILES>,
-    Functional Group to add: nitrile.``) and the format line; the model answers
-    ``Answer: <SMILES>`` (``Answer: <number>`` or ``Answer: Yes/No`` for MolUnd).
+    Functional Group to add: nitrile.`` or ``Input Molecule: <SMILES>. Give the
+    Murcko scaffold.``) and the format line; the model answers ``Answer:
+    <SMILES>`` (``Answer: Yes/No`` for MolUnd's ring-system items).
 
     **Metric.** Per item in ``[0, 1]``, with RDKit
     (:mod:`ftdojo_gym.grading.chemistry_grading`), re-implementing the official
@@ -499,10 +566,15 @@ class ChemCoTTask(Task):
     Yes/No and Murcko soft scores all equal the official numbers). The official
     behaviour is the default: MolUnd exact count or Yes/No (the official count
     score is the MAE of the same answers; accuracy is reported here so the
-    score is in ``[0, 1]``), Murcko scaffolds by the official soft score
-    (1 for the same Murcko scaffold, else the Tanimoto similarity of the
+    score is in ``[0, 1]``), real Murcko scaffold items by the official soft
+    score (1 for the same Murcko scaffold, else the Tanimoto similarity of the
     scaffolds; it takes the scaffold of the answer, so repeating the input
-    molecule scores 1, as officially; only real data has scaffold items);
+    molecule scores 1, as officially); offline MolUnd scaffold items (version
+    3) by exact scaffold, deliberately stricter: the answer must be the same
+    molecule as the reference scaffold (canonical SMILES or InChI, so any
+    SMILES of it passes), and repeating the input scores 0 (under the soft
+    score it would score 1 on every item; the official soft score of these
+    items is not yet reported next to the subsets);
     MolEdit success by the official group-count check only;
     MolOpt success when the property of the answer is strictly higher than the
     source's and (deliberately stricter than the official ``success_rate``,
@@ -522,10 +594,23 @@ class ChemCoTTask(Task):
     (an added chlorine) lower penalized logP. The task score is the mean; the
     env also reports each item kind as a subset.
 
-    **MolUnd version 2.** Short molecules (one backbone, at most one
-    distractor), counts 1-3 and Yes/No balanced in both splits; chance is about
-    39 % (1/3 for counts, 1/2 for Yes/No). The crowd source's wrong labels are
-    systematic (one more than the count, the opposite Yes/No).
+    **MolUnd version 3** (``docs/dev/task-redesign.md``; version 2's counts
+    and Yes/No sat at chance with SmolLM2-135M). Nine items in ten ask for the
+    Murcko scaffold of ``head + core + tail``: the core is one ring or two
+    rings joined by a linker, at least one of head and tail is there, and the
+    gold answer is the core as written in the input, the span from its first
+    ring atom to its last ring-closure digit (kept only when RDKit's Murcko
+    scaffold of the molecule is the core). One item in ten is a ring-system
+    Yes/No question, kept for fidelity; the counting kinds are dropped. One-
+    and two-ring scaffolds alternate and Yes/No is balanced in both splits,
+    each ring as often as the others among one-ring scaffolds, so no constant
+    answer scores more than 5 %; repeating the input scores 0 and another
+    item's answer about 3 %. The crowd source's wrong labels are systematic:
+    the gold span plus one unit (the first atom of the tail or, without a
+    tail, the last atom of the head) or, for two-ring cores, only the first
+    ring; the opposite Yes/No. Not yet measured with SmolLM2-135M: the
+    calibration (expert, format-only, harmful) is pending, and the official
+    soft scaffold score is not yet reported next to the subsets.
 
     **Splits.** ``EVAL_SIZE`` = 200 items, the kinds interleaved so that the
     first 100 (validation) and the last 100 (hidden test) cover each kind.
@@ -549,7 +634,7 @@ class ChemCoTTask(Task):
     when one exists. Generation limits come from each real item: its gold
     completion (for MolOpt, also its source molecule) in UTF-8 bytes plus
     ``REAL_TOKEN_HEADROOM`` = 32, never below the subtask's offline limit (a
-    real Murcko scaffold does not fit MolUnd's 12 tokens).
+    real Murcko scaffold is far longer than an offline one).
 
     **Default budget.** 200,000 training tokens (the expert recipe uses about
     40,000: 40 steps of 8 examples).
@@ -570,6 +655,8 @@ class ChemCoTTask(Task):
         self.version = _VERSIONS[subtask]
         self.max_new_tokens = _MAX_NEW_TOKENS[subtask]
         self.kinds = KINDS[subtask]
+        #: The kinds of consecutive items (evaluation and sources), repeated.
+        self.kind_mix = _KIND_MIX.get(subtask, self.kinds)
         self.source_specs = (*COMMON_SOURCES, CROSS_DOMAIN_SOURCES[subtask])
         self.source_seed = f"chemcot/{subtask}/{{seed}}/{{source}}"
         self._eval_cache: dict[int, list[_QA]] = {}
@@ -587,13 +674,19 @@ class ChemCoTTask(Task):
                 kwargs_all = {}
             qas: list[_QA] = []
             pairs = self._reaction_pairs(rng)
+            made: dict[str, int] = {}
             for i in range(EVAL_SIZE):
-                kind = self.kinds[i % len(self.kinds)]
-                rnd = i // len(self.kinds)
+                kind = self.kind_mix[i % len(self.kind_mix)]
+                made[kind] = made.get(kind, 0) + 1
                 kwargs: dict[str, Any] = dict(kwargs_all)
                 if self.subtask == "MolUnd":
-                    # Balanced answers in both halves: counts 1-3 in turn, Yes and No alternating.
-                    kwargs["target"] = (rnd % _UND_MAX_COUNT) + 1 if kind != "ring_system" else rnd % 2 == 0
+                    # Balanced in both halves: one- and two-ring scaffolds in turn, each ring as
+                    # often as the others among the one-ring scaffolds (so no constant answer
+                    # fits more than 5 %), Yes and No alternating.
+                    turn, rounds = (made[kind] - 1) % 2, (made[kind] - 1) // 2
+                    kwargs["target"] = turn + 1 if kind == "scaffold" else turn == 0
+                    if kind == "scaffold" and turn == 0:
+                        kwargs["ring"] = _UND_RING_ORDER[rounds % len(_UND_RING_ORDER)]
                 elif self.subtask == "Reaction":
                     # Each (acyl group, nucleophile) pair once: its product is unique to the item.
                     pool = pairs[_REACTION_CLASSES[kind][1]]
@@ -667,7 +760,7 @@ class ChemCoTTask(Task):
         return reserved
 
     def _kind_cycle(self, n: int) -> list[str]:
-        return [self.kinds[i % len(self.kinds)] for i in range(n)]
+        return [self.kind_mix[i % len(self.kind_mix)] for i in range(n)]
 
     def _qas(self, rng: random.Random, reserved: _Reserved, n: int) -> list[_QA]:
         kwargs = {"bodies": reserved.bodies} if self.subtask == "MolOpt" else {}
@@ -729,9 +822,9 @@ class ChemCoTTask(Task):
     def _descriptor_table(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for _ in range(rng.randint(1000, 1200)):
-            qa = _generate(rng, "MolUnd", "fg_count", reserved, cross=True)
+            qa = _generate(rng, "MolUnd", "scaffold", reserved, cross=True)
             rows.append({"library": rng.choice(("fragrance", "agrochemical", "dye", "polymer additive")),
-                         "smiles": qa.raw["smiles"], "fragment": qa.raw["fragment"], "count": int(qa.raw["count"])})
+                         "smiles": qa.raw["smiles"], "scaffold": qa.raw["scaffold"]})
         return rows
 
     def _matched_pairs(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
@@ -1007,7 +1100,7 @@ COMMON_SOURCES: tuple[SourceSpec, ...] = (
 CROSS_DOMAIN_SOURCES: dict[str, SourceSpec] = {
     "MolUnd": SourceSpec(
         "descriptor_table",
-        "Fragment counts from a descriptor database of other compound libraries (smiles, fragment, count).",
+        "Murcko scaffolds from a descriptor database of other compound libraries (smiles, scaffold).",
         ChemCoTTask._descriptor_table),
     "MolEdit": SourceSpec(
         "matched_pairs",

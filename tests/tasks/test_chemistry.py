@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from rdkit import Chem
+from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from ftdojo_gym.data.workspace import render_template
 from ftdojo_gym.grading.chemistry_grading import (
     canonical_smiles,
-    count_group,
     count_substructure,
     edit_succeeds,
     grade_item,
@@ -46,15 +46,15 @@ SCHEMAS = {
     "patent_extracts": CLEAN,
 }
 CROSS = {
-    "MolUnd": ("descriptor_table", {"library", "smiles", "fragment", "count"}),
+    "MolUnd": ("descriptor_table", {"library", "smiles", "scaffold"}),
     "MolEdit": ("matched_pairs", {"source_smiles", "target_smiles", "edit", "group"}),
     "MolOpt": ("property_pairs", {"smiles_a", "smiles_b", "property", "delta"}),
     "Reaction": ("uspto_reactions", {"rxn_smiles", "reactants", "reagents", "product", "rxn_class"}),
 }
 # How the cross-domain source becomes training pairs in the evaluation format.
 CROSS_TEMPLATES = {
-    "MolUnd": (INSTRUCTIONS["fg_count"] + "\nInput Molecule: {smiles}, Fragment Name: {fragment}.\n" + FORMAT_LINE["MolUnd"],
-               "Answer: {count}"),
+    "MolUnd": (INSTRUCTIONS["scaffold"] + "\nInput Molecule: {smiles}. Give the Murcko scaffold.\n" + FORMAT_LINE["MolUnd"],
+               "Answer: {scaffold}"),
     "MolEdit": (INSTRUCTIONS["edit"] + "\nInput Molecule: {source_smiles}, Functional Group to add: {group}.\n"
                 + FORMAT_LINE["MolEdit"], "Answer: {target_smiles}"),
     "MolOpt": (INSTRUCTIONS["opt"] + "\nSource Molecule: {smiles_a}, Property: {property}.\n" + FORMAT_LINE["MolOpt"],
@@ -79,21 +79,19 @@ def molecules_of(line: str) -> list[str]:
     if line.startswith("Reactants: "):
         reactants = line[len("Reactants: "):].split(", Reagents:")[0]
         return reactants.split(".")
-    match = re.match(r"(?:Input|Source) Molecule: (\S+),", line)
+    match = re.match(r"(?:Input|Source) Molecule: (\S+?)(?:,|\. Give)", line)
     return [match.group(1)] if match else []
 
 
 def independent_answer_ok(subtask: str, line: str, answer: str) -> bool:
     """Re-derives an item's verdict from its text alone (not from the generator's meta)."""
     if subtask == "MolUnd":
-        smiles, rest = re.match(r"Input Molecule: (\S+), (.*)\.$", line).groups()
-        mol = Chem.MolFromSmiles(smiles)
-        name, value = rest.split(": ")
-        if name == "Fragment Name":
-            return answer == str(count_group(mol, value))
-        if name == "Ring Structure":
-            return answer == str(count_substructure(mol, value))
-        return answer == ("Yes" if count_substructure(mol, value) else "No")
+        scaffold = re.fullmatch(r"Input Molecule: (\S+)\. Give the Murcko scaffold\.", line)
+        if scaffold:  # version 3: the same molecule as RDKit's Murcko scaffold of the input
+            core = MurckoScaffold.GetScaffoldForMol(Chem.MolFromSmiles(scaffold.group(1)))
+            return canonical_smiles(answer) == Chem.MolToSmiles(core, isomericSmiles=False)
+        smiles, ring = re.match(r"Input Molecule: (\S+), Ring System: (\S+)\.$", line).groups()
+        return answer == ("Yes" if count_substructure(Chem.MolFromSmiles(smiles), ring) else "No")
     if subtask == "MolEdit":
         smiles = molecules_of(line)[0]
         added = re.search(r"to add: (\w+)", line)
@@ -135,12 +133,15 @@ def test_split_coverage(subtask: str) -> None:
     assert len({i.prompt for i in its}) == EVAL_SIZE
     validation, hidden_test = task(subtask).split(its)
     half = len(validation)
+    mix = task(subtask).kind_mix  # the kinds' shares (MolUnd version 3: nine scaffolds to one ring system)
     for split in (validation, hidden_test):
         counts = Counter(i.subset for i in split)
-        assert set(counts) == set(KINDS[subtask]) and min(counts.values()) >= half // len(KINDS[subtask]) - 1
+        assert set(counts) == set(KINDS[subtask])
+        assert all(counts[k] >= half * mix.count(k) // len(mix) - 1 for k in KINDS[subtask]), counts
         if subtask == "MolUnd":
-            answers = Counter(i.reference for i in split if i.subset != "ring_system")
-            assert set(answers) == {f"Answer: {n}" for n in range(1, 4)}  # MolUnd version 2: counts 1-3
+            rings = Counter(Chem.rdMolDescriptors.CalcNumRings(Chem.MolFromSmiles(i.meta["answer"]))
+                            for i in split if i.subset == "scaffold")
+            assert set(rings) == {1, 2} and abs(rings[1] - rings[2]) <= 1  # one- and two-ring scaffolds
             yes_no = Counter(i.reference for i in split if i.subset == "ring_system")
             assert abs(yes_no["Answer: Yes"] - yes_no["Answer: No"]) <= 1
 
@@ -199,7 +200,8 @@ def test_no_eval_question_or_molecule_in_sources(subtask: str) -> None:
     for item in its:
         line = item.prompt.split("\n")[1]
         assert line not in corpus, item.id
-        for smiles in molecules_of(line)[:1] + [item.meta.get("answer")]:
+        # MolUnd's answers are scaffolds, which recur across items by design: only its questions are reserved.
+        for smiles in molecules_of(line)[:1] + ([item.meta.get("answer")] if subtask != "MolUnd" else []):
             if isinstance(smiles, str) and parse_smiles(smiles) is not None:
                 eval_molecules.add(canonical_smiles(smiles))
     # No evaluation molecule (question or answer) is a question or answer of the clean source.
@@ -342,6 +344,7 @@ def test_real_gold_answers_fit_their_generation_limits(subtask: str, token_count
     assert real.grade(its, cut) == [1.0] * len(its)
     if subtask == "MolUnd":  # the fixed offline limit would cut every real scaffold
         scaffolds = [i for i in its if i.meta["check"] == "scaffold"]
-        assert scaffolds and all(len(token_counter.encode(i.reference).ids) > 12 for i in scaffolds)
+        assert scaffolds and all(len(token_counter.encode(i.reference).ids) > task(subtask).max_new_tokens
+                                 for i in scaffolds)
     offline = task(subtask)
     assert {offline.max_new_tokens_for(i) for i in offline.eval_items(0)} == {offline.max_new_tokens}
