@@ -57,16 +57,19 @@ LOSS_MODE: Literal["completion", "model", "trl"] = "completion"
 #: normalised by the whole batch's labelled tokens), at a fraction of the activation
 #: memory. ``FTDOJO_TRAIN_CHUNK_TOKENS`` in the worker's environment overrides it
 #: (0: never split). Measured here (SmolLM2-135M, LoRA r16, batches of 8 TableBench-like
-#: pairs, ~1,800 padded tokens, 4 steps on one core): peak RSS 4.85 GB unsplit, 2.94 GB at
-#: 1024, 2.31 GB at 512, 2.10 GB at 256; tokens/s 269, 315, 293, 248 (activations of a
-#: 135M model are ~1.6 MB a token in fp32; smaller chunks also carry less padding).
+#: pairs, ~1,800 padded tokens, 4 steps on one core, in-process): peak RSS 4.85 GB unsplit,
+#: 2.94 GB at 1024, 2.31 GB at 512, 2.10 GB at 256 (activations of a 135M model are
+#: ~1.6 MB a token in fp32). In the worker with 2 threads (``train_throughput``, idle):
+#: 4.74 GB unsplit, 3.42 GB at 1024, 3.05 GB at 512; the split costs some speed there
+#: (515 vs 545 tokens/s unsplit vs 512, within the run-to-run noise of about 10 %).
 CHUNK_TOKENS = int(os.environ.get("FTDOJO_TRAIN_CHUNK_TOKENS", "512"))
 
 #: On a CPU bf16-autocast LoRA run, give the frozen linear layers bf16 copies of their
 #: weights for the run (see :func:`_frozen_linears_to_bf16`); False: autocast casts them
-#: at every forward. Off until measured on an idle machine (``FTDOJO_TRAIN_PRECAST_BF16=1`` turns
-#: it on); the losses are bit-identical either way.
-PRECAST_BF16 = os.environ.get("FTDOJO_TRAIN_PRECAST_BF16", "0") == "1"
+#: at every forward of every chunk (``FTDOJO_TRAIN_PRECAST_BF16=0``). The losses are
+#: bit-identical either way; measured on an idle 2-core AVX512-BF16 machine
+#: (``benchmarks/perf/train_throughput.py``, 16 steps): 557 vs 508 tokens/s.
+PRECAST_BF16 = os.environ.get("FTDOJO_TRAIN_PRECAST_BF16", "1") != "0"
 
 Emit = Callable[[LogEvent], None]
 
