@@ -146,9 +146,11 @@ def test_generate_through_the_worker(worker, tiny_model):
     assert bad.status == "error" and bad.error_class == "DATA"
 
 
-def test_oom_under_a_memory_limit_is_reported_and_recovered(tiny_model, tmp_path):
+def test_oom_under_a_memory_limit_is_reported_and_recovered(tiny_model, tmp_path, monkeypatch):
     # The tiny worker peaks at ~2.5 GB of address space. 32 completions of ~900 tokens need
-    # ~6 GB for their fp32 logits alone: that fits in this machine's RAM but not in the limit.
+    # ~6 GB for their fp32 logits alone when the batch runs in one pass (chunks off in the
+    # child): that fits in this machine's RAM but not in the limit.
+    monkeypatch.setenv("FTDOJO_TRAIN_CHUNK_TOKENS", "0")
     data = write_jsonl(tmp_path / "huge.jsonl", [{"prompt": "Write.", "completion": "table " * 900}] * 32)
     with ModelWorker(memory_limit_gb=4) as w:
         res = w.train(request(tiny_model, data, tmp_path / "o",
@@ -157,6 +159,17 @@ def test_oom_under_a_memory_limit_is_reported_and_recovered(tiny_model, tmp_path
         ok = w.train(request(tiny_model, write_jsonl(tmp_path / "s.jsonl", toy_rows(8)), tmp_path / "o2",
                              config={"max_steps": 1}))
         assert ok.status == "ok", ok.traceback
+
+
+def test_the_same_batch_fits_the_memory_limit_in_chunks(tiny_model, tmp_path, monkeypatch):
+    """The default: the batch above runs as row chunks (``sft.CHUNK_TOKENS``) and fits."""
+    monkeypatch.delenv("FTDOJO_TRAIN_CHUNK_TOKENS", raising=False)
+    data = write_jsonl(tmp_path / "huge.jsonl", [{"prompt": "Write.", "completion": "table " * 900}] * 32)
+    with ModelWorker(memory_limit_gb=4) as w:
+        res = w.train(request(tiny_model, data, tmp_path / "o",
+                              config={"batch_size": 32, "max_len": 1024, "max_steps": 1}))
+    assert res.status == "ok", res.traceback
+    assert res.train_tokens > 28_000 and 0 < res.peak_rss_gb < 4
 
 
 @pytest.mark.parametrize("sig, error_class", [(signal.SIGKILL, "ENV"), (signal.SIGTERM, "ENV")])
