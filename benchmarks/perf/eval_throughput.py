@@ -49,21 +49,30 @@ def tablebench_prompts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     return [it.prompt for it in picked], [task.max_new_tokens_for(it) for it in picked]
 
 
+def generate_each(model, tokenizer, prompts: list[str], max_new: list[int]) -> list[str]:
+    """Greedy ``model.generate`` on each chat-formatted prompt alone, with its own token limit
+    (the generation tests compare the env's batched paths against this too)."""
+    import torch
+
+    outs = []
+    with torch.inference_mode():
+        for p, m in zip(prompts, max_new, strict=True):
+            enc = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=True)
+            out = model.generate(**enc, max_new_tokens=m, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            outs.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return outs
+
+
 def one_by_one(model_path: str, prompts: list[str], max_new: list[int]) -> tuple[list[str], float]:
-    """The reference: a plain loop of ``model.generate`` calls, one prompt each."""
+    """The reference: a plain loop of ``model.generate`` calls, one prompt each, and its seconds."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    outs = []
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for p, m in zip(prompts, max_new, strict=True):
-            enc = tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
-            out = model.generate(**enc, max_new_tokens=m, do_sample=False, pad_token_id=tok.pad_token_id)
-            outs.append(tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    outs = generate_each(model, tok, prompts, max_new)
     return outs, time.perf_counter() - t0
 
 
