@@ -77,10 +77,10 @@ def grading_sources(task_type: type) -> dict[str, str]:
                 for k in own:  # self.<name>: a method, or a class-level value
                     if name in vars(k):
                         value = vars(k)[name]
-                        if callable(_unwrap(value)) or isinstance(value, (staticmethod, classmethod, property)):
+                        if callable(_unwrap(value)):  # methods, static/class methods, properties
                             todo.append(value)
-                        elif _constant_text(value) is not None:
-                            parts[f"{k.__module__}.{k.__qualname__}.{name}"] = _constant_text(value)
+                        elif (text := _constant_text(value)) is not None:
+                            parts[f"{k.__module__}.{k.__qualname__}.{name}"] = text
     return parts
 
 
