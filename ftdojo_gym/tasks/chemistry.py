@@ -290,16 +290,12 @@ _SMILES_TOKEN = re.compile(r"\[[^\]]*\]|Br|Cl|%\d\d|\d|.")
 _ATOM_TOKEN = re.compile(r"\[[^\]]*\]|Br|Cl|[BCNOPSFI]|[bcnops]")
 
 
-def _smiles_tokens(smiles: str) -> list[re.Match[str]]:
-    return list(_SMILES_TOKEN.finditer(smiles))
-
-
 def scaffold_span(smiles: str) -> str | None:
     """MolUnd's span rule (version 3): ``smiles`` from the first ring atom (the atom
     written before the first ring-closure digit) to the last ring-closure digit;
     ``None`` when it has no ring. On the generator's molecules this is the Murcko
     scaffold, as it is written in the input."""
-    tokens = _smiles_tokens(smiles)
+    tokens = list(_SMILES_TOKEN.finditer(smiles))
     closures = [i for i, t in enumerate(tokens) if t.group()[0].isdigit() or t.group()[0] == "%"]
     if not closures:
         return None
