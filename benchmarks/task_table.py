@@ -34,6 +34,7 @@ so rows measured on other data, recipes or graders show as stale and are rerun.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import random
@@ -278,6 +279,21 @@ def save_results(path: Path, results: list[dict[str, Any]]) -> None:
     atomic_write_text(path, json.dumps(results, indent=1))
 
 
+def append_result(path: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Append ``row`` to the results file and return every row in it.
+
+    The file is read again under an exclusive lock (``<path>.lock``) before the write, so
+    several runs on different tasks (e.g. two one-thread processes on two cores) can share
+    one file without losing each other's rows.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = [*load_results(path), row]
+        save_results(path, results)
+    return results
+
+
 def latest_rows(results: list[dict[str, Any]],
                 fingerprint: Callable[[str, int, str | None], str] = task_fingerprint) -> dict[tuple[str, str], dict[str, Any]]:
     """The latest row per ``(task, recipe)`` whose fingerprint is current (older rows are stale)."""
@@ -412,8 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.rerun or not any(r["task"] == task_id and r.get("recipe") == CHANCE
                                      and r.get("eval_items") == args.eval_limit and r.get("seed") == args.seed
                                      and r.get("task_fingerprint") == fingerprint for r in results):
-                results.append(chance_row(task_id, args, fingerprint))
-                save_results(args.out, results)
+                results[:] = append_result(args.out, chance_row(task_id, args, fingerprint))
             for recipe in recipes:
                 fingerprint = task_fingerprint(task_id, args.seed, recipe)
                 done = any(r["task"] == task_id and r.get("recipe") == recipe and r.get("model") == args.model
@@ -423,8 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 if done and not args.rerun:
                     console.print(f"{task_id} {recipe}: done, skipped (--rerun to repeat)")
                     continue
-                results.append(run_recipe(task_id, recipe, args, console, fingerprint))
-                save_results(args.out, results)
+                results[:] = append_result(args.out, run_recipe(task_id, recipe, args, console, fingerprint))
                 write_table()
     write_table()
     console.print(render_table(results))

@@ -304,6 +304,11 @@ class _Record:
     wrong: str  # a plausible wrong answer (noisy labels)
     rationale: str  # an examiner's free-text note that names the answer without the format
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Version 3 (PI4PC, NOC4PC): the examiner's working line before ``Answer:``, a
+    #: span copied from the prior art (the cited paragraph; the two mapping lines),
+    #: and the one a wrong crowd answer would come with.
+    work: str = ""
+    wrong_work: str = ""
 
     @property
     def input(self) -> str:
@@ -319,7 +324,16 @@ class _Record:
 
     @property
     def output(self) -> str:
-        return f"Answer: {self.answer}"
+        return _output(self.work, self.answer)
+
+    @property
+    def wrong_output(self) -> str:
+        """The completion of a wrong crowd answer (with its own working line, if any)."""
+        return _output(self.wrong_work, self.wrong)
+
+
+def _output(work: str, answer: str) -> str:
+    return f"{work}\nAnswer: {answer}" if work else f"Answer: {answer}"
 
 
 _BOILERPLATE = (
@@ -401,7 +415,13 @@ def _candidate(rng: random.Random, fld: _Field, feats: Sequence[_Feature], long:
 # shared phrase is the surface cue a small model can learn to follow (version 2;
 # version 1 buried the clause after varying openings and a 135M model stayed at
 # chance). The paragraphs are a consecutive passage of the document, as cited
-# passages are.
+# passages are. Version 3 writes each paragraph's number after its text
+# (``The thermal pad is made of graphite, in this example. [34]``) and the
+# examiner's answer quotes the cited paragraph before the ``Answer:`` line: the
+# answer is then a copy of the prompt (the claimed clause leads to the paragraph,
+# whose text leads to its number), which a 135M model learns; version 2 put the
+# number first ("[34] The thermal pad ...") and asked for it bare, and SmolLM2-135M
+# stayed at chance (expert 18 %, chance 26 % on 100 items).
 _PARAGRAPH_TAILS = (
     "as shown in FIG. {fig}.",
     "in the {device} of FIG. {fig}.",
@@ -439,7 +459,8 @@ def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragr
             comp = components.pop(rng.randrange(len(components))) if components else rng.choice(fld.components)
             texts[k] = _paragraph(rng, fld, _Feature(comp, _qualifier(rng, fld)))
     title = f"{fld.device.capitalize()} and method of assembly"
-    prior_art = f"Prior art: {title}\n" + "\n".join(f"[{k}] {texts[k]}" for k in keys)
+    lines = {k: f"{texts[k]} [{k}]" for k in keys}
+    prior_art = f"Prior art: {title}\n" + "\n".join(lines[k] for k in keys)
     # The systematic crowd error: the paragraph after the cited one (the one before, at the end).
     wrong = keys[gold_pos + 1] if gold_pos + 1 < n_paragraphs else keys[gold_pos - 1]
     rationale = rng.choice((
@@ -448,7 +469,8 @@ def _pi4pc(rng: random.Random, fld: _Field, claim_intro: str = "Claim", n_paragr
         "I'd go with paragraph {k} since it shows {p}.",
     )).format(k=gold_key, p=target.phrase)
     meta = {"gold": [gold_key], "silver": silver, "options": keys, "field": fld.key}
-    return _Record("PI4PC", fld.key, claim, body, prior_art, str(gold_key), str(wrong), rationale, meta)
+    return _Record("PI4PC", fld.key, claim, body, prior_art, str(gold_key), str(wrong), rationale, meta,
+                   work=f"Cited: {lines[gold_key]}", wrong_work=f"Cited: {lines[wrong]}")
 
 
 def _numbered_claim_body(fld: _Field, feats: Sequence[_Feature]) -> str:
@@ -488,14 +510,21 @@ def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Cla
         mapped = [[1, 2], rng.choice(([1], [2], [1, 2]))]
     if rng.random() < 0.5:
         mapped.reverse()
-    blocks = []
+    blocks, heads = [], []
     for i, numbers in enumerate(mapped, 1):
         quoted = [feats[n - 1].phrase for n in numbers] + [spare[i - 1].phrase]
-        text = f"{_features_line(numbers)}: " + "; ".join(quoted) + "."
+        head = f"D{i} [{rng.randint(5, 90)}]: {_features_line(numbers)}"
+        text = "; ".join(quoted) + "."
         if long:
             text += " " + _filler(rng, rng.randint(90, 120))
-        blocks.append(f"D{i} [{rng.randint(5, 90)}]: {text}")
+        heads.append(head)
+        blocks.append(f"{head}: {text}")
     prior_art = "\n".join(blocks)
+    # Version 3: the examiner's answer first copies the two mapping heads, so the
+    # label is decided on the line just written ("all claimed features": 102; a
+    # feature 3 in either: 103; else ALLOW). Version 2 asked for the bare label and
+    # SmolLM2-135M answered one constant label (16.5 macro-F1, chance 32.8).
+    work = "; ".join(heads)
     # The systematic crowd error: every label shifted to the next one.
     wrong = {"102": "103", "103": "ALLOW", "ALLOW": "102"}[label]
     if label == "102":
@@ -505,7 +534,8 @@ def _noc4pc(rng: random.Random, fld: _Field, label: str, claim_intro: str = "Cla
     else:
         rationale = f"Neither reference teaches {feats[2].phrase}, so I see no ground for a rejection."
     meta = {"label": label, "field": fld.key}
-    return _Record("NOC4PC", fld.key, claim, body, prior_art, label, wrong, rationale, meta)
+    return _Record("NOC4PC", fld.key, claim, body, prior_art, label, wrong, rationale, meta,
+                   work=work, wrong_work=work)
 
 
 def _generate(rng: random.Random, subtask: str, fld: _Field, *, variant: int = 0, long: bool = False,
@@ -531,6 +561,12 @@ def _fresh(rng: random.Random, subtask: str, reserved: _Reserved, **kwargs: Any)
 #: answers are wrong in one systematic way (the next paragraph; the next label),
 #: so a model trained on them as they are learns a wrong rule, not noise.
 _CROWD_WRONG_RATE = {"PAR4PC": 0.45, "PI4PC": 0.7, "NOC4PC": 0.7}
+#: Task version per subtask: PI4PC and NOC4PC 3 (the answer quotes the prior art
+#: first), PAR4PC keeps version 2 and its data.
+_VERSIONS = {"PAR4PC": "2", "PI4PC": "3", "NOC4PC": "3"}
+#: New tokens per answer: PAR4PC's letters; PI4PC's quoted paragraph (at most 31
+#: SmolLM2 tokens) and NOC4PC's two mapping heads (at most 30), then the answer line.
+_MAX_NEW_TOKENS = {"PAR4PC": 16, "PI4PC": 64, "NOC4PC": 64}
 
 
 def _row(record: _Record, output: str | None = None) -> dict[str, str]:
@@ -547,22 +583,30 @@ class PatentTask(Task):
 
     **Description.** The model reads a patent claim and prior art and answers
     like an examiner. PAR4PC: six candidate documents (A-F), one or more were
-    cited; answer their letters. PI4PC: five consecutive numbered paragraphs of
-    one prior-art document, one was cited; answer its number. The cited
-    paragraph opens with the claimed clause word for word, the others describe
-    other parts (one item in five also has a paragraph on the same part with
-    another property). NOC4PC: a claim with numbered features and two cited
-    documents, each summarised by the examiner's mapping ("discloses all claimed
-    features", "discloses features 1-2 only", "discloses feature 3 only");
-    answer ``102`` (one document discloses every feature), ``103`` (only the two
-    together do) or ``ALLOW`` (feature 3 is in neither). In version 2 these
-    surface cues make the skill learnable by a 135M model in a few hundred
-    samples; in version 1 PI4PC and NOC4PC stayed at chance.
+    cited; answer their letters. PI4PC: five consecutive paragraphs of one
+    prior-art document, each followed by its number (``... in this example.
+    [34]``), one was cited; answer its number. The cited paragraph opens with
+    the claimed clause word for word, the others describe other parts (one item
+    in five also has a paragraph on the same part with another property).
+    NOC4PC: a claim with numbered features and two cited documents, each
+    summarised by the examiner's mapping ("discloses all claimed features",
+    "discloses features 1-2 only", "discloses feature 3 only"); answer ``102``
+    (one document discloses every feature), ``103`` (only the two together do)
+    or ``ALLOW`` (feature 3 is in neither). Version 3 (PI4PC and NOC4PC): the
+    examiner's answer quotes the prior art it relies on first (the cited
+    paragraph line; the two mapping heads), so the answer is a copy of the
+    prompt followed by a decision on the line just written; versions 1 and 2
+    asked for the bare answer and SmolLM2-135M stayed at chance. PAR4PC is
+    version 2.
 
     **Prompt and answer format.** Prompt ``{instruction}\\n{input}`` with the
     subtask's instruction, then the claim line (``Claim 7: ...``) and the prior
-    art. Answer: one line ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``;
-    an output without ``Answer:`` scores 0.
+    art. Answer: the line ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``,
+    which the reference answers of PI4PC and NOC4PC precede with the quoted
+    prior art (``Cited: The thermal pad is made of graphite, in this example.
+    [34]``; ``D1 [22]: discloses features 1-2 only; D2 [39]: discloses feature
+    3 only``); the grader reads only the line after the last ``Answer:``. An
+    output without ``Answer:`` scores 0.
 
     **Metric.** PANORAMA's official evaluation code, re-implemented and checked
     against it (``tests/grading/test_patent_parity.py``); the line after the last
@@ -607,6 +651,8 @@ class PatentTask(Task):
         self.subtask = subtask
         self.init_kwargs = {"subtask": subtask}
         self.name = f"Patent-{subtask}"
+        self.version = _VERSIONS[subtask]
+        self.max_new_tokens = _MAX_NEW_TOKENS[subtask]
         self.metric = _METRICS[subtask]
         self.source_specs = (*COMMON_SOURCES, CROSS_DOMAIN_SOURCES[subtask])
         self.source_seed = f"patent/{subtask}/{{seed}}/{{source}}"
@@ -692,7 +738,7 @@ class PatentTask(Task):
             # ~0.6 keeps most good rows and drops most bad ones.
             low = rng.random() < (0.9 if wrong else 0.07)
             agreement = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
-            rows.append({**_row(record, f"Answer: {record.wrong}" if wrong else None),
+            rows.append({**_row(record, record.wrong_output if wrong else None),
                          "annotator_agreement": round(agreement, 2)})
         return rows
 

@@ -60,7 +60,7 @@ def test_format_only_is_derived_from_the_expert_recipe() -> None:
     same = sum(a == b for a, b in zip(shuffled["output"], clean["output"], strict=True))
     assert same / len(clean) < 0.25  # answers no longer follow from the prompts (PI4PC: ~1 in 100 keys collide)
     row = shuffled[0]
-    assert render_template(fmt.templates["examiner_records"]["completion"], row).startswith("Answer: ")
+    assert "\nAnswer: " in render_template(fmt.templates["examiner_records"]["completion"], row)
     assert TaskRecipes(("x",), {"prompt": "{p}", "completion": "{c}"}).format_only.prepare_sources({}) == {}
 
 
@@ -168,3 +168,16 @@ def test_one_recipe_end_to_end_on_the_tiny_model(tmp_path: Path, isolated_cache:
     table.unlink()
     assert task_table.main(["--table-only", "--out", str(out), "--table", str(table)]) == 0
     assert table.read_text() == render_table(rows)
+
+
+def test_two_runs_sharing_one_results_file_keep_each_others_rows(tmp_path: Path) -> None:
+    """Two task-table processes (e.g. one thread each on two cores) append to one file:
+    a row the other run wrote after this one loaded the file is kept, not overwritten."""
+    out = tmp_path / "table.json"
+    task_table.save_results(out, [{"task": "A", "recipe": "expert"}])
+    mine = task_table.load_results(out)  # this run's view, loaded at its start
+    task_table.append_result(out, {"task": "B", "recipe": "expert"})  # the other run
+    mine[:] = task_table.append_result(out, {"task": "A", "recipe": "harmful"})
+    assert [(r["task"], r["recipe"]) for r in task_table.load_results(out)] == [
+        ("A", "expert"), ("B", "expert"), ("A", "harmful")]
+    assert mine == task_table.load_results(out)

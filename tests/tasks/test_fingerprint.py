@@ -46,9 +46,11 @@ def test_same_code_same_fingerprint_and_every_task_has_one():
 def test_the_task_version_changes_it(monkeypatch):
     noc = make_task("FTDojo/Patent-NOC4PC-v0")
     before = grader_fingerprint(noc)
-    monkeypatch.setattr(PatentTask, "version", "999")
+    monkeypatch.setattr(noc, "version", "999")  # each patent subtask has its own version
     _fingerprint.cache_clear()
     assert grader_fingerprint(noc) != before
+    # ...and one subtask's version is not another's: PAR4PC kept version 2 when PI4PC and NOC4PC moved to 3
+    assert make_task("FTDojo/Patent-PAR4PC-v0").version == "2" and PatentTask("PI4PC").version == "3"
 
 
 @pytest.mark.parametrize("target", [ChemCoTTask.grade, chemistry_grading.grade_optimization, chemistry_grading])

@@ -70,8 +70,8 @@ def solve(subtask: str, prompt_input: str) -> str:
         return ", ".join(cited)
     if subtask == "PI4PC":
         component, qualifier = re.search(r"wherein the (.+?) is ((?:made of|configured to) .+)\.$", claim).groups()
-        hits = [m.group(1) for m in re.finditer(r"^\[(\d+)\] (.*)$", rest, re.MULTILINE)
-                if m.group(2).lower().startswith(f"the {component} is {qualifier},".lower())]
+        hits = [m.group(2) for m in re.finditer(r"^(.*) \[(\d+)\]$", rest, re.MULTILINE)
+                if m.group(1).lower().startswith(f"the {component} is {qualifier},".lower())]
         assert len(hits) == 1, (claim, rest)
         return hits[0]
     # NOC4PC: the claim's numbered features, and which ones each document's quoted phrases disclose.
@@ -81,6 +81,20 @@ def solve(subtask: str, prompt_input: str) -> str:
     if any(d == set(numbered) for d in disclosed):
         return "102"
     return "103" if set().union(*disclosed) == set(numbered) else "ALLOW"
+
+
+def completion_for(subtask: str, prompt_input: str) -> str:
+    """The examiner's full answer, re-derived from an ``input`` field: version 3 of PI4PC
+    quotes the cited paragraph line, NOC4PC the two mapping heads, before ``Answer:``."""
+    answer = solve(subtask, prompt_input)
+    if subtask == "PI4PC":
+        (line,) = [x for x in prompt_input.split("\n") if x.endswith(f" [{answer}]")]
+        return f"Cited: {line}\nAnswer: {answer}"
+    if subtask == "NOC4PC":
+        heads = [": ".join(x.split(": ", 2)[:2]) for x in prompt_input.split("\n")[1:]]
+        assert all(re.fullmatch(r"D\d \[\d+\]: discloses (all claimed features|features? [\d-]+ only)", h) for h in heads)
+        return "; ".join(heads) + f"\nAnswer: {answer}"
+    return f"Answer: {answer}"
 
 
 # --------------------------------------------------------------------- tests
@@ -140,7 +154,9 @@ def test_eval_prompt_format_and_solver(subtask: str) -> None:
         instruction, rest = item.prompt.split("\n", 1)
         assert instruction == INSTRUCTIONS[subtask]
         assert re.match(r"Claim \d+: ", rest)
-        assert item.reference == f"Answer: {item.meta['answer']}"
+        assert item.reference == completion_for(subtask, rest)
+        assert item.reference.endswith(f"\nAnswer: {item.meta['answer']}" if subtask != "PAR4PC"
+                                       else f"Answer: {item.meta['answer']}")
         assert solve(subtask, rest) == item.meta["answer"], item.id
         assert len(item.prompt) < 1300  # ~250 tokens
 
@@ -178,7 +194,8 @@ def test_chance_outputs(subtask: str) -> None:
     t, its = task(subtask), items(subtask)
     for item in its[:20]:
         outputs = t.chance_outputs(item)
-        assert subtask == "PAR4PC" or item.reference in outputs  # PAR4PC: single letters only
+        # the gold answer line is among the guesses (PAR4PC: single letters only)
+        assert subtask == "PAR4PC" or f"Answer: {item.meta['answer']}" in outputs
         assert sum(t.grade([item] * len(outputs), outputs)) >= 1.0
     assert len(t.chance_outputs(its[0])) == {"PAR4PC": 6, "PI4PC": 5, "NOC4PC": 3}[subtask]
 
@@ -230,7 +247,7 @@ def test_clean_source_and_expert_template(subtask: str) -> None:
         prompt = render_template(task_recipes(t).expert_template["prompt"], row)
         completion = render_template(task_recipes(t).expert_template["completion"], row)
         assert prompt.split("\n", 1)[0] == INSTRUCTIONS[subtask]
-        assert completion == f"Answer: {solve(subtask, row['input'])}"
+        assert completion == completion_for(subtask, row["input"])
     item = items(subtask)[0]
     instruction, rest = item.prompt.split("\n", 1)
     assert render_template(task_recipes(t).expert_template["prompt"], {"instruction": instruction, "input": rest}) == item.prompt
@@ -238,7 +255,7 @@ def test_clean_source_and_expert_template(subtask: str) -> None:
 
 @pytest.mark.parametrize("subtask", SUBTASKS)
 def test_crowd_labels_are_noisy_but_filterable(subtask: str) -> None:
-    checked = [(row["output"] == f"Answer: {solve(subtask, row['input'])}", row["annotator_agreement"])
+    checked = [(row["output"] == completion_for(subtask, row["input"]), row["annotator_agreement"])
                for row in sources(subtask)["crowd_labels"]]
     wrong = [a for ok, a in checked if not ok]
     right = [a for ok, a in checked if ok]
@@ -298,7 +315,7 @@ def test_harmful_recipes_teach_wrong_answers_or_no_answer_format(subtask: str) -
         completion = render_template(recipes["crowd_labels"]["completion"], row)
         instruction, rest = prompt.split("\n", 1)
         assert instruction == INSTRUCTIONS[subtask]
-        wrong += normalise(completion) != normalise(f"Answer: {solve(subtask, rest)}")
+        wrong += normalise(completion) != normalise(completion_for(subtask, rest))
     assert (0.25 if subtask == "PAR4PC" else 0.55) <= wrong / len(rows) <= (0.65 if subtask == "PAR4PC" else 0.85), wrong
     for row in sources(subtask)["examiner_notes"].select(range(50)):
         prompt = render_template(recipes["examiner_notes"]["prompt"], row)
