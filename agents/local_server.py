@@ -114,7 +114,9 @@ def default_threads() -> int:
     More threads than free cores is far worse than too few: on a loaded
     2-core machine, 2 threads generated ~0.7 tokens/s where 1 thread gave ~10.
     """
-    return max(1, (os.cpu_count() or 2) // 2)
+    from ftdojo_gym.model_process.client import available_cores
+
+    return max(1, available_cores() // 2)
 
 
 def model_properties(model: str | Path) -> tuple[int | None, bool]:

@@ -80,6 +80,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 
 from ftdojo_gym.data.workspace import atomic_write_text
+from ftdojo_gym.model_process.client import available_cores
 
 #: Agent options that hold secrets or run-time endpoints: never part of a key or a record.
 SECRET_OPTIONS = frozenset({"api_key"})
@@ -306,6 +307,13 @@ def plan(config: SweepConfig) -> list[EpisodeSpec]:
     return specs
 
 
+def episode_threads(parallel: int, server_threads: int = 0) -> int:
+    """Each of ``parallel`` episodes' torch threads: the CPUs this sweep may use (its affinity
+    mask under ``taskset`` or a cgroup cpuset, not the machine's count) less a local LLM
+    server's, shared out; at least one."""
+    return max(1, (available_cores() - server_threads) // parallel)
+
+
 def pin_threads(n: int) -> None:
     """Give this process, and every child it starts from now on, ``n`` compute threads.
 
@@ -337,7 +345,7 @@ def hardware(threads: int) -> dict[str, Any]:
             out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                                  text=True, timeout=10)
             gpu = ", ".join(sorted(set(out.stdout.split("\n")) - {""})) or None
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "gpu": gpu, "host": socket.gethostname()}
+    return {"cpu": cpu, "cores": available_cores(), "threads": threads, "gpu": gpu, "host": socket.gethostname()}
 
 
 def hardware_label(hw: dict[str, Any]) -> str:
@@ -736,9 +744,8 @@ def run_sweep(config: SweepConfig, out: str | Path, *, backend: str | None = Non
     done = store.done_keys()
     todo = [s for s in specs if s.key not in done]
     stats = SweepStats(total=len(specs), skipped=len(specs) - len(todo), last=f"{len(todo)} to run")
-    cores = os.cpu_count() or 1
     servers = run.server_threads if any(s.local_model for s in todo) else 0
-    threads = max(1, (cores - servers) // parallel)
+    threads = episode_threads(parallel, servers)
     console.print(f"Sweep: {len(specs)} episodes planned, {stats.skipped} already done, {len(todo)} to run "
                   f"({backend}" + (f", {parallel} at once, {threads} threads each" if backend == "local" else "")
                   + f"); results in {out}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ftdojo_agents import local_server
 from ftdojo_agents.cli import build_parser
 from ftdojo_agents.local_server import (
     LocalServerError,
@@ -166,3 +167,11 @@ def test_cli_local_model_points_the_agent_at_the_server(server, tmp_path: Path, 
 def test_an_unknown_model_is_a_clear_error() -> None:
     with pytest.raises(LocalServerError, match="no local model 'no-such-model'"), serve_local_model("no-such-model"):
         pass
+
+
+def test_server_threads_default_to_half_the_cpus_this_process_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half the CPUs of the affinity mask (``taskset``, a cgroup cpuset), not of the machine."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert local_server.default_threads() == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5}, raising=False)
+    assert local_server.default_threads() == 1

@@ -22,6 +22,7 @@ from ftdojo_benchmarks.sweep import (
     ResultStore,
     SweepConfig,
     SweepError,
+    episode_threads,
     load_config,
     plan,
     run_sweep,
@@ -131,7 +132,7 @@ token_budget = 5000
     assert report.episodes_per_hour > 0
     rows = ResultStore(out).rows()
     assert {r["agent"] for r in rows} == {"random", "react"}
-    assert all(r["threads"] == max(1, (os.cpu_count() or 1) // 2) for r in rows)
+    assert all(r["threads"] == episode_threads(2) for r in rows)
     react = next(r for r in rows if r["agent"] == "react")
     assert react["llm_total_tokens"] > 0 and react["llm_cost_usd"] > 0
     assert react["hidden_test_score"] is not None and react["base_hidden_test_score"] is not None
@@ -248,3 +249,11 @@ def test_budget_curve_reads_best_validation_against_training_tokens(tmp_path: Pa
     rows = [_row("manual-sft", "FTDojo/AIME-v0", 0, 0.5, 0.4, trajectory="t.jsonl")]
     paths = leaderboard.plot(tmp_path, rows, ["FTDojo/AIME-v0"])
     assert [p.name for p in paths] == ["per_task.png", "budget_curves.png"] and all(p.stat().st_size for p in paths)
+
+
+def test_episode_threads_follow_the_cpus_the_sweep_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``taskset -c 0`` (one CPU of many) an episode gets one thread, not half the machine."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert episode_threads(1) == 1 and episode_threads(2) == 1 and episode_threads(1, server_threads=1) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert (episode_threads(1), episode_threads(2), episode_threads(2, server_threads=2)) == (8, 4, 3)
