@@ -423,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.table, render_table(results))
 
     if not args.table_only:
+        # The grader fingerprint reads the grading code's source from disk; take it now, for the
+        # code this process runs, so that editing a task file during a long run cannot stamp
+        # this run's rows with the edited file's hash (cached per task class and version).
+        from ftdojo_gym.tasks import make_task
+
+        for task_id in tasks:
+            grader_fingerprint(make_task(task_id))
         for task_id in tasks:
             fingerprint = task_fingerprint(task_id, args.seed, None)
             if args.rerun or not any(r["task"] == task_id and r.get("recipe") == CHANCE

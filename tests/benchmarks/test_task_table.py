@@ -181,3 +181,34 @@ def test_two_runs_sharing_one_results_file_keep_each_others_rows(tmp_path: Path)
     assert [(r["task"], r["recipe"]) for r in task_table.load_results(out)] == [
         ("A", "expert"), ("B", "expert"), ("A", "harmful")]
     assert mine == task_table.load_results(out)
+
+
+def test_rows_carry_the_fingerprint_of_the_code_that_ran_not_of_a_file_edited_since(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grader fingerprint reads source files. A task file edited on disk while a long run is
+    on its first task must not change the fingerprint stamped on a later task's rows: the run
+    takes every task's grader fingerprint at its start, for the code it runs."""
+    from ftdojo_gym.tasks import fingerprint as fp
+
+    ids = ["FTDojo/Patent-PI4PC-v0", "FTDojo/Patent-PAR4PC-v0"]
+    expected = [task_table.task_fingerprint(t, 0, "expert") for t in ids]
+    fp._fingerprint.cache_clear()
+    task_table.task_fingerprint.cache_clear()
+    stamped: list[str] = []
+
+    def the_file_is_edited_during_the_first_run(task_id, recipe, args, console, fingerprint):
+        stamped.append(fingerprint)
+        monkeypatch.setattr(fp, "grading_sources", lambda task_type: {"edited": "since the run started"})
+        return {"task": task_id, "recipe": recipe, "task_fingerprint": fingerprint}
+
+    monkeypatch.setattr(task_table, "run_recipe", the_file_is_edited_during_the_first_run)
+    monkeypatch.setattr(task_table, "chance_row", lambda task_id, args, fingerprint: {"task": task_id, "recipe": "chance"})
+    monkeypatch.setattr(task_table, "render_table", lambda results: "")
+    argv = [*(x for t in ids for x in ("--task", t)), "--recipe", "expert",
+            "--out", str(tmp_path / "t.json"), "--table", str(tmp_path / "t.md")]
+    try:
+        assert task_table.main(argv) == 0
+    finally:
+        fp._fingerprint.cache_clear()
+        task_table.task_fingerprint.cache_clear()
+    assert stamped == expected
