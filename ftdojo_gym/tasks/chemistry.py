@@ -113,7 +113,7 @@ REAL_TOKEN_HEADROOM = 32
 #: Task version per subtask: MolUnd 2 was the short-molecule redesign (counts 1-3, at
 #: chance with SmolLM2-135M); MolUnd 3 asks for the Murcko scaffold, a span of the input
 #: (docs/dev/task-redesign.md); the other subtasks keep version 1 and its data.
-_VERSIONS = {"MolUnd": "3", "MolEdit": "1", "MolOpt": "1", "Reaction": "1"}
+_VERSIONS = {"MolUnd": "3", "MolEdit": "2", "MolOpt": "1", "Reaction": "1"}
 #: Task-level metric names (the catalogue has the long form).
 _METRICS = {"MolUnd": "accuracy", "MolEdit": "success rate", "MolOpt": "success rate", "Reaction": "exact match"}
 
@@ -385,22 +385,34 @@ def _molund(rng: random.Random, kind: str, target: int | bool | None = None, cro
 
 
 def _moledit(rng: random.Random, kind: str, cross: bool = False) -> _QA | None:
+    """A MolEdit question (version 2): the answer is the input molecule as written, with
+    its last group cut off (delete, substitute) and/or the piece to add appended (add,
+    substitute). The group to add is named with its SMILES piece (``nitrile (C#N)``), so
+    the edit is a copy plus a given piece, as in ChemCoT-Reaction; version 1 named the
+    group only, and SmolLM2-135M learned the deletions but not the pieces to add. A group
+    to remove occurs twice in the input (``...C(O)O``, once as a branch) and the answer
+    keeps one: under the official count check an answer without the group fails, where
+    in version 1 any molecule without it passed (chance level 38 %, above the expert)."""
     body = _body(rng, cross)
     groups = sorted(GROUP_PIECES)
     added = removed = None
     if kind == "add":
         added = rng.choice(groups)
-        source, target = body, body + rng.choice(GROUP_PIECES[added])
-        question = f"Input Molecule: {source}, Functional Group to add: {added}."
+        piece = rng.choice(GROUP_PIECES[added])
+        source, target = body, body + piece
+        question = f"Input Molecule: {source}, Functional Group to add: {added} ({piece})."
     elif kind == "delete":
         removed = rng.choice(groups)
-        source, target = body + rng.choice(GROUP_PIECES[removed]), body
+        kept = f"{body}C({rng.choice(GROUP_PIECES[removed])})"
+        source, target = kept + rng.choice(GROUP_PIECES[removed]), kept
         question = f"Input Molecule: {source}, Functional Group to remove: {removed}."
     else:
         removed, added = rng.sample(groups, 2)
-        source = body + rng.choice(GROUP_PIECES[removed])
-        target = body + rng.choice(GROUP_PIECES[added])
-        question = f"Input Molecule: {source}, Functional Group to remove: {removed}, Functional Group to add: {added}."
+        piece = rng.choice(GROUP_PIECES[added])
+        kept = f"{body}C({rng.choice(GROUP_PIECES[removed])})"
+        source, target = kept + rng.choice(GROUP_PIECES[removed]), kept + piece
+        question = (f"Input Molecule: {source}, Functional Group to remove: {removed}, "
+                    f"Functional Group to add: {added} ({piece}).")
     # The offline data is generated with the project's strict rule (its bytes are fixed).
     if not edit_succeeds(target, source, added, removed, strict=True):
         return None
@@ -543,7 +555,10 @@ class ChemCoTTask(Task):
     ``MolUnd`` gives the Murcko scaffold of a molecule (its rings and the
     linkers between them), or decides whether a ring system occurs in it; ``MolEdit`` adds,
     deletes or substitutes a functional group (hydroxyl, amine, halo, nitrile,
-    aldehyde, carboxyl, thiol, nitro, ketone, benzene ring); ``MolOpt``
+    aldehyde, carboxyl, thiol, nitro, ketone, benzene ring; version 2: a group to
+    add comes with its SMILES piece, ``nitrile (C#N)``, and a group to remove
+    occurs twice, so the edit is the input cut and/or extended and an answer
+    without the group fails); ``MolOpt``
     modifies a molecule to raise its LogP, its aqueous solubility (logS) or its
     QED; ``Reaction`` predicts the major product of an acylation
     (esterification, amide coupling, acyl chlorides with amines or alcohols).
