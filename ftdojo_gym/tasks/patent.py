@@ -27,7 +27,8 @@ The prompt of an evaluation item is exactly ``{instruction}\\n{input}``;
 ``instruction`` is the subtask's :data:`INSTRUCTIONS` entry and ``input`` is
 ``{claim}\\n{prior_art}`` (the claim line, then the candidates, the document's
 paragraphs or the cited documents). The expected completion ``output`` is
-``Answer: <answer>``: ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``.
+``Answer: <answer>``: ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``, after
+the examiner's quote of the prior art it relies on (version 3; see :class:`PatentTask`).
 
 Sources (the same names for the three subtasks, each in that subtask's
 format; deterministic in the seed; no evaluation claim occurs in any):
@@ -364,32 +365,36 @@ def _par4pc(rng: random.Random, fld: _Field, others: Sequence[_Field], n_gold: i
     claim = f"{claim_intro} {rng.randint(1, 20)}: {body}"
     letters = list(PAR_LETTERS)
     gold_letters = sorted(rng.sample(letters, n_gold))
-    # Split the claim features among the cited documents; each one gets at least one.
+    # Split the claim features among the cited documents; each one gets at least one, and
+    # every claim feature is disclosed by one of them (version 3).
     order = feats[:]
     rng.shuffle(order)
     shares: list[list[_Feature]] = [[] for _ in range(n_gold)]
     for i, f in enumerate(order):
         shares[i % n_gold].append(f)
-    if n_gold == 1 and rng.random() < 0.5:
-        shares[0] = shares[0][:2]  # the primary reference may lack one feature
     claim_components = [f.component for f in feats]
     lines: dict[str, str] = {}
+    cited_in: dict[_Feature, str] = {}
     for letter, share in zip(gold_letters, shares, strict=True):
         extra = _features(rng, fld, 1, exclude=claim_components) if len(share) < 3 else []
         disclosed = share + extra
         rng.shuffle(disclosed)
-        lines[letter] = _candidate(rng, fld, disclosed, long)
+        lines[letter] = _candidate(rng, fld, disclosed, long, letter)
+        cited_in.update((f, letter) for f in share)
     rest = [x for x in letters if x not in gold_letters]
     n_same = min(len(rest), rng.choice((1, 1, 2)))
     same_field = set(rng.sample(rest, n_same))
     for letter in rest:
         if letter in same_field:  # same field, other components: shares only the device
-            lines[letter] = _candidate(rng, fld, _features(rng, fld, 2, exclude=claim_components), long)
+            lines[letter] = _candidate(rng, fld, _features(rng, fld, 2, exclude=claim_components), long, letter)
         else:
             other = rng.choice(others)
-            lines[letter] = _candidate(rng, other, _features(rng, other, 2), long)
+            lines[letter] = _candidate(rng, other, _features(rng, other, 2), long, letter)
     prior_art = "Candidates:\n" + "\n".join(f"{x}: {lines[x]}" for x in letters)
     answer = ", ".join(gold_letters)
+    # Version 3: the examiner first maps each claim feature, in claim order, to the passage
+    # that discloses it (the passage as quoted, with its document's letter after it).
+    work = "; ".join(f"{f.phrase} [{cited_in[f]}]" for f in feats)
     # The typical careless citation: the documents of the same device, whatever their parts.
     wrong_set = sorted(same_field)
     cited = " and ".join(gold_letters)
@@ -399,11 +404,13 @@ def _par4pc(rng: random.Random, fld: _Field, others: Sequence[_Field], n_gold: i
         "I would cite {c} here, since the {component} of the claim appears there.",
     )).format(c=cited, component=feats[0].component)
     meta = {"gold": gold_letters, "silver": [], "options": letters, "field": fld.key}
-    return _Record("PAR4PC", fld.key, claim, body, prior_art, answer, ", ".join(wrong_set), rationale, meta)
+    return _Record("PAR4PC", fld.key, claim, body, prior_art, answer, ", ".join(wrong_set), rationale, meta,
+                   work=work)
 
 
-def _candidate(rng: random.Random, fld: _Field, feats: Sequence[_Feature], long: bool) -> str:
-    text = f"{fld.device.capitalize()} - " + ", ".join(f.phrase for f in feats)
+def _candidate(rng: random.Random, fld: _Field, feats: Sequence[_Feature], long: bool, letter: str) -> str:
+    """A candidate document: its device, then each disclosed feature followed by the letter."""
+    text = f"{fld.device.capitalize()} - " + ", ".join(f"{f.phrase} [{letter}]" for f in feats)
     if long:
         text += ". " + _filler(rng, rng.randint(25, 40))
     return text
@@ -561,12 +568,12 @@ def _fresh(rng: random.Random, subtask: str, reserved: _Reserved, **kwargs: Any)
 #: answers are wrong in one systematic way (the next paragraph; the next label),
 #: so a model trained on them as they are learns a wrong rule, not noise.
 _CROWD_WRONG_RATE = {"PAR4PC": 0.45, "PI4PC": 0.7, "NOC4PC": 0.7}
-#: Task version per subtask: PI4PC and NOC4PC 3 (the answer quotes the prior art
-#: first), PAR4PC keeps version 2 and its data.
-_VERSIONS = {"PAR4PC": "2", "PI4PC": "3", "NOC4PC": "3"}
-#: New tokens per answer: PAR4PC's letters; PI4PC's quoted paragraph (at most 31
-#: SmolLM2 tokens) and NOC4PC's two mapping heads (at most 30), then the answer line.
-_MAX_NEW_TOKENS = {"PAR4PC": 16, "PI4PC": 64, "NOC4PC": 64}
+#: Task version per subtask: 3 for all three (the answer quotes the prior art first).
+_VERSIONS = {"PAR4PC": "3", "PI4PC": "3", "NOC4PC": "3"}
+#: New tokens per answer: the quoted prior art (PAR4PC's three passages, at most 44
+#: SmolLM2 tokens with the answer line; PI4PC's paragraph, 36; NOC4PC's two mapping
+#: heads, 36), then the answer line.
+_MAX_NEW_TOKENS = {"PAR4PC": 64, "PI4PC": 64, "NOC4PC": 64}
 
 
 def _row(record: _Record, output: str | None = None) -> dict[str, str]:
@@ -596,14 +603,19 @@ class PatentTask(Task):
     examiner's answer quotes the prior art it relies on first (the cited
     paragraph line; the two mapping heads), so the answer is a copy of the
     prompt followed by a decision on the line just written; versions 1 and 2
-    asked for the bare answer and SmolLM2-135M stayed at chance. PAR4PC is
-    version 2.
+    asked for the bare answer and SmolLM2-135M stayed at chance. PAR4PC version
+    3 writes each candidate's disclosed features with the candidate's letter
+    after each (``a thermal pad made of graphite [C]``) and the answer first
+    maps each claim feature, in claim order, to its passage; every claim
+    feature is disclosed by a cited document (in version 2 the expert scored
+    39.9 F1 against 31.8 for format-only).
 
     **Prompt and answer format.** Prompt ``{instruction}\\n{input}`` with the
     subtask's instruction, then the claim line (``Claim 7: ...``) and the prior
     art. Answer: the line ``Answer: A, C`` / ``Answer: 34`` / ``Answer: 103``,
-    which the reference answers of PI4PC and NOC4PC precede with the quoted
-    prior art (``Cited: The thermal pad is made of graphite, in this example.
+    which the reference answers precede with the quoted prior art
+    (``a busbar made of ceramic [A]; a thermal pad made of ceramic [A]; a
+    separator made of silicone [D]``; ``Cited: The thermal pad is made of graphite, in this example.
     [34]``; ``D1 [22]: discloses features 1-2 only; D2 [39]: discloses feature
     3 only``); the grader reads only the line after the last ``Answer:``. An
     output without ``Answer:`` scores 0.

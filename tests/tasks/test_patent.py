@@ -56,6 +56,9 @@ def normalise(text: str) -> str:
 _PHRASE = re.compile(r"\b(?:an?) ([a-zA-Z0-9 -]+?) ((?:made of|configured to) [^,;.]+?)(?=,| and an? |;|\.|$)")
 
 
+_TAG = re.compile(r" \[[A-H]\]")  # PAR4PC version 3: each disclosed feature is followed by its letter
+
+
 def claim_features(claim_line: str) -> set[tuple[str, str]]:
     body = claim_line.split(": ", 1)[1].split(" comprising ", 1)[1]
     return set(_PHRASE.findall(re.sub(r"\(\d\) ", "", body)))
@@ -66,7 +69,8 @@ def solve(subtask: str, prompt_input: str) -> str:
     claim, rest = prompt_input.split("\n", 1)
     if subtask == "PAR4PC":
         feats = claim_features(claim)
-        cited = [line[0] for line in rest.split("\n")[1:] if set(_PHRASE.findall(line.split(" - ", 1)[1])) & feats]
+        cited = [line[0] for line in rest.split("\n")[1:]
+                 if set(_PHRASE.findall(_TAG.sub("", line.split(" - ", 1)[1]))) & feats]
         return ", ".join(cited)
     if subtask == "PI4PC":
         component, qualifier = re.search(r"wherein the (.+?) is ((?:made of|configured to) .+)\.$", claim).groups()
@@ -90,6 +94,13 @@ def completion_for(subtask: str, prompt_input: str) -> str:
     if subtask == "PI4PC":
         (line,) = [x for x in prompt_input.split("\n") if x.endswith(f" [{answer}]")]
         return f"Cited: {line}\nAnswer: {answer}"
+    if subtask == "PAR4PC":  # each claim feature, in claim order, with the letter of the passage quoting it
+        body = prompt_input.split("\n", 1)[0].split(" comprising ", 1)[1].rstrip(".")
+        phrases = re.split(r", | and (?=an? )", body)
+        quoted = [next(m.group(0) for line in prompt_input.split("\n")
+                       if (m := re.search(re.escape(p) + r" \[[A-F]\]", line))) for p in phrases]
+        assert ", ".join(sorted({q[-2] for q in quoted})) == answer
+        return "; ".join(quoted) + f"\nAnswer: {answer}"
     if subtask == "NOC4PC":
         heads = [": ".join(x.split(": ", 2)[:2]) for x in prompt_input.split("\n")[1:]]
         assert all(re.fullmatch(r"D\d \[\d+\]: discloses (all claimed features|features? [\d-]+ only)", h) for h in heads)
