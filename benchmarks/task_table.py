@@ -311,6 +311,10 @@ def latest_rows(results: list[dict[str, Any]],
     return latest
 
 
+#: Why a task misses a criterion of the table, as far as we know (shown only while it misses).
+MISS_NOTES: dict[str, str] = {}
+
+
 def render_table(results: list[dict[str, Any]]) -> str:
     """Markdown table: one row per task, the latest current result of each recipe."""
     from ftdojo_gym.tasks import make_task
@@ -334,6 +338,7 @@ def render_table(results: list[dict[str, Any]]) -> str:
     ]
     metrics = {t["env_id"]: t["metric"] for t in ftdojo_gym.list_tasks()}
     n_rows = n_harm = n_fmt = n_chance = n_harm_measured = n_fmt_measured = n_chance_measured = 0
+    misses: dict[str, list[str]] = {}
     for task_id in metrics:
         rows = {recipe: latest.get((task_id, recipe)) for recipe in (*RECIPES, CHANCE)}
         trained = [rows[r] for r in RECIPES if rows[r]]
@@ -356,6 +361,13 @@ def render_table(results: list[dict[str, Any]]) -> str:
         if e and c and c.get("chance") is not None:
             n_chance_measured += 1
             n_chance += e["hidden_test"] > c["chance"]
+        missed = [what for what, failed in (
+            ("expert - harmful interval includes 0", vs_harm is not None and vs_harm[1] <= 0),
+            ("expert - format-only interval includes 0", vs_fmt is not None and vs_fmt[1] <= 0),
+            ("expert at or below chance", bool(e and c and c.get("chance") is not None
+                                               and e["hidden_test"] <= c["chance"]))) if failed]
+        if missed:
+            misses[task_id] = missed
         lines.append(
             f"| {task_id} | {metrics[task_id]} | {_pct(c and c.get('chance'))} | {_pct(base)} | "
             f"{_pct(f and f['hidden_test'])} | {_pct(e and e['hidden_test'])} | {_pct(h and h['hidden_test'])} | "
@@ -367,6 +379,11 @@ def render_table(results: list[dict[str, Any]]) -> str:
         f"{n_harm_measured}; above format-only outside the interval: {n_fmt} of {n_fmt_measured}; "
         f"above chance: {n_chance} of {n_chance_measured}.",
     ]
+    if misses:
+        lines += ["", "Misses:", ""]
+        for task_id, missed in misses.items():
+            why = MISS_NOTES.get(task_id, "")
+            lines.append(f"- {task_id}: {'; '.join(missed)}." + (f" {why}" if why else ""))
     stale = {(r["task"], r.get("recipe")) for r in results
              if r.get("task") in metrics and r.get("recipe") in RECIPES} - set(latest)
     if stale:

@@ -212,3 +212,27 @@ def test_rows_carry_the_fingerprint_of_the_code_that_ran_not_of_a_file_edited_si
         fp._fingerprint.cache_clear()
         task_table.task_fingerprint.cache_clear()
     assert stamped == expected
+
+
+def test_the_table_names_each_task_that_misses_and_what_it_misses(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = make_task(NOC)
+    hidden = _hidden(task, 4)
+    outputs = [f"Answer: {it.meta['label']}" for it in hidden]
+    scores = task.grade(hidden, outputs)
+
+    def row(recipe: str, **extra):
+        return {"task": NOC, "recipe": recipe, "model": "tiny", "max_steps": 1, "eval_items": 4, "seed": 0,
+                "task_fingerprint": task_table.task_fingerprint(NOC, 0, None if recipe == "chance" else recipe),
+                **extra}
+
+    same = {"base_hidden_test": 0.0, "hidden_test": 1.0, "hidden_test_ids": [it.id for it in hidden],
+            "hidden_test_item_scores": scores, "hidden_test_outputs": outputs}
+    rows = [row("expert", **same), row("harmful", **same), row("chance", chance=1.0, constant=1.0, random=0.5)]
+    monkeypatch.setitem(task_table.MISS_NOTES, NOC, "Why it misses.")
+    text = render_table(rows)
+    assert (f"- {NOC}: expert - harmful interval includes 0; expert at or below chance. Why it misses."
+            in text.splitlines())
+    rows[1] = row("harmful", **{**same, "hidden_test": 0.0, "hidden_test_item_scores": [0.0] * 4,
+                                 "hidden_test_outputs": ["no answer"] * 4})
+    rows[2] = row("chance", chance=0.3, constant=0.3, random=0.2)
+    assert "Misses:" not in render_table(rows)
