@@ -257,3 +257,12 @@ def test_episode_threads_follow_the_cpus_the_sweep_is_given(monkeypatch: pytest.
     assert episode_threads(1) == 1 and episode_threads(2) == 1 and episode_threads(1, server_threads=1) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert (episode_threads(1), episode_threads(2), episode_threads(2, server_threads=2)) == (8, 4, 3)
+
+
+def test_the_scripted_smollm2_config_shares_its_episode_keys_with_the_full_one() -> None:
+    """configs/sweep_smollm2_scripted.toml runs a part of configs/sweep_smollm2.toml under the same
+    keys, so the two resume each other in one results folder (the 13 tasks x 2 scripted agents)."""
+    root = Path(__file__).resolve().parents[2] / "configs"
+    full = {s.key for s in plan(load_config(root / "sweep_smollm2.toml"))}
+    scripted = plan(load_config(root / "sweep_smollm2_scripted.toml"))
+    assert len(scripted) == 26 and {s.key for s in scripted} <= full
