@@ -114,6 +114,11 @@ REAL_TOKEN_HEADROOM = 32
 #: chance with SmolLM2-135M); MolUnd 3 asks for the Murcko scaffold, a span of the input
 #: (docs/dev/task-redesign.md); the other subtasks keep version 1 and its data.
 _VERSIONS = {"MolUnd": "3", "MolEdit": "2", "MolOpt": "1", "Reaction": "1"}
+#: Share of wrong crowd answers where it is not 0.45: MolEdit (version 2) gets most crowd
+#: answers wrong in one systematic way (the whole branch cut), so a recipe trained on them
+#: as they are learns a wrong rule, not noise (at 0.45 random errors the harmful recipe
+#: scored 52 against the expert's 63).
+_CROWD_WRONG_RATE = {"MolEdit": 0.7}
 #: Task-level metric names (the catalogue has the long form).
 _METRICS = {"MolUnd": "accuracy", "MolEdit": "success rate", "MolOpt": "success rate", "Reaction": "exact match"}
 
@@ -416,10 +421,11 @@ def _moledit(rng: random.Random, kind: str, cross: bool = False) -> _QA | None:
     # The offline data is generated with the project's strict rule (its bytes are fixed).
     if not edit_succeeds(target, source, added, removed, strict=True):
         return None
-    # Careless answers: the unchanged input, or the wrong group.
-    wrong_group = rng.choice([g for g in groups if g not in (added, removed)])
-    candidates = [source, body + GROUP_PIECES[wrong_group][0]]
-    wrong = next((w for w in rng.sample(candidates, 2) if not edit_succeeds(w, source, added, removed, strict=True)), source)
+    # The crowd's systematic error (version 2): the whole branch cut with the group (both
+    # copies of a group to remove gone), or an addition left out (the input unchanged).
+    wrong = body + "C" + (piece if added else "") if removed else source
+    if edit_succeeds(wrong, source, added, removed, strict=True):
+        wrong = source
     canon = (_canon(source), _canon(target))
     if None in canon:
         return None
@@ -783,7 +789,7 @@ class ChemCoTTask(Task):
     def _crowd_chem_qa(self, rng: random.Random, reserved: _Reserved) -> list[dict[str, Any]]:
         rows = []
         for qa in self._qas(rng, reserved, rng.randint(2000, 2400)):
-            wrong = rng.random() < 0.45
+            wrong = rng.random() < _CROWD_WRONG_RATE.get(self.subtask, 0.45)
             # Agreement separates the labels well but not perfectly: a field
             # filter at ~0.6 keeps most good rows and drops most bad ones.
             low = rng.random() < (0.92 if wrong else 0.06)

@@ -76,3 +76,30 @@ def test_the_expert_recipe_trains_on_the_copy_rule() -> None:
 def test_the_version_moves_moledit_s_fingerprint_and_not_molopt_s() -> None:
     assert grader_fingerprint(make_task(MOLEDIT)) != grader_fingerprint(make_task(MOLOPT))
     assert grader_fingerprint(make_task(MOLOPT)) == "9d421257e568ddcc"  # the shipped MolOpt table's
+
+
+def test_the_crowd_s_errors_are_one_systematic_rule() -> None:
+    """About 70 % of crowd answers are wrong, and each wrong one cuts the whole branch with the
+    group (or leaves the input unchanged for an addition): a recipe trained on them learns that."""
+    crowd = _TASK.sources(0)["crowd_chem_qa"].select(range(400))
+    wrong = 0
+    for row in crowd:
+        prompt = f"{row['instruction']}\n{row['input']}"
+        expected = _expected(prompt)
+        if row["output"] != f"Answer: {expected}":
+            wrong += 1
+            source, edits = QUESTION.match(next(x for x in prompt.split("\n") if x.startswith("Input"))).groups()
+            added = ADD.search(edits)
+            if removed := REMOVE.search(edits):
+                piece = next(p for p in sorted(GROUP_PIECES[removed.group(1)], key=len, reverse=True)
+                             if source.endswith(p))
+                kept, depth = source[: -len(piece)], 0
+                for i in range(len(kept) - 1, -1, -1):  # the branch's opening parenthesis
+                    depth += {")": 1, "(": -1}.get(kept[i], 0)
+                    if depth == 0:
+                        break
+                cut = kept[:i] + (added.group(2) if added else "")
+                assert row["output"] in (f"Answer: {cut}", f"Answer: {source}")
+            else:
+                assert row["output"] == f"Answer: {source}"
+    assert 0.6 < wrong / len(crowd) < 0.8
