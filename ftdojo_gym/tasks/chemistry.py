@@ -403,27 +403,23 @@ def _moledit(rng: random.Random, kind: str, cross: bool = False) -> _QA | None:
     added = removed = None
     if kind == "add":
         added = rng.choice(groups)
-        piece = rng.choice(GROUP_PIECES[added])
-        source, target = body, body + piece
-        question = f"Input Molecule: {source}, Functional Group to add: {added} ({piece})."
     elif kind == "delete":
         removed = rng.choice(groups)
-        kept = f"{body}C({rng.choice(GROUP_PIECES[removed])})"
-        source, target = kept + rng.choice(GROUP_PIECES[removed]), kept
-        question = f"Input Molecule: {source}, Functional Group to remove: {removed}."
     else:
         removed, added = rng.sample(groups, 2)
-        piece = rng.choice(GROUP_PIECES[added])
-        kept = f"{body}C({rng.choice(GROUP_PIECES[removed])})"
-        source, target = kept + rng.choice(GROUP_PIECES[removed]), kept + piece
-        question = (f"Input Molecule: {source}, Functional Group to remove: {removed}, "
-                    f"Functional Group to add: {added} ({piece}).")
+    piece = rng.choice(GROUP_PIECES[added]) if added else ""
+    # A group to remove: once as a branch that stays, once at the end that goes.
+    kept = f"{body}C({rng.choice(GROUP_PIECES[removed])})" if removed else body
+    source = kept + rng.choice(GROUP_PIECES[removed]) if removed else body
+    target = kept + piece
+    question = (f"Input Molecule: {source}" + (f", Functional Group to remove: {removed}" if removed else "")
+                + (f", Functional Group to add: {added} ({piece})" if added else "") + ".")
     # The offline data is generated with the project's strict rule (its bytes are fixed).
     if not edit_succeeds(target, source, added, removed, strict=True):
         return None
     # The crowd's systematic error (version 2): the whole branch cut with the group (both
     # copies of a group to remove gone), or an addition left out (the input unchanged).
-    wrong = body + "C" + (piece if added else "") if removed else source
+    wrong = body + "C" + piece if removed else source
     if edit_succeeds(wrong, source, added, removed, strict=True):
         wrong = source
     canon = (_canon(source), _canon(target))
