@@ -362,18 +362,19 @@ def render_table(results: list[dict[str, Any]]) -> str:
             hidden = task.split(task.eval_items(DATA_SEED), ref["eval_items"])[1]
             vs_harm = paired_bootstrap(task, hidden, e, h) if h else None
             vs_fmt = paired_bootstrap(task, hidden, e, f) if f else None
-        n_harm_measured += vs_harm is not None
-        n_harm += vs_harm is not None and vs_harm[1] > 0
-        n_fmt_measured += vs_fmt is not None
-        n_fmt += vs_fmt is not None and vs_fmt[1] > 0
-        if e and c and c.get("chance") is not None:
-            n_chance_measured += 1
-            n_chance += e["hidden_test"] > c["chance"]
-        missed = [what for what, failed in (
-            ("expert - harmful interval includes 0", vs_harm is not None and vs_harm[1] <= 0),
-            ("expert - format-only interval includes 0", vs_fmt is not None and vs_fmt[1] <= 0),
-            ("expert at or below chance", bool(e and c and c.get("chance") is not None
-                                               and e["hidden_test"] <= c["chance"]))) if failed]
+        # Each criterion: None when not measured, else whether the expert passes it.
+        above_harm = None if vs_harm is None else vs_harm[1] > 0
+        above_fmt = None if vs_fmt is None else vs_fmt[1] > 0
+        above_chance = e["hidden_test"] > c["chance"] if e and c and c.get("chance") is not None else None
+        n_harm_measured += above_harm is not None
+        n_harm += bool(above_harm)
+        n_fmt_measured += above_fmt is not None
+        n_fmt += bool(above_fmt)
+        n_chance_measured += above_chance is not None
+        n_chance += bool(above_chance)
+        missed = [what for what, passed in (("expert - harmful interval includes 0", above_harm),
+                                            ("expert - format-only interval includes 0", above_fmt),
+                                            ("expert at or below chance", above_chance)) if passed is False]
         if missed:
             misses[task_id] = missed
         lines.append(
