@@ -18,6 +18,13 @@ cores), so a build can share a small machine with other work.
 ``--lock FILE`` takes an exclusive ``flock`` on FILE around each recipe, so
 that other trainings on the same machine (calibrations, other builds) take
 turns instead of slowing each other down.
+
+Several builds of the same table may run at once (e.g. two one-thread processes
+on a 2-core machine, ``taskset -c 0`` and ``taskset -c 1`` with ``--threads 1``):
+each recipe is claimed with a non-blocking ``flock`` on its own claim file
+(released when its process ends, also by ``kill -9``), so no recipe runs twice,
+and every finished recipe is merged into the table under an exclusive lock on
+``<table>.lock``, re-reading it first, so no process overwrites another's rows.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +85,65 @@ def write_table(path: Path, manifest: dict[str, Any], records: list[dict[str, An
     lines = [json.dumps(manifest, sort_keys=True)] + [json.dumps(r, sort_keys=True) for r in records]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     atomic_write_text(path.with_name(path.name + ".sha256"), fingerprint_of(lines) + "  " + path.name + "\n")
+
+
+@contextlib.contextmanager
+def table_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``<path>.lock``, for a read-merge-write of the table."""
+    with open(path.with_name(path.name + ".lock"), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def claim(table: Path, what: str) -> Iterator[bool]:
+    """Try to claim ``what`` (a recipe, or the base model's evaluation) of ``table`` for this
+    process: yields True while this process holds it, False when another process does. The
+    claim is a non-blocking flock on a file in the temp folder, released when the block ends
+    or the process dies."""
+    digest = hashlib.sha256(f"{table.resolve()}\n{what}".encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / "ftdojo-table-claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{digest}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_SAME_SETTINGS = ("task", "task_version", "data_seed", "base_model_fingerprint", "eval_limit", "grid", "grader")
+
+
+def _recipe_id(recipe: dict[str, Any]) -> str:
+    return json.dumps(recipe, sort_keys=True)
+
+
+def merge_into_table(out: Path, manifest: dict[str, Any], grid: RecipeGrid, record: dict[str, Any],
+                     base: dict[str, Any] | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Add ``record`` (and ``base``, the base model's scores) to the table at ``out`` as it is
+    on disk now (another build may have added rows since this one started), under the
+    table's lock; rows in grid order; the table is written atomically. Returns what was written."""
+    order = {_recipe_id(r): i for i, r in enumerate(grid.recipes())}
+    with table_lock(out):
+        old, rows = read_table(out)
+        if old is None or not all(old.get(k) == manifest[k] for k in _SAME_SETTINGS):
+            old, rows = None, []
+        merged = {_recipe_id(r["recipe"]): r for r in rows}
+        merged[_recipe_id(record["recipe"])] = record
+        written = dict(manifest)
+        written["base"] = base or (old or {}).get("base") or manifest.get("base")
+        written["built"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        records = sorted(merged.values(), key=lambda r: order.get(_recipe_id(r["recipe"]), len(order)))
+        write_table(out, written, records)
+    return written, records
 
 
 def run_recipe(env: gym.Env, args: argparse.Namespace, grid: RecipeGrid, recipe: dict[str, Any], with_base: bool
@@ -143,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions.library_versions(), "base": None,
     }
     old, records = read_table(out)
-    same = ("task", "task_version", "data_seed", "base_model_fingerprint", "eval_limit", "grid", "grader")
-    if old is not None and all(old.get(k) == manifest[k] for k in same):
+    if old is not None and all(old.get(k) == manifest[k] for k in _SAME_SETTINGS):
         manifest["base"] = old.get("base")
     elif old is not None:
         console.print(f"[yellow]{out} was built for other settings; starting it over[/yellow]")
@@ -164,18 +231,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def build(env: gym.Env, args: argparse.Namespace, grid: RecipeGrid, manifest: dict[str, Any],
           records: list[dict[str, Any]], todo: list[dict[str, Any]], done: int, out: Path, console: Console) -> None:
-    for i, recipe in enumerate(todo, 1):
-        t0 = time.monotonic()
-        with machine_lock(args.lock):
-            record, base = run_recipe(env, args, grid, recipe, with_base=manifest["base"] is None)
-        if base is not None:
-            manifest["base"] = base
-        records.append(record)
-        manifest["built"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        write_table(out, manifest, records)
-        console.print(f"[{done + i}/{len(grid)}] {describe(recipe)}: val {100 * record['validation']['score']:.1f}, "
-                      f"test {100 * record['hidden_test']['score']:.1f}, {record['train']['train_tokens']} tokens, "
-                      f"{time.monotonic() - t0:.0f} s")
+    """Run every recipe of ``todo`` that no other build of ``out`` has claimed or finished."""
+    with contextlib.ExitStack() as stack:
+        # The base model is evaluated once, by the build that claims it (while it runs).
+        base_claimed = manifest["base"] is None and stack.enter_context(claim(out, "base"))
+        for recipe in todo:
+            with claim(out, _recipe_id(recipe)) as mine:
+                if not mine:
+                    continue  # another build is running it
+                on_disk, rows = read_table(out)
+                same = on_disk is not None and all(on_disk.get(k) == manifest[k] for k in _SAME_SETTINGS)
+                if same and _recipe_id(recipe) in {_recipe_id(r["recipe"]) for r in rows}:
+                    continue  # another build finished it
+                t0 = time.monotonic()
+                with machine_lock(args.lock):
+                    record, base = run_recipe(env, args, grid, recipe, with_base=base_claimed)
+                base_claimed = False
+                manifest, records = merge_into_table(out, manifest, grid, record, base)
+                console.print(f"[{len(records)}/{len(grid)}] {describe(recipe)}: "
+                              f"val {100 * record['validation']['score']:.1f}, "
+                              f"test {100 * record['hidden_test']['score']:.1f}, "
+                              f"{record['train']['train_tokens']} tokens, {time.monotonic() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ from ftdojo_gym.models import cache_dir
 from ftdojo_gym.outcome_table import SHIPPED, OutcomeTable
 from ftdojo_gym.recipe_grid import RecipeGrid, recipe_actions
 from ftdojo_gym.tasks import make_task
+from ftdojo_gym.tasks.fingerprint import grader_fingerprint
 from ftdojo_gym.wrappers import RecipeActions
 
 #: The toy tables: tiny model, 2 items per split; (env id, data choices, learning rates, steps): 24 recipes.
@@ -71,8 +72,11 @@ def toy_table(env_id: str = "FTDojo/FinanceIQ-v0", folder: str | Path | None = N
               steps: tuple[int, ...] = (2,), eval_limit: int = TOY_EVAL_LIMIT) -> Path:
     """A small outcome table built live on the tiny model (reused when already built; resumable)."""
     folder = Path(folder) if folder is not None else cache_dir() / "toy_tables"
-    name = f"{make_task(env_id).name}-{'-'.join(data)}-lr{'-'.join(map(str, learning_rates))}" \
-           f"-s{'-'.join(map(str, steps))}-n{eval_limit}.jsonl"
+    task = make_task(env_id)
+    # The task's version and grader are in the name: a table cached for an older task is
+    # not reused (an env refuses it), a new one is built next to it.
+    name = f"{task.name}-v{task.version}-g{grader_fingerprint(task)[:8]}-{'-'.join(data)}" \
+           f"-lr{'-'.join(map(str, learning_rates))}-s{'-'.join(map(str, steps))}-n{eval_limit}.jsonl"
     out = folder / name
     grid = RecipeGrid(data=data, learning_rate=learning_rates, max_steps=steps)
     if out.is_file() and len(OutcomeTable.load(out)) == len(grid):

@@ -113,3 +113,61 @@ def test_a_changed_or_foreign_table_is_refused(table, tmp_path):
         gym.make("FTDojo/FinanceIQ-v0", base_model="tiny", eval_limit=3, mode="tabular", outcome_table=str(table))
     with pytest.raises(ValueError, match="mode"):
         gym.make(TASK, base_model="tiny", mode="cached")
+
+
+def test_two_builds_of_one_table_at_once_run_each_recipe_once(tiny_model, tmp_path):
+    """Two build processes started together on the same table (as on a 2-core machine, one
+    thread each) share the grid: every recipe is run by exactly one of them, each merges its
+    rows into the file, and the result is the whole grid with the base model's scores."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    shutil.copytree(__import__("pathlib").Path(tiny_model).parent, cache / "models", dirs_exist_ok=True)
+    env = {**os.environ, "FTDOJO_CACHE": str(cache), "OMP_NUM_THREADS": "1"}  # a fresh outcome cache: really train
+    out = tmp_path / "FinanceIQ.jsonl"
+    argv = [sys.executable, "-m", "ftdojo_benchmarks.build_outcome_table", "--task", TASK, "--model", "tiny",
+            "--eval-limit", "2", "--learning-rates", "1e-3", "3e-2", "--steps", "1", "2", "--data", "expert",
+            "--threads", "1", "--out", str(out)]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    ran = [line for log in logs for line in log.splitlines() if "/8] " in line]
+    t = OutcomeTable.load(out)
+    assert t.grid_size == 8 and len(t) == 8 and t.complete
+    assert len({json.dumps(e.recipe, sort_keys=True) for e in t}) == 8
+    assert len(ran) == 8, logs  # no recipe twice
+    assert all(any("/8] " in line for line in log.splitlines()) for log in logs), logs  # both did work
+    assert t.manifest["base"] is not None and t.manifest["base"]["validation"]["score"] >= 0
+    grid_order = [json.dumps(r, sort_keys=True) for r in RecipeGrid.from_dict(t.manifest["grid"]).recipes()]
+    assert [json.dumps(e.recipe, sort_keys=True) for e in t] == grid_order
+
+
+def _shipped_tables():
+    from importlib import resources
+
+    from ftdojo_gym.outcome_table import SHIPPED
+
+    return sorted(p.name.removesuffix(".jsonl") for p in resources.files(SHIPPED).iterdir()
+                  if p.name.endswith(".jsonl"))
+
+
+@pytest.mark.parametrize("name", _shipped_tables())
+def test_every_shipped_table_is_complete_and_current(name):
+    """A shipped table still matches its task: ``gym.make(id, mode="tabular")`` with the table's
+    base model and split size loads it (same task version, grader, data seed and base model
+    files), and it holds its whole grid. A task change that moves any of these without a
+    rebuilt table fails here."""
+    from ftdojo_benchmarks.rl_figures import env_id_of, env_kwargs
+
+    table = OutcomeTable.shipped(name)
+    assert table.complete, f"{name}: {len(table)} of {table.grid_size} recipes"
+    kwargs = {k: v for k, v in env_kwargs(table).items() if k != "outcome_table"}  # the shipped one by default
+    env = gym.make(env_id_of(table), **kwargs)
+    try:
+        obs, info = env.reset(seed=0)
+        assert obs is not None
+    finally:
+        env.close()
