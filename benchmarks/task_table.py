@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import inspect
 import json
 import random
 import time
@@ -69,8 +70,9 @@ BOOTSTRAP_SAMPLES = 1000
 @lru_cache(maxsize=64)
 def task_fingerprint(task_id: str, seed: int = 0, recipe: str | None = None) -> str:
     """A hash of the task's evaluation items, sources and grader (:func:`grader_fingerprint`)
-    under ``seed`` and, with ``recipe``, of that recipe's sources and templates: results
-    measured on other data, with another recipe or under another grader are stale."""
+    under ``seed`` and, with ``recipe``, of that recipe's sources and templates (without
+    one, the chance row's: of the task's ``chance_outputs`` code): results measured on
+    other data, with another recipe or under another grader are stale."""
     from ftdojo_gym.tasks import make_task
 
     task = make_task(task_id)
@@ -80,6 +82,9 @@ def task_fingerprint(task_id: str, seed: int = 0, recipe: str | None = None) -> 
         digest.update(json.dumps([recipes.clean_sources, recipes.expert_template, recipe == "format_only"]).encode())
     elif recipe == "harmful":
         digest.update(json.dumps(recipes.harmful.templates, sort_keys=True).encode())
+    elif recipe is None and callable(getattr(task, "chance_outputs", None)):
+        # The chance row also depends on the answers a guesser picks from.
+        digest.update(inspect.getsource(type(task).chance_outputs).encode())
     for item in task.eval_items(seed):
         digest.update(f"{item.id}\x00{item.prompt}\x00{item.reference}\x00".encode())
     for name, ds in task.sources(seed).items():
@@ -312,15 +317,7 @@ def latest_rows(results: list[dict[str, Any]],
 
 
 #: Why a task misses a criterion of the table, as far as we know (shown only while it misses).
-MISS_NOTES: dict[str, str] = {
-    "FTDojo/FinanceIQ-v0": (
-        "The expert learns the answer format and a letter prior (30 against 27 for format-only, "
-        "chance 25) but not which option fits the question: the letter comes before the option's "
-        "text, the same layout that kept Patent-PI4PC v2 at chance, which version 3 fixed by writing "
-        "the key after the text and quoting it first. The same redesign here would change FinanceIQ's "
-        "data and so invalidate its shipped outcome table (a rebuild is about an hour on this machine); "
-        "it is the next step."),
-}
+MISS_NOTES: dict[str, str] = {}
 
 
 def render_table(results: list[dict[str, Any]]) -> str:

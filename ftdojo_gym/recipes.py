@@ -32,6 +32,7 @@ from typing import Any
 from ftdojo_gym.tasks.base import RealDataTask, Task
 from ftdojo_gym.tasks.chemistry import FORMAT_LINE as CHEMCOT_FORMAT_LINE
 from ftdojo_gym.tasks.chemistry import ChemCoTTask
+from ftdojo_gym.tasks.finance import ANSWER_TEMPLATE as FINANCEIQ_ANSWER
 from ftdojo_gym.tasks.finance import PROMPT_TEMPLATE as FINANCEIQ_PROMPT
 from ftdojo_gym.tasks.finance import FinanceIQTask
 from ftdojo_gym.tasks.mathematics import FORMAT_IN_TEMPLATE as AIME_FORMAT
@@ -201,10 +202,10 @@ _DECLARED: dict[type[Task], RecipesDeclaration] = {
     ),
     FinanceIQTask: TaskRecipes(
         clean_sources=("finexam_train",),
-        expert_template={"prompt": FINANCEIQ_PROMPT, "completion": "Answer: {Answer}"},
+        expert_template={"prompt": FINANCEIQ_PROMPT, "completion": FINANCEIQ_ANSWER},
         # Crowd labels taken as they are, and answers given as option text.
         harmful=Recipe({
-            "crowd_answer_key": {"prompt": FINANCEIQ_PROMPT, "completion": "Answer: {Answer}"},
+            "crowd_answer_key": {"prompt": FINANCEIQ_PROMPT, "completion": FINANCEIQ_ANSWER},
             "study_notes": {"prompt": FINANCEIQ_PROMPT, "completion": "Answer: {answer_text}"},
         }),
     ),

@@ -20,10 +20,21 @@ phrasings, option sets and option orders; an evaluation question (stem with
 its set of options) occurs in no source.
 
 The prompt of an evaluation item is :data:`PROMPT_TEMPLATE` filled with the
-item's ``subject``, ``Question`` and options; the expected completion is
-``"Answer: <letter>"``. The clean source ``finexam_train`` has these fields,
+item's ``subject``, ``Question`` and options, each option followed by its letter
+(``Mortgage loan [C]``); the reference completion (:data:`ANSWER_TEMPLATE`) quotes
+the correct option line, then answers: ``"Option: Mortgage loan [C]\\nAnswer: C"``.
+Only the letter after the last ``Answer:`` is graded. The clean source
+``finexam_train`` has these fields (``answer_text`` is the gold option's text),
 so the expert recipe (:mod:`ftdojo_gym.recipes`) turns it into training pairs in the
 evaluation format. Gold letters are balanced (a quarter each) in every split.
+
+Version 2 (this layout) replaced version 1's ``A. Mortgage loan`` options and bare
+``Answer: C`` reference: SmolLM2-135M trained on 320 version-1 pairs learned the
+format and a letter prior but not which option fits (expert 30 % against 27 % for
+the format-only control), because the letter it had to output stood *before* the
+text it had to match; written after it and quoted first, the letter is a copy of
+what follows the copied option (the same change as Patent-PI4PC v3, see
+``docs/dev/task-redesign.md``).
 
 The score and how it differs from the official evaluator: :class:`FinanceIQTask` (Metric).
 
@@ -31,8 +42,8 @@ Sources (deterministic in the seed):
 
 * ``finexam_train`` — clean, in-domain, evaluation schema.
 * ``crowd_answer_key`` — the same schema plus ``annotator_confidence``; about
-  40 % of the ``Answer`` letters are wrong, and those rows mostly have a
-  confidence below 0.6.
+  40 % of the ``Answer`` letters are wrong (``answer_text`` is the text of the
+  option the crowd chose), and those rows mostly have a confidence below 0.6.
 * ``exam_mirror`` — a few dozen questions repeated many times with changes
   of case and whitespace only.
 * ``study_notes`` — questions with options, but the answer is given as the
@@ -62,12 +73,16 @@ from ftdojo_gym.tasks.base import EvalItem, HubDataset, SourceSpec, Task
 from ftdojo_gym.tasks.offdomain import WEB_CHAT
 
 #: The prompt of every evaluation item (and of the expert recipe's training pairs).
+#: Version 2 writes each option's letter *after* its text (version 1: ``A. text``).
 PROMPT_TEMPLATE = (
     "The following is a single-choice question from the {subject} exam.\n"
     "Question: {Question}\n"
-    "A. {A}\nB. {B}\nC. {C}\nD. {D}\n"
-    "Reply with Answer: followed by the letter of the correct option."
+    "{A} [A]\n{B} [B]\n{C} [C]\n{D} [D]\n"
+    "Quote the correct option with its letter, then reply with Answer: followed by the letter."
 )
+#: The reference answer (and the expert recipe's completion): the chosen option
+#: quoted as the prompt writes it, then the letter after the marker the grader reads.
+ANSWER_TEMPLATE = "Option: {answer_text} [{Answer}]\nAnswer: {Answer}"
 #: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
 
@@ -238,9 +253,11 @@ class _Question:
         return self.options[LETTERS.index(self.answer)]
 
     def record(self) -> dict[str, str]:
-        """The question in the FinanceIQ schema plus ``subject``."""
+        """The question in the FinanceIQ schema plus ``subject`` and ``answer_text``
+        (the text of the gold option)."""
         return {"subject": self.subject, "Question": self.question,
-                **dict(zip(LETTERS, self.options, strict=True)), "Answer": self.answer}
+                **dict(zip(LETTERS, self.options, strict=True)), "Answer": self.answer,
+                "answer_text": self.answer_text}
 
     @property
     def prompt(self) -> str:
@@ -445,10 +462,12 @@ class FinanceIQTask(Task):
     ``finance_glossary``; see the module docstring for their schemas.
 
     **Prompt and answer format.** :data:`PROMPT_TEMPLATE` with the subject,
-    question and options; the answer is ``Answer: <letter>`` (e.g.
-    ``Answer: C``). Expert template: prompt = :data:`PROMPT_TEMPLATE` over
-    the fields ``subject, Question, A, B, C, D``, completion
-    ``"Answer: {Answer}"``.
+    question and options (each option's letter after its text, ``Mortgage loan
+    [C]``); the answer quotes the chosen option line, then gives the letter:
+    ``Option: Mortgage loan [C]`` / ``Answer: C`` (only the line after the last
+    ``Answer:`` is graded). Expert template: prompt = :data:`PROMPT_TEMPLATE`
+    over the fields ``subject, Question, A, B, C, D``, completion
+    :data:`ANSWER_TEMPLATE` (``"Option: {answer_text} [{Answer}]\\nAnswer: {Answer}"``).
 
     **Metric.** Accuracy: 1 when the answer names exactly the gold letter in
     that format, else 0 (no marker, option text, lower case, several letters
@@ -459,7 +478,10 @@ class FinanceIQTask(Task):
     it reads ``"Answer: C"`` as A), the first letter of a hedge
     (``"A, B, C, D"`` scores when A is gold) and a random letter when it finds
     none (25 % expected); here the letter after the marker is read, hedges
-    and missing letters score 0 and nothing is random.
+    and missing letters score 0 and nothing is random. (On version 2's
+    quote-first answers the official first-character rule would read the
+    quote, not the answer; the official harness appends ``答案：`` to the
+    prompt so that the response starts with the letter.)
     ``ftdojo_gym.grading.financeiq_official`` re-implements the official
     code and a parity test pins both.
 
@@ -471,10 +493,10 @@ class FinanceIQTask(Task):
     """
 
     name = "FinanceIQ"
-    version = "1"
+    version = "2"
     domain = "Finance"
     metric = "accuracy over subjects (multiple choice)"
-    max_new_tokens = 16
+    max_new_tokens = 64
     default_token_budget = 200_000
     source_seed = "financeiq/{seed}/{source}"
     #: One file per subject and split, as in the dataset repository; a local
@@ -519,6 +541,11 @@ class FinanceIQTask(Task):
             raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
         return [grade_choice(output, item.meta["answer"]) for item, output in zip(items, outputs, strict=True)]
 
+    def chance_outputs(self, item: EvalItem) -> list[str]:
+        """One answer per option letter, in the graded format: what a guesser picks from
+        (the benchmark's chance level; a constant letter scores 25 % on the balanced splits)."""
+        return [f"Answer: {letter}" for letter in LETTERS]
+
     def aggregate(self, items: Sequence[EvalItem], scores: Sequence[float], outputs: Sequence[str]) -> float:
         """The official FinanceIQ score: accuracy per subject, then the mean over subjects.
 
@@ -551,7 +578,8 @@ class FinanceIQTask(Task):
             low = rng.random() < (0.9 if wrong else 0.07)
             confidence = rng.uniform(0.2, 0.6) if low else rng.uniform(0.6, 0.8 if wrong else 1.0)
             answer = rng.choice([x for x in LETTERS if x != q.answer]) if wrong else q.answer
-            rows.append({**q.record(), "Answer": answer, "annotator_confidence": round(confidence, 2)})
+            rows.append({**q.record(), "Answer": answer, "answer_text": q.options[LETTERS.index(answer)],
+                         "annotator_confidence": round(confidence, 2)})
         return rows
 
     def _exam_mirror(self, rng: random.Random, reserved: set) -> list[dict[str, Any]]:
@@ -624,7 +652,7 @@ def _item(item_id: str, q: _Question) -> EvalItem:
         id=item_id,
         subset=q.subject,
         prompt=q.prompt,
-        reference=f"Answer: {q.answer}",
+        reference=ANSWER_TEMPLATE.format(answer_text=q.answer_text, Answer=q.answer),
         meta={"answer": q.answer, "options": dict(zip(LETTERS, q.options, strict=True)), "kind": q.kind},
     )
 
@@ -642,7 +670,7 @@ def _surface_variant(rng: random.Random, record: dict[str, str]) -> dict[str, st
 SOURCES: tuple[SourceSpec, ...] = (
     SourceSpec(
         "finexam_train",
-        "Single-choice practice questions from financial certification exams (subject, question, options A-D, answer letter).",
+        "Single-choice practice questions from financial certification exams (subject, question, options A-D, answer letter and the text of that option).",
         FinanceIQTask._finexam_train,
     ),
     SourceSpec(

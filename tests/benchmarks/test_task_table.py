@@ -74,8 +74,30 @@ def test_chance_levels_of_the_patent_tasks() -> None:
     assert 0.25 < level["random"] < 0.42 and level["chance"] == level["random"]
     pi = make_task("FTDojo/Patent-PI4PC-v0")
     assert 0.1 < chance_level(pi, _hidden(pi))["chance"] < 0.32  # one paragraph of five
-    finance = make_task("FTDojo/FinanceIQ-v0")  # no chance_outputs: the split's distinct references
-    assert 0.15 < chance_level(finance, _hidden(finance))["chance"] < 0.4
+    finance = make_task("FTDojo/FinanceIQ-v0")  # one answer per letter; the splits are balanced
+    assert chance_level(finance, _hidden(finance))["constant"] == pytest.approx(0.25)
+    reaction = make_task("FTDojo/ChemCoT-Reaction-v0")  # no chance_outputs: the split's distinct references
+    hidden = _hidden(reaction)
+    pool = list(dict.fromkeys(it.reference for it in hidden))
+    assert task_table.answer_candidates(reaction, hidden) == [pool] * len(hidden)
+
+
+def test_the_chance_row_is_stale_when_the_guessers_answers_change(monkeypatch) -> None:
+    """The chance row's fingerprint covers ``chance_outputs``: new guesser answers, a new row."""
+    from ftdojo_gym.tasks.finance import FinanceIQTask
+
+    before = task_table.task_fingerprint("FTDojo/FinanceIQ-v0", 0, None)
+    expert = task_table.task_fingerprint("FTDojo/FinanceIQ-v0", 0, "expert")
+
+    def chance_outputs(self, item):  # another set of guesses
+        return ["Answer: A"]
+
+    monkeypatch.setattr(FinanceIQTask, "chance_outputs", chance_outputs)
+    task_table.task_fingerprint.cache_clear()  # cached per process; the code does not change in a run
+    assert task_table.task_fingerprint("FTDojo/FinanceIQ-v0", 0, None) != before
+    assert task_table.task_fingerprint("FTDojo/FinanceIQ-v0", 0, "expert") == expert  # model rows unaffected
+    monkeypatch.undo()
+    task_table.task_fingerprint.cache_clear()
 
 
 # ----------------------------------------------------------------- intervals

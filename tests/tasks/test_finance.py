@@ -26,20 +26,20 @@ from .conftest import CachedTask
 
 SEED = 3
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hub" / "FinanceIQ"
-EXAM = {"subject", "Question", "A", "B", "C", "D", "Answer"}
+EXAM = {"subject", "Question", "A", "B", "C", "D", "Answer", "answer_text"}
 SCHEMAS = {
     "finexam_train": EXAM,
     "crowd_answer_key": EXAM | {"annotator_confidence"},
     "exam_mirror": EXAM,
-    "study_notes": EXAM - {"Answer"} | {"answer_text", "note"},
+    "study_notes": EXAM - {"Answer"} | {"note"},
     "web_chat": {"prompt", "response"},
     "regulation_excerpts": EXAM,
     "finance_glossary": {"term", "definition", "subject"},
 }
 _PROMPT = re.compile(
     r"The following is a single-choice question from the (?P<subject>.+) exam\.\n"
-    r"Question: (?P<Question>.*)\nA\. (?P<A>.*)\nB\. (?P<B>.*)\nC\. (?P<C>.*)\nD\. (?P<D>.*)\n"
-    r"Reply with Answer: followed by the letter of the correct option\.",
+    r"Question: (?P<Question>.*)\n(?P<A>.*) \[A\]\n(?P<B>.*) \[B\]\n(?P<C>.*) \[C\]\n(?P<D>.*) \[D\]\n"
+    r"Quote the correct option with its letter, then reply with Answer: followed by the letter\.",
     re.DOTALL,
 )
 
@@ -133,7 +133,10 @@ def test_eval_prompt_format_and_length() -> None:
     for item in items():
         fields = parse(item.prompt)
         assert fields["subject"] == item.subset
-        assert item.reference == f"Answer: {item.meta['answer']}"
+        letter = item.meta["answer"]
+        # Version 2: the reference quotes the gold option line of the prompt, then answers.
+        assert item.reference == f"Option: {fields[letter]} [{letter}]\nAnswer: {letter}"
+        assert f"\n{fields[letter]} [{letter}]\n" in item.prompt
         assert [fields[x] for x in LETTERS] == [item.meta["options"][x] for x in LETTERS]
         assert len(set(item.meta["options"].values())) == 4
         assert len(item.prompt.split()) < 150  # well under 300 tokens
@@ -194,7 +197,8 @@ def test_expert_template_reproduces_eval_format() -> None:
         completion = render_template(template["completion"], row)
         fields = parse(prompt)
         assert fields["Question"] == row["Question"]
-        assert re.fullmatch(r"Answer: [ABCD]", completion)
+        assert completion == f"Option: {row[row['Answer']]} [{row['Answer']}]\nAnswer: {row['Answer']}"
+        assert row["answer_text"] == row[row["Answer"]]
         assert task().grade([EvalItem("x", row["subject"], prompt, completion, {"answer": row["Answer"]})],
                             [completion]) == [1.0]
     assert Counter(train["Answer"]).most_common()[-1][1] >= 0.24 * len(train)  # letters balanced
@@ -227,7 +231,10 @@ def test_clean_source_is_correct() -> None:
 
 
 def test_crowd_labels_are_noisy_but_filterable() -> None:
-    checked = [(solve(row) == row["Answer"], row["annotator_confidence"]) for row in sources()["crowd_answer_key"]]
+    crowd = sources()["crowd_answer_key"]
+    # A wrong row quotes the option of its own (wrong) letter: the quote and the answer agree.
+    assert all(row["answer_text"] == row[row["Answer"]] for row in crowd)
+    checked = [(solve(row) == row["Answer"], row["annotator_confidence"]) for row in crowd]
     wrong = [c for ok, c in checked if not ok]
     right = [c for ok, c in checked if ok]
     assert 0.33 < len(wrong) / len(checked) < 0.47
@@ -326,3 +333,14 @@ def test_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(HubUnavailableError, match="offline|reached|load"):
         task().with_data("hub")
     assert time.monotonic() - start < 30
+
+
+def test_chance_outputs_are_one_letter_each_and_a_constant_scores_a_quarter() -> None:
+    t = task()
+    hidden = t.split(items(), 100)[1]
+    for item in hidden[:10]:
+        outputs = t.chance_outputs(item)
+        assert t.grade([item] * 4, outputs) == [float(x == item.meta["answer"]) for x in LETTERS]
+    for letter in LETTERS:
+        outputs = [f"Answer: {letter}"] * len(hidden)
+        assert t.aggregate(hidden, t.grade(hidden, outputs), outputs) == pytest.approx(0.25)
