@@ -329,7 +329,9 @@ class RealDataTask(Task):
         return list(self._items)
 
     def max_new_tokens_for(self, item: EvalItem) -> int:
-        return self.base.max_new_tokens_for(item)
+        """The limit the real data set for the item (``meta["max_new_tokens"]``, from its
+        gold answer's length), else the offline task's."""
+        return int(item.meta.get("max_new_tokens") or self.base.max_new_tokens_for(item))
 
     def split(self, items: Sequence[_Item], limit: int | None = None) -> tuple[list[_Item], list[_Item]]:
         return self.base.split(items, limit)

@@ -85,6 +85,8 @@ PROMPT_TEMPLATE = (
 ANSWER_TEMPLATE = "Option: {answer_text} [{Answer}]\nAnswer: {Answer}"
 #: Items per evaluation set, split by :meth:`~ftdojo_gym.tasks.base.Task.split`.
 EVAL_SIZE = 200
+#: Real data: new tokens allowed beyond the quoted gold answer's length in bytes.
+REAL_TOKEN_HEADROOM = 32
 
 # ------------------------------------------------------------ knowledge base
 
@@ -640,21 +642,24 @@ class FinanceIQTask(Task):
             else:
                 train += questions
         ordered = [group[j] for j in range(max(map(len, held), default=0)) for group in held if j < len(group)]
-        items = [_item(f"{self.name}/hub/{i:04d}", q) for i, q in enumerate(ordered)]
+        items = [_item(f"{self.name}/hub/{i:04d}", q, real_limit=self.max_new_tokens) for i, q in enumerate(ordered)]
         held_ids = {q.identity for q in ordered}
         rows = [q.record() for q in train if q.identity not in held_ids]
         sources = {"finexam_train": Dataset.from_list(rows)} if rows else {}
         return sources, items
 
 
-def _item(item_id: str, q: _Question) -> EvalItem:
-    return EvalItem(
-        id=item_id,
-        subset=q.subject,
-        prompt=q.prompt,
-        reference=ANSWER_TEMPLATE.format(answer_text=q.answer_text, Answer=q.answer),
-        meta={"answer": q.answer, "options": dict(zip(LETTERS, q.options, strict=True)), "kind": q.kind},
-    )
+def _item(item_id: str, q: _Question, real_limit: int | None = None) -> EvalItem:
+    """The evaluation item of ``q``. With ``real_limit`` (real data, whose options can be
+    long statements), the item's generation limit is the quoted answer's length in UTF-8
+    bytes (a token is at least one byte) plus :data:`REAL_TOKEN_HEADROOM`, never below
+    ``real_limit``."""
+    reference = ANSWER_TEMPLATE.format(answer_text=q.answer_text, Answer=q.answer)
+    meta: dict[str, Any] = {"answer": q.answer, "options": dict(zip(LETTERS, q.options, strict=True)),
+                            "kind": q.kind}
+    if real_limit is not None:
+        meta["max_new_tokens"] = max(real_limit, len(reference.encode()) + REAL_TOKEN_HEADROOM)
+    return EvalItem(id=item_id, subset=q.subject, prompt=q.prompt, reference=reference, meta=meta)
 
 
 def _surface_variant(rng: random.Random, record: dict[str, str]) -> dict[str, str]:

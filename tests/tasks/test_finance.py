@@ -323,6 +323,23 @@ def test_hub_records_split_per_subject() -> None:
     assert len(sources_["finexam_train"]) == 40 + 5 + 5
 
 
+def test_real_long_options_get_a_generation_limit_that_fits_their_quote(token_counter) -> None:
+    """Real options can be long statements (in Chinese, several tokens a character): the
+    reference quotes the gold option, so a real item's limit comes from its length."""
+    long_option = "企业应当在资产负债表日对以摊余成本计量的金融资产进行减值测试，并确认预期信用损失准备" * 2
+    rows = Dataset.from_list([{"Unnamed: 0": i, "Question": f"下列说法正确的是？{i}", "A": long_option, "B": "短",
+                               "C": "较短的说法", "D": "另一个说法", "Answer": "A"} for i in range(2)])
+    real = task().with_data(str(FIXTURES))
+    _, items_ = task().map_hub_records({"test/注册会计师（CPA）": rows})
+    (item,) = items_
+    needed = len(token_counter.encode(item.reference).ids)
+    assert needed > task().max_new_tokens  # the offline limit would cut the quote
+    assert needed <= real.max_new_tokens_for(item) == item.meta["max_new_tokens"]
+    assert task().grade([item], [item.reference]) == [1.0]
+    for short in real.eval_items(0):  # never below the offline limit, and bounded by the quote's bytes
+        assert real.max_new_tokens_for(short) == max(task().max_new_tokens, len(short.reference.encode()) + 32)
+
+
 def test_hub_offline_fails_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
