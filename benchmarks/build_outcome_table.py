@@ -90,6 +90,7 @@ def write_table(path: Path, manifest: dict[str, Any], records: list[dict[str, An
 @contextlib.contextmanager
 def table_lock(path: Path) -> Iterator[None]:
     """An exclusive flock on ``<path>.lock``, for a read-merge-write of the table."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # a first build into a new folder
     with open(path.with_name(path.name + ".lock"), "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:

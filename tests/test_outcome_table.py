@@ -126,7 +126,7 @@ def test_two_builds_of_one_table_at_once_run_each_recipe_once(tiny_model, tmp_pa
     cache = tmp_path / "cache"
     shutil.copytree(__import__("pathlib").Path(tiny_model).parent, cache / "models", dirs_exist_ok=True)
     env = {**os.environ, "FTDOJO_CACHE": str(cache), "OMP_NUM_THREADS": "1"}  # a fresh outcome cache: really train
-    out = tmp_path / "FinanceIQ.jsonl"
+    out = tmp_path / "not-yet-made" / "FinanceIQ.jsonl"  # a first build makes its folder (a fresh cache)
     argv = [sys.executable, "-m", "ftdojo_benchmarks.build_outcome_table", "--task", TASK, "--model", "tiny",
             "--eval-limit", "2", "--learning-rates", "1e-3", "3e-2", "--steps", "1", "2", "--data", "expert",
             "--threads", "1", "--out", str(out)]
