@@ -91,12 +91,8 @@ def write_table(path: Path, manifest: dict[str, Any], records: list[dict[str, An
 def table_lock(path: Path) -> Iterator[None]:
     """An exclusive flock on ``<path>.lock``, for a read-merge-write of the table."""
     path.parent.mkdir(parents=True, exist_ok=True)  # a first build into a new folder
-    with open(path.with_name(path.name + ".lock"), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with machine_lock(str(path.with_name(path.name + ".lock"))):
+        yield
 
 
 @contextlib.contextmanager
@@ -123,6 +119,11 @@ def claim(table: Path, what: str) -> Iterator[bool]:
 _SAME_SETTINGS = ("task", "task_version", "data_seed", "base_model_fingerprint", "eval_limit", "grid", "grader")
 
 
+def _same_settings(old: dict[str, Any] | None, manifest: dict[str, Any]) -> bool:
+    """Whether a table on disk (its manifest ``old``) was built for ``manifest``'s settings."""
+    return old is not None and all(old.get(k) == manifest[k] for k in _SAME_SETTINGS)
+
+
 def _recipe_id(recipe: dict[str, Any]) -> str:
     return json.dumps(recipe, sort_keys=True)
 
@@ -135,7 +136,7 @@ def merge_into_table(out: Path, manifest: dict[str, Any], grid: RecipeGrid, reco
     order = {_recipe_id(r): i for i, r in enumerate(grid.recipes())}
     with table_lock(out):
         old, rows = read_table(out)
-        if old is None or not all(old.get(k) == manifest[k] for k in _SAME_SETTINGS):
+        if not _same_settings(old, manifest):
             old, rows = None, []
         merged = {_recipe_id(r["recipe"]): r for r in rows}
         merged[_recipe_id(record["recipe"])] = record
@@ -212,26 +213,26 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions.library_versions(), "base": None,
     }
     old, records = read_table(out)
-    if old is not None and all(old.get(k) == manifest[k] for k in _SAME_SETTINGS):
+    if _same_settings(old, manifest):
         manifest["base"] = old.get("base")
     elif old is not None:
         console.print(f"[yellow]{out} was built for other settings; starting it over[/yellow]")
         records = []
-    done = {json.dumps(r["recipe"], sort_keys=True) for r in records}
-    todo = [r for r in grid.recipes() if json.dumps(r, sort_keys=True) not in done]
+    done = {_recipe_id(r["recipe"]) for r in records}
+    todo = [r for r in grid.recipes() if _recipe_id(r) not in done]
     console.print(f"{task.name}: {len(grid)} recipes, {len(done)} done, {len(todo)} to run -> {out}")
     # One env for every recipe: the model process (and its imports) start once.
     env = gym.make(args.task, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress,
                    max_episode_steps=100, worker_threads=args.threads)
     try:
-        build(env, args, grid, manifest, records, todo, len(done), out, console)
+        build(env, args, grid, manifest, todo, out, console)
     finally:
         env.close()
     return 0
 
 
 def build(env: gym.Env, args: argparse.Namespace, grid: RecipeGrid, manifest: dict[str, Any],
-          records: list[dict[str, Any]], todo: list[dict[str, Any]], done: int, out: Path, console: Console) -> None:
+          todo: list[dict[str, Any]], out: Path, console: Console) -> None:
     """Run every recipe of ``todo`` that no other build of ``out`` has claimed or finished."""
     with contextlib.ExitStack() as stack:
         # The base model is evaluated once, by the build that claims it (while it runs).
@@ -241,8 +242,7 @@ def build(env: gym.Env, args: argparse.Namespace, grid: RecipeGrid, manifest: di
                 if not mine:
                     continue  # another build is running it
                 on_disk, rows = read_table(out)
-                same = on_disk is not None and all(on_disk.get(k) == manifest[k] for k in _SAME_SETTINGS)
-                if same and _recipe_id(recipe) in {_recipe_id(r["recipe"]) for r in rows}:
+                if _same_settings(on_disk, manifest) and _recipe_id(recipe) in {_recipe_id(r["recipe"]) for r in rows}:
                     continue  # another build finished it
                 t0 = time.monotonic()
                 with machine_lock(args.lock):
