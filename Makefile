@@ -46,7 +46,7 @@ mutation: $(STAMP)
 	tools/mutation.sh $(MODULES)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ftdojo_gym agents benchmarks tests
+	$(BIN)/ruff check ftdojo_gym agents benchmarks tests docs/notebooks
 
 format: $(STAMP)
 	$(BIN)/ruff format ftdojo_gym agents benchmarks tests
