@@ -47,6 +47,7 @@ from rich.console import Console
 import ftdojo_gym  # noqa: F401  (registers the envs)
 from ftdojo_gym import versions
 from ftdojo_gym.data.workspace import atomic_write_text
+from ftdojo_gym.model_process.resident import PRECISIONS, resolve_precision
 from ftdojo_gym.models import model_fingerprint, resolve_model
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.outcome_cache import run_key
@@ -116,12 +117,14 @@ def claim(table: Path, what: str) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-_SAME_SETTINGS = ("task", "task_version", "data_seed", "base_model_fingerprint", "eval_limit", "grid", "grader")
+_SAME_SETTINGS = ("task", "task_version", "data_seed", "base_model_fingerprint", "eval_limit", "grid", "grader",
+                  "eval_precision")
 
 
 def _same_settings(old: dict[str, Any] | None, manifest: dict[str, Any]) -> bool:
-    """Whether a table on disk (its manifest ``old``) was built for ``manifest``'s settings."""
-    return old is not None and all(old.get(k) == manifest[k] for k in _SAME_SETTINGS)
+    """Whether a table on disk (its manifest ``old``) was built for ``manifest``'s settings
+    (a table without ``eval_precision`` was evaluated in fp32)."""
+    return old is not None and all({"eval_precision": "fp32", **old}.get(k) == manifest[k] for k in _SAME_SETTINGS)
 
 
 def _recipe_id(recipe: dict[str, Any]) -> str:
@@ -200,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock", default=None, help="flock this file around each recipe's training")
     parser.add_argument("--threads", type=int, default=None,
                         help="the model worker's compute threads (default: all cores; 1 to share a 2-core machine)")
+    parser.add_argument("--eval-precision", choices=PRECISIONS, default="auto",
+                        help="generation numerics (auto: bf16 where the hardware has fast bf16, else fp32)")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     console = Console()
@@ -211,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         "base_model": args.model, "base_model_fingerprint": model_fingerprint(resolve_model(args.model)),
         "eval_limit": args.eval_limit, "grid": grid.to_dict(), "grader": grader_fingerprint(task),
         "versions": versions.library_versions(), "base": None,
+        "eval_precision": resolve_precision(args.eval_precision),
     }
     old, records = read_table(out)
     if _same_settings(old, manifest):
@@ -223,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{task.name}: {len(grid)} recipes, {len(done)} done, {len(todo)} to run -> {out}")
     # One env for every recipe: the model process (and its imports) start once.
     env = gym.make(args.task, base_model=args.model, eval_limit=args.eval_limit, progress=args.progress,
-                   max_episode_steps=100, worker_threads=args.threads)
+                   max_episode_steps=100, worker_threads=args.threads, eval_precision=manifest["eval_precision"])
     try:
         build(env, args, grid, manifest, todo, out, console)
     finally:

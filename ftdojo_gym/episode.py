@@ -57,9 +57,12 @@ class EpisodeSettings:
     base_model_fingerprint: str = ""
     #: tabular mode: train/evaluate/submit are served from this table only (None: live)
     outcome_table: OutcomeTable | None = None
+    #: the numerics of every generation ("bf16" or "fp32", resolved from the env's ``eval_precision``)
+    eval_precision: str = "fp32"
 
     def versions(self) -> dict[str, str]:
-        return versions.collect(task=f"{self.task.name}@{self.task.version}", base_model=self.base_model_name)
+        return versions.collect(task=f"{self.task.name}@{self.task.version}", base_model=self.base_model_name,
+                                eval_precision=self.eval_precision)
 
 
 @dataclass

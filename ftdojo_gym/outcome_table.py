@@ -109,6 +109,11 @@ class OutcomeTable:
                                     "python -m ftdojo_benchmarks.build_outcome_table")
         return cls.load(Path(str(file)))
 
+    @property
+    def eval_precision(self) -> str:
+        """The generation precision its evaluations ran in (tables built before it was recorded: fp32)."""
+        return str(self.manifest.get("eval_precision", "fp32"))
+
     def check_for(self, task: Task, data_seed: int, validation_items: int, base_model_fingerprint: str) -> None:
         """Refuse a table built for another task version, data seed, split size, base model or grader."""
         m = self.manifest

@@ -41,7 +41,7 @@ class ScriptedWorker:
         self.answers: dict[str, str] = {}
         ScriptedWorker.instances.append(self)
 
-    def generate(self, model, adapter, prompts, max_new_tokens, batch_size, timeout, on_progress):
+    def generate(self, model, adapter, prompts, max_new_tokens, batch_size, timeout, on_progress, precision):
         self.generated.append(list(prompts))
         return GenerateResult(status="ok", outputs=[self.answers.get(p, "no idea") for p in prompts], seconds=0.5)
 
@@ -318,6 +318,7 @@ def test_the_model_process_gets_the_memory_limit(make):
     ({"mode": "fast"}, "mode must be 'live'"),
     ({"outcome_table": "t.json"}, "outcome_table is used in mode='tabular' only"),
     ({"render_mode": "human"}, r"render_mode must be one of \['ansi'\]"),
+    ({"eval_precision": "fp16"}, r"eval_precision must be one of \('auto', 'bf16', 'fp32'\)"),
 ])
 def test_bad_options_are_rejected_with_the_reason(options, message):
     values = {"log_window": 10, "eval_batch_size": 1, "eval_limit": None, "worker_memory_gb": None, "render_mode": None}

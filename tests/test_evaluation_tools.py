@@ -63,9 +63,10 @@ class ScriptedWorker:
         self.fail = fail
         self.references = {it.prompt: it.reference for it in items("v", 12) + items("h", 6)}
 
-    def generate(self, model, adapter, prompts, max_new_tokens, batch_size, timeout, on_progress):
+    def generate(self, model, adapter, prompts, max_new_tokens, batch_size, timeout, on_progress, precision):
         self.calls.append({"model": model, "adapter": adapter, "prompts": list(prompts),
-                           "max_new_tokens": list(max_new_tokens), "batch_size": batch_size, "timeout": timeout})
+                           "max_new_tokens": list(max_new_tokens), "batch_size": batch_size, "timeout": timeout,
+                           "precision": precision})
         if self.fail:
             return GenerateResult.failure(ErrorClass.OOM, "out of memory", traceback="T" * 5000)
         on_progress(len(prompts), len(prompts))
@@ -82,10 +83,12 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def make_state(tmp_path, token_counter, n_val=4, worker=None, seconds=None, outcome_cache=None, **runs) -> EpisodeState:
+def make_state(tmp_path, token_counter, n_val=4, worker=None, seconds=None, outcome_cache=None,
+               eval_precision="fp32", **runs) -> EpisodeState:
     settings = EpisodeSettings(task=ToyTask(), base_model=BASE_MODEL, base_model_name="base", data_seed=3,
                                eval_batch_size=5, progress=False, validation_items=items("v", n_val),
-                               hidden_test_items=items("h", 6), outcome_cache=outcome_cache)
+                               hidden_test_items=items("h", 6), outcome_cache=outcome_cache,
+                               eval_precision=eval_precision)
     workdir = tmp_path / "ep"
     workdir.mkdir(exist_ok=True)
     return EpisodeState(settings=settings, workdir=workdir,
@@ -194,7 +197,7 @@ def test_the_base_models_whole_split_scores_are_cached_on_disk(tmp_path, token_c
     assert state.evaluations["base"] == ev and ev.score == 0.25 and ev.cached is False
     assert worker.calls[-1]["model"] == BASE_MODEL and worker.calls[-1]["adapter"] is None
     key = BaseScoreCache(state).key
-    assert key == "org--base-model-Toy-v2-s3-n4"
+    assert key == "org--base-model-Toy-v2-s3-n4-fp32"
     stored = json.loads((cache / "base_scores" / f"{key}-validation.json").read_text())
     assert stored == {"score": 0.25, "subsets": ev.subsets, "outputs": [it.reference if i == 0 else f"no {i}"
                                                                           for i, it in enumerate(items("v", 4))],
@@ -311,6 +314,31 @@ def test_cached_runs_replay_their_outcomes_and_never_store_hidden_outputs(tmp_pa
                              run1=adapter_run(tmp_path, "run1", "bad", cache_key="k1"))
     evaluation.evaluate(other_split, evaluation.EvaluateArgs(run="run1"))
     assert other_split.worker.calls  # other items: not the same outcome
+
+
+def test_generation_precision_reaches_the_worker_and_keys_every_cache(tmp_path, token_counter):
+    """Catches: the env's precision not sent to the model process, bf16 outputs served to an
+    fp32 env (or the reverse) from the outcome cache or the base-score cache."""
+    outcomes = OutcomeCache(tmp_path / "outcomes.sqlite")
+    fp32 = make_state(tmp_path, token_counter, worker=ScriptedWorker(), outcome_cache=outcomes,
+                      run1=adapter_run(tmp_path, "run1", "bad", cache_key="k1"))
+    for run in ("run1", "base"):
+        evaluation.evaluate(fp32, evaluation.EvaluateArgs(run=run))
+    submit_run(fp32, "run1")
+    assert {c["precision"] for c in fp32.worker.calls} == {"fp32"} and len(fp32.worker.calls) == 4
+    bf16 = make_state(tmp_path, token_counter, worker=ScriptedWorker(), outcome_cache=outcomes, eval_precision="bf16",
+                      run1=adapter_run(tmp_path, "run1", "bad", cache_key="k1"))
+    for run in ("run1", "base"):
+        evaluation.evaluate(bf16, evaluation.EvaluateArgs(run=run))
+    result = submit_run(bf16, "run1")
+    assert [c["precision"] for c in bf16.worker.calls] == ["bf16"] * 4  # nothing served from fp32's caches
+    assert result.versions["eval_precision"] == "bf16"
+    again = make_state(tmp_path, token_counter, worker=ScriptedWorker(), outcome_cache=outcomes, eval_precision="bf16",
+                       run1=adapter_run(tmp_path, "run1", "bad", cache_key="k1"))
+    for run in ("run1", "base"):
+        evaluation.evaluate(again, evaluation.EvaluateArgs(run=run))
+    submit_run(again, "run1")
+    assert again.worker.calls == []  # its own precision's entries are served
 
 
 class ToyTable:

@@ -50,6 +50,32 @@ def test_the_table_holds_every_recipe_with_real_scores(table):
     assert t.grid_size == 4 and t.complete
 
 
+def test_a_table_records_its_generation_precision_and_tabular_episodes_report_it(table, tmp_path):
+    """Catches: a table whose evaluations' numerics are not recorded, a build that resumes a
+    table evaluated in another precision, tabular submissions that claim the env's precision."""
+    from ftdojo_gym.model_process.resident import resolve_precision
+
+    manifest = json.loads(table.read_text().splitlines()[0])
+    assert manifest["eval_precision"] == resolve_precision("auto")
+    assert OutcomeTable.load(table).eval_precision == manifest["eval_precision"]
+    old = {k: v for k, v in manifest.items() if k != "eval_precision"}  # built before it was recorded
+    assert build_outcome_table._same_settings(old, {**manifest, "eval_precision": "fp32"})
+    assert not build_outcome_table._same_settings(old, {**manifest, "eval_precision": "bf16"})
+    assert not build_outcome_table._same_settings(manifest, {**manifest, "eval_precision": "other"})
+    lines = table.read_text().splitlines()
+    other = tmp_path / "FinanceIQ.jsonl"
+    build_outcome_table.write_table(other, {**manifest, "eval_precision": "fp32"}, [json.loads(x) for x in lines[1:]])
+    assert OutcomeTable.load(other).eval_precision == "fp32"
+    env = _tabular(other, eval_precision="bf16")
+    try:
+        env.reset(seed=0)
+        assert env.unwrapped._settings.eval_precision == "fp32"  # the table's, not the option's
+        _, _, _, _, info = env.step({"tool": "submit", "args": {}})
+        assert info["submission"]["versions"]["eval_precision"] == "fp32"
+    finally:
+        env.close()
+
+
 def test_a_table_still_being_built_is_not_complete(table, tmp_path):
     """The builder rewrites the table after each recipe: a partial table loads (its fingerprint
     is rewritten with it) but says it is not complete, so figures over "every recipe" skip it."""

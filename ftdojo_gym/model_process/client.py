@@ -454,16 +454,18 @@ class ModelWorker:
 
     def generate(self, model: str, adapter: str | None, prompts: Sequence[str],
                  max_new_tokens: int | Sequence[int], batch_size: int = 16,
-                 on_progress: ProgressFn | None = None, timeout: float | None = None
-                 ) -> GenerateResult:
-        """Greedy completions of ``prompts`` (user messages) by ``model`` + optional ``adapter``."""
+                 on_progress: ProgressFn | None = None, timeout: float | None = None,
+                 precision: str = "auto") -> GenerateResult:
+        """Greedy completions of ``prompts`` (user messages) by ``model`` + optional ``adapter``,
+        in ``precision`` (``"auto"``, ``"bf16"`` or ``"fp32"``; ``stats["bf16"]`` of the result
+        says which ran)."""
         t0 = time.monotonic()
         # A bare string is not split into characters: check() rejects it as DATA.
         request = GenerateRequest(
             model=model, adapter=adapter,
             prompts=prompts if isinstance(prompts, str) else list(prompts),  # type: ignore[arg-type]
             max_new_tokens=max_new_tokens if isinstance(max_new_tokens, int) else list(max_new_tokens),
-            batch_size=batch_size)
+            batch_size=batch_size, precision=precision)
         try:
             request.check()
         except (DataError, ConfigError) as exc:

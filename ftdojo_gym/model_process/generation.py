@@ -13,14 +13,19 @@ calling ``model.generate`` on each prompt alone:
   LoRA adapter is merged into new weight tensors next to the original ones
   (bit-identical to ``merge_and_unload``; :mod:`~ftdojo_gym.model_process.resident`),
   so decoding runs plain linear layers and the base weights stay clean;
+* in bf16 where the hardware has it (``precision="auto"``; the published
+  SmolLM2 weights are bf16): the resident fp32 weights are swapped for bf16
+  copies for the call and put back after (training keeps fp32 masters);
 * decoding is greedy, stops at EOS, under ``torch.inference_mode``, in a short
   loop over the model's forward (:func:`greedy_decode`) that drops a finished
   row from the batch and its KV cache at once; ``model.generate`` keeps
-  computing every row until the last one stops.
+  computing every row until the last one stops. Continuous batching
+  (:func:`refill_decode`, :data:`REFILL`) is the alternative.
 
-Measured on the 2-core AVX2 CPU with SmolLM2-135M on 64 TableBench prompts
-(16-80 new tokens): ~2.0 prompts/s at batch 16 vs ~0.5 one by one, with
-identical outputs (``benchmarks/perf/eval_throughput.py``).
+Measured on the idle 2-core AVX512-BF16 CPU with SmolLM2-135M on 64 TableBench
+prompts (16-80 new tokens), batch 16: ~3.0 prompts/s in fp32 and ~7.9 in bf16
+(``benchmarks/perf/eval_throughput.py``); in fp32 the outputs are those of
+``model.generate`` one prompt at a time.
 
 The merged adapter is kept for the next call with the same adapter (the worker
 evaluates the same run on several splits). Nothing is written to disk:
@@ -35,16 +40,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ftdojo_gym.model_process.resident import RESIDENT, default_dtype, folder_stamp, mergeable
+from ftdojo_gym.model_process.resident import (
+    RESIDENT,
+    folder_stamp,
+    mergeable,
+    resolve_precision,
+    swap_linear_weights,
+)
 
 ProgressFn = Callable[[int, int], None]
-#: Decode with continuous batching (:func:`refill_decode`); False: static length-sorted
-#: batches (:func:`greedy_decode`), the path before it, kept for comparison
-#: (``FTDOJO_GENERATION_REFILL=0`` in a worker's environment turns it off there).
-REFILL = os.environ.get("FTDOJO_GENERATION_REFILL", "1") != "0"
+#: Decode with continuous batching (:func:`refill_decode`); False (default): static
+#: length-sorted batches (:func:`greedy_decode`). ``FTDOJO_GENERATION_REFILL=1`` in a
+#: worker's environment turns it on there. Measured on an idle 2-core machine, 64
+#: TableBench prompts, batch 16 (``benchmarks/perf/eval_throughput.py``): static 3.00 vs
+#: refill 2.73 prompts/s in fp32, 7.9 vs 7.0 in bf16; refill only caught up at batch 24-32.
+REFILL = os.environ.get("FTDOJO_GENERATION_REFILL", "0") == "1"
 
-def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None = None
-                        ) -> tuple[Any, Any]:
+def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None = None,
+                        precision: str = "fp32") -> tuple[Any, Any]:
     """``(model, tokenizer)`` for inference, with the adapter merged if given.
 
     ``adapter_path`` may be a LoRA adapter folder (``adapter_config.json``) or a
@@ -52,6 +65,8 @@ def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | 
     model is the worker's resident one (:mod:`~ftdojo_gym.model_process.resident`):
     loaded once, a LoRA adapter merged into new weight tensors next to the
     originals (kept until another adapter or a training run needs the base).
+    ``precision`` ``"bf16"`` (resolved, not ``"auto"``): bf16 weights (on a CPU,
+    bf16 copies swapped into the resident fp32 model).
     """
     model_path = str(model_path)
     adapter = str(adapter_path) if adapter_path else None
@@ -59,12 +74,16 @@ def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | 
     if adapter is not None and not is_lora and not (Path(adapter) / "config.json").is_file():
         raise FileNotFoundError(f"{adapter} holds neither a LoRA adapter nor a model (no "
                                 "adapter_config.json or config.json)")
+    bf16 = precision == "bf16"
+    cuda = _device() == "cuda"
+    dtype = _dtype(bf16 and cuda)
+    half = bf16 and not cuda
     if adapter is None:
-        return RESIDENT.base(model_path)
+        return RESIDENT.with_adapter(model_path, None, dtype, half)
     if not is_lora:  # a full fine-tuned model: it becomes the held model (reloaded when it changes)
-        return RESIDENT.base(adapter, stamp=folder_stamp(adapter))
+        return RESIDENT.with_adapter(adapter, None, dtype, half, stamp=folder_stamp(adapter))
     if mergeable(adapter):
-        return RESIDENT.with_adapter(model_path, adapter)
+        return RESIDENT.with_adapter(model_path, adapter, dtype, half)
     # An adapter that cannot be merged by weight addition (DoRA, saved modules): a private copy.
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,9 +92,16 @@ def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=default_dtype())
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    swap_linear_weights(model, [], half, linears_only=False)
     return model.to(_device()).eval(), tokenizer
+
+
+def _dtype(bf16_weights: bool) -> Any:
+    import torch
+
+    return torch.bfloat16 if bf16_weights else torch.float32
 
 
 def _device() -> str:
@@ -116,14 +142,20 @@ def plan_batches(lengths: Sequence[int], max_new: Sequence[int], batch_size: int
 
 def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None,
              prompts: Sequence[str], max_new_tokens: int | Sequence[int], batch_size: int = 16,
-             on_progress: ProgressFn | None = None, stats: dict[str, float] | None = None) -> list[str]:
+             on_progress: ProgressFn | None = None, stats: dict[str, float] | None = None,
+             precision: str = "auto") -> list[str]:
     """Greedy completions of ``prompts`` (each a user message), in input order.
 
     ``max_new_tokens`` is one limit for all prompts or one per prompt. Each
     output is the decoded new text without special tokens, stopped at EOS.
     ``on_progress(done, total)`` is called after each batch. ``stats``, if
     given, receives where the time went (see :func:`greedy_decode`) summed over
-    the batches, plus ``load_s`` (model load or adapter merge).
+    the batches, plus ``load_s`` (model load or adapter merge) and ``bf16``
+    (1.0 when it decoded in bf16). ``precision`` (see
+    :func:`~ftdojo_gym.model_process.resident.resolve_precision`): ``"bf16"``
+    decodes with bf16 weights, as the model is published (2-3x faster than fp32
+    for SmolLM2-135M on an AVX512-BF16 CPU; a few greedy outputs differ from
+    fp32's where two tokens are nearly tied), ``"fp32"`` in fp32.
     """
     import torch
 
@@ -141,10 +173,12 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
     if not prompts:
         return []
 
+    bf16 = resolve_precision(precision) == "bf16"
     t0 = time.perf_counter()
-    model, tokenizer = load_for_generation(model_path, adapter_path)
+    model, tokenizer = load_for_generation(model_path, adapter_path, "bf16" if bf16 else "fp32")
     if stats is not None:
         stats["load_s"] = stats.get("load_s", 0.0) + time.perf_counter() - t0
+        stats["bf16"] = float(bf16)
     ids = render_prompts(tokenizer, prompts)
     eos = model.generation_config.eos_token_id
     if eos is None:

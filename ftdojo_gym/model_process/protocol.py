@@ -205,6 +205,11 @@ class TrainRequest:
     max_samples: int = MAX_TRAIN_SAMPLES
 
 
+#: Generation precisions a request may name: ``"auto"`` is bf16 where the hardware has fast
+#: bf16 (``resident.resolve_precision``), else fp32.
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """Greedy completions of ``prompts`` (user messages) by ``model`` plus an optional ``adapter``.
@@ -222,11 +227,14 @@ class GenerateRequest:
     prompts: list[str]
     max_new_tokens: int | list[int] = 256
     batch_size: int = 16
+    #: one of :data:`PRECISIONS` (see ``resident.resolve_precision``)
+    precision: str = "auto"
 
     def check(self) -> None:
         """Raise :class:`~ftdojo_gym.errors.DataError` unless ``prompts`` is a list of strings,
         :class:`~ftdojo_gym.errors.ConfigError` unless ``max_new_tokens`` and ``batch_size``
-        are positive ints (``max_new_tokens`` possibly one per prompt)."""
+        are positive ints (``max_new_tokens`` possibly one per prompt) and ``precision`` is
+        one of :data:`PRECISIONS`."""
         prompts = self.prompts
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
             raise DataError("'prompts' must be a list of strings")
@@ -238,6 +246,8 @@ class GenerateRequest:
             raise ConfigError("'max_new_tokens' must be a positive int or one per prompt")
         if not _is_int(self.batch_size) or self.batch_size < 1:
             raise ConfigError("'batch_size' must be a positive int")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"'precision' must be one of {list(PRECISIONS)}")
 
 
 Request = PingRequest | ExitRequest | TrainRequest | GenerateRequest

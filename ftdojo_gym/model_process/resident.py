@@ -17,9 +17,16 @@ worker holds one :class:`Resident` base model and lends it out:
   next evaluation of the same adapter (validation then hidden test);
 * full fine-tuning writes every weight, so it loads its own copy from disk
   (the resident one is dropped first to bound memory), and a full fine-tuned
-  model folder is evaluated from a fresh load as well.
+  model folder is evaluated from a fresh load as well;
+* generation in bf16 on a CPU (:func:`resolve_precision`) points every
+  parameter at a bf16 copy (a linear layer's adapter delta added first, in
+  fp32), which makes the model the bf16 model SmolLM2 is published as;
+  :meth:`Resident.restore` puts the fp32 weights back. The fp32 master weights
+  are never written.
 
-Everything here runs in the worker process (torch is imported lazily).
+Everything here runs in the worker process (torch is imported lazily), except
+:func:`resolve_precision` and :func:`cpu_has_fast_bf16`, which the environment
+calls too (they do not import torch).
 """
 
 from __future__ import annotations
@@ -28,6 +35,52 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from ftdojo_gym.model_process.protocol import PRECISIONS
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has bf16 matrix instructions (``avx512_bf16`` or AMX).
+
+    Without them bf16 autocast is emulated and slower than fp32.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def _gpu_visible() -> bool:
+    """Whether an NVIDIA GPU is visible to this process, without importing torch."""
+    import sys
+
+    if "torch" in sys.modules:
+        return bool(sys.modules["torch"].cuda.is_available())
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def resolve_precision(requested: str = "auto") -> str:
+    """``"bf16"`` or ``"fp32"``: the numerics generation runs with for ``requested``.
+
+    ``"auto"`` is bf16 where the hardware has fast bf16 matrix instructions (a
+    GPU, taken to be bf16-capable as in the paper's set-up, or a CPU with
+    ``avx512_bf16``/AMX, where training already runs under bf16 autocast) and
+    fp32 elsewhere. Pass ``"fp32"`` on a GPU without bf16. The env resolves it
+    once and records the result in its cache keys and versions, so scores made
+    with different numerics are never mixed."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    return "bf16" if _gpu_visible() or cpu_has_fast_bf16() else "fp32"
 
 
 def default_dtype() -> Any:
@@ -59,7 +112,7 @@ class Resident:
         self.model: Any = None
         self.tokenizer: Any = None
         self.adapter_key: str | None = None
-        self._swapped: list[tuple[Any, Any]] = []  # (linear module, its original weight Parameter)
+        self._swapped: list[tuple[Any, str, Any]] = []  # (module, parameter name, original Parameter)
         self.loads = 0
 
     # -- the base model ----------------------------------------------------------
@@ -107,36 +160,85 @@ class Resident:
         except Exception:  # noqa: BLE001 - dropping the model is always safe
             self.clear()
 
-    # -- generation with a LoRA adapter --------------------------------------------------
-    def with_adapter(self, path: str | os.PathLike[str], adapter: str | os.PathLike[str], dtype: Any = None
-                     ) -> tuple[Any, Any]:
-        """The held base model with the LoRA adapter in ``adapter`` merged (kept until :meth:`restore`)."""
-        adapter_key = f"{Path(adapter).resolve()}|{folder_stamp(adapter)}"
+    # -- generation with a LoRA adapter, in bf16 ---------------------------------------------
+    def with_adapter(self, path: str | os.PathLike[str], adapter: str | os.PathLike[str] | None, dtype: Any = None,
+                     bf16: bool = False, stamp: float = 0.0) -> tuple[Any, Any]:
+        """The held model of ``path`` with the LoRA adapter in ``adapter`` merged (kept until :meth:`restore`).
+
+        ``adapter`` None: the model's own weights. ``bf16``: every fp32 parameter is
+        replaced by a bf16 copy (merged first where the adapter adapts it), which makes
+        it a bf16 model for decoding. ``stamp`` as in :meth:`base`."""
+        adapter_key = f"{Path(adapter).resolve()}|{folder_stamp(adapter)}" if adapter is not None else "base"
+        adapter_key += "|bf16" if bf16 else ""
         dtype = dtype if dtype is not None else default_dtype()
         if (self.adapter_key == adapter_key and self.model is not None
-                and self.key is not None and self.key[:2] == (str(path), str(dtype))):
+                and self.key == (str(path), str(dtype), stamp)):
             return self.model, self.tokenizer
-        model, tokenizer = self.base(path, dtype)
-        if not mergeable(adapter):
+        model, tokenizer = self.base(path, dtype, stamp)
+        if adapter is not None and not mergeable(adapter):
             raise ValueError(f"adapter {adapter} is not a plain LoRA adapter of linear layers")
-        deltas = _lora_deltas(model, adapter)
-        import torch
-
-        with torch.no_grad():
-            for module, delta in deltas:
-                original = module.weight
-                merged = torch.nn.Parameter(original.data + delta.to(original.dtype), requires_grad=False)
-                self._swapped.append((module, original))
-                module.weight = merged
+        deltas = _lora_deltas(model, adapter) if adapter is not None else []
+        self._swapped = swap_linear_weights(model, deltas, bf16, linears_only=False)
         self.adapter_key = adapter_key
         return model, tokenizer
 
     def restore(self) -> None:
         """Put the original weights back (undo :meth:`with_adapter`)."""
-        while self._swapped:
-            module, original = self._swapped.pop()
-            module.weight = original
+        put_back(self._swapped)
         self.adapter_key = None
+
+
+def swap_linear_weights(model: Any, deltas: list[tuple[Any, Any]], bf16: bool, linears_only: bool = True
+                        ) -> list[tuple[Any, str, Any]]:
+    """Point modules at new weight tensors; returns ``(module, name, original Parameter)``
+    triples to put back (:func:`put_back`). The original Parameters are never written.
+
+    Each linear module in ``deltas`` gets ``W + delta`` (one addition in ``W``'s dtype,
+    as ``merge_and_unload`` does). With ``bf16``, every frozen (``requires_grad``
+    False) fp32 linear weight (the LM head included) becomes a bf16 copy, as a CPU
+    autocast training run wants; with ``linears_only=False`` every fp32 parameter
+    (embeddings and norms too, frozen or not), merged first where it has a delta,
+    which makes the model a bf16 model for inference: the published SmolLM2 weights
+    are bf16, so this gives them back exactly. Tied parameters stay tied (one copy)."""
+    import torch
+
+    delta_of = {id(module): delta for module, delta in deltas}
+    copies: dict[int, Any] = {}  # id(original) -> its replacement (tied weights share one)
+    swapped = []
+    with torch.no_grad():
+        for module in model.modules():
+            linear = isinstance(module, torch.nn.Linear)
+            for name, param in list(module._parameters.items()):
+                if param is None:
+                    continue
+                delta = delta_of.pop(id(module), None) if linear and name == "weight" else None
+                half = bf16 and param.dtype == torch.float32 and (
+                    not linears_only or (linear and not param.requires_grad))
+                if delta is None and not half:
+                    continue
+                if delta is not None or id(param) not in copies:
+                    new = param.detach() + delta.to(param.dtype) if delta is not None else param.detach()
+                    # The original's requires_grad: torch's matmul folds a batched input into one
+                    # mm only for a weight that requires grad; otherwise the LM head expanded its
+                    # 49k x 576 weight per row (half the prefill time, measured).
+                    new = torch.nn.Parameter(new.to(torch.bfloat16) if half else new,
+                                             requires_grad=param.requires_grad)
+                    if delta is None:
+                        copies[id(param)] = new
+                else:
+                    new = copies[id(param)]
+                swapped.append((module, name, param))
+                setattr(module, name, new)
+    if delta_of:
+        raise ValueError(f"{len(delta_of)} adapted layers are not linear layers of the model")
+    return swapped
+
+
+def put_back(swapped: list[tuple[Any, str, Any]]) -> None:
+    """Undo :func:`swap_linear_weights` (last swap first)."""
+    while swapped:
+        module, name, original = swapped.pop()
+        setattr(module, name, original)
 
 
 def mergeable(adapter: str | os.PathLike[str]) -> bool:

@@ -38,7 +38,12 @@ from pydantic import ValidationError
 
 from ftdojo_gym.errors import ConfigError, DataError
 from ftdojo_gym.model_process.protocol import LogEvent, TrainRequest
-from ftdojo_gym.model_process.resident import RESIDENT
+from ftdojo_gym.model_process.resident import (
+    RESIDENT,
+    cpu_has_fast_bf16,
+    put_back,
+    swap_linear_weights,
+)
 from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 from ftdojo_gym.training_config import TrainConfig
 
@@ -96,22 +101,6 @@ class TrainProgress:
     #: Step at which the loss became NaN/inf (the run stops there), else None.
     diverged_step: int | None = None
     model_dir: str | None = None
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has bf16 matrix instructions (``avx512_bf16`` or AMX).
-
-    Without them bf16 autocast is emulated and slower than fp32.
-    """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
 
 
 def load_pairs(path: str | os.PathLike[str], max_samples: int) -> tuple[list[dict[str, str]], list[str]]:
@@ -243,8 +232,7 @@ def run_sft(req: TrainRequest, emit: Emit, progress: TrainProgress | None = None
         try:
             return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
         finally:
-            for module, original in swapped:
-                module.weight = original
+            put_back(swapped)
             RESIDENT.release_peft(model)
     return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
 
@@ -340,27 +328,17 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
     return progress
 
 
-def _frozen_linears_to_bf16(model: Any) -> list[tuple[Any, Any]]:
+def _frozen_linears_to_bf16(model: Any) -> list[tuple[Any, str, Any]]:
     """Point every frozen fp32 linear layer of ``model`` (the base layers under LoRA, the LM
-    head) at a bf16 copy of its weight for a CPU bf16-autocast run; returns ``(module,
-    original weight)`` pairs to put back.
+    head) at a bf16 copy of its weight for a CPU bf16-autocast run; returns what
+    :func:`~ftdojo_gym.model_process.resident.put_back` restores.
 
     Autocast casts a weight to bf16 at every use unless it requires grad (its cast cache
     holds trainable leaves only), so a frozen 135M-parameter base was cast again on every
     forward of every chunk. The copies hold exactly the values those casts gave, so the
     run is the same; the fp32 weights stay in place for generation.
     """
-    import torch
-
-    swapped = []
-    with torch.no_grad():
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if (isinstance(module, torch.nn.Linear) and isinstance(weight, torch.nn.Parameter)
-                    and not weight.requires_grad and weight.dtype == torch.float32):
-                swapped.append((module, weight))
-                module.weight = torch.nn.Parameter(weight.detach().to(torch.bfloat16), requires_grad=False)
-    return swapped
+    return swap_linear_weights(model, [], bf16=True)
 
 
 def _wrap_lora(model: Any, cfg: TrainConfig) -> Any:

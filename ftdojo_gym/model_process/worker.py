@@ -204,7 +204,7 @@ def handle_generate(request: GenerateRequest, send: Send) -> GenerateResult:
         outputs = generate(_resolve(request.model), request.adapter, request.prompts,
                            request.max_new_tokens, batch_size=request.batch_size,
                            on_progress=lambda done, total: send(ProgressEvent(done=done, total=total)),
-                           stats=stats)
+                           stats=stats, precision=request.precision)
         return GenerateResult(status="ok", outputs=outputs, seconds=round(time.monotonic() - t0, 3),
                               peak_rss_gb=peak_rss_gb(),
                               stats={k: round(float(v), 4) for k, v in stats.items()})

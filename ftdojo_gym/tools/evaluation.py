@@ -82,19 +82,20 @@ def _generate(state: EpisodeState, items: list[EvalItem], model: str, adapter: s
         return state.worker.generate(
             model, adapter, [it.prompt for it in items], [task.max_new_tokens_for(it) for it in items],
             batch_size=state.settings.eval_batch_size, timeout=timeout,
-            on_progress=lambda done, total: bar.update(done, total),
+            on_progress=lambda done, total: bar.update(done, total), precision=state.settings.eval_precision,
         )
     finally:
         bar.close()
 
 
 class BaseScoreCache:
-    """Base-model results on disk, keyed by model fingerprint, task version, data seed and split size."""
+    """Base-model results on disk, keyed by model fingerprint, task version, data seed, split size
+    and generation precision."""
 
     def __init__(self, state: EpisodeState) -> None:
         s = state.settings
         key = (f"{model_fingerprint(s.base_model)}-{s.task.name}-v{s.task.version}-s{s.data_seed}"
-               f"-n{len(s.validation_items)}")
+               f"-n{len(s.validation_items)}-{s.eval_precision}")
         self.folder = cache_dir() / "base_scores"
         self.key = key
 
@@ -191,9 +192,10 @@ def _outcome_slot(state: EpisodeState, run_id: str, split_name: str, items: list
     if cache is None or record is None or record.cache_key is None:
         return None, "", ""
     task = state.task
-    # The grading code is part of the key: a grader fix never serves a stale score.
-    split = split_key(f"{split_name}@{task.name}@{task.version}@{grader_fingerprint(task)}", items,
-                      [task.max_new_tokens_for(it) for it in items])
+    # The grading code is part of the key: a grader fix never serves a stale score; so is
+    # the generation precision (bf16 and fp32 outputs differ now and then).
+    split = split_key(f"{split_name}@{task.name}@{task.version}@{grader_fingerprint(task)}"
+                      f"@{state.settings.eval_precision}", items, [task.max_new_tokens_for(it) for it in items])
     return cache, record.cache_key, split
 
 

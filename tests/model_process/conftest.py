@@ -26,3 +26,14 @@ def sharp_tiny_model(tmp_path_factory, tiny_model) -> str:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(autouse=True)
+def auto_precision_is_fp32(monkeypatch):
+    """``precision="auto"`` means fp32 in these tests, whatever the CPU: they check decoding
+    against fp32 references, and must give the same result on a machine with fast bf16 and on
+    one without. The bf16 path is tested by asking for ``precision="bf16"``."""
+    from ftdojo_gym.model_process import resident
+
+    monkeypatch.setattr(resident, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(resident, "_gpu_visible", lambda: False)

@@ -321,7 +321,7 @@ def test_bf16_copies_of_the_frozen_layers_train_the_same_and_are_put_back(tiny_m
 
     def spy(model):
         swapped = real(model)
-        seen.extend((type(m).__name__, m.weight.dtype, m.weight.requires_grad) for m, _ in swapped)
+        seen.extend((type(m).__name__, m.weight.dtype, m.weight.requires_grad) for m, _, _ in swapped)
         return swapped
 
     monkeypatch.setattr(sft, "_frozen_linears_to_bf16", spy)
