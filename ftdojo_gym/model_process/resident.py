@@ -177,8 +177,8 @@ class Resident:
         model, tokenizer = self.base(path, dtype, stamp)
         if adapter is not None and not mergeable(adapter):
             raise ValueError(f"adapter {adapter} is not a plain LoRA adapter of linear layers")
-        deltas = _lora_deltas(model, adapter) if adapter is not None else []
-        self._swapped = swap_linear_weights(model, deltas, bf16, linears_only=False)
+        merged = _merged_weights(model, adapter, bf16) if adapter is not None else []
+        self._swapped = swap_linear_weights(model, merged, bf16, linears_only=False)
         self.adapter_key = adapter_key
         return model, tokenizer
 
@@ -188,13 +188,13 @@ class Resident:
         self.adapter_key = None
 
 
-def swap_linear_weights(model: Any, deltas: list[tuple[Any, Any]], bf16: bool, linears_only: bool = True
+def swap_linear_weights(model: Any, merged: list[tuple[Any, Any]], bf16: bool, linears_only: bool = True
                         ) -> list[tuple[Any, str, Any]]:
     """Point modules at new weight tensors; returns ``(module, name, original Parameter)``
     triples to put back (:func:`put_back`). The original Parameters are never written.
 
-    Each linear module in ``deltas`` gets ``W + delta`` (one addition in ``W``'s dtype,
-    as ``merge_and_unload`` does). With ``bf16``, every frozen (``requires_grad``
+    Each linear module in ``merged`` (``(module, weight)`` pairs, :func:`_merged_weights`)
+    gets that weight. With ``bf16``, every frozen (``requires_grad``
     False) fp32 linear weight (the LM head included) becomes a bf16 copy, as a CPU
     autocast training run wants; with ``linears_only=False`` every fp32 parameter
     (embeddings and norms too, frozen or not), merged first where it has a delta,
@@ -202,7 +202,7 @@ def swap_linear_weights(model: Any, deltas: list[tuple[Any, Any]], bf16: bool, l
     are bf16, so this gives them back exactly. Tied parameters stay tied (one copy)."""
     import torch
 
-    delta_of = {id(module): delta for module, delta in deltas}
+    merged_of = {id(module): weight for module, weight in merged}
     copies: dict[int, Any] = {}  # id(original) -> its replacement (tied weights share one)
     swapped = []
     with torch.no_grad():
@@ -211,26 +211,25 @@ def swap_linear_weights(model: Any, deltas: list[tuple[Any, Any]], bf16: bool, l
             for name, param in list(module._parameters.items()):
                 if param is None:
                     continue
-                delta = delta_of.pop(id(module), None) if linear and name == "weight" else None
+                weight = merged_of.pop(id(module), None) if linear and name == "weight" else None
                 half = bf16 and param.dtype == torch.float32 and (
                     not linears_only or (linear and not param.requires_grad))
-                if delta is None and not half:
+                if weight is None and not half:
                     continue
-                if delta is not None or id(param) not in copies:
-                    new = param.detach() + delta.to(param.dtype) if delta is not None else param.detach()
+                if weight is not None or id(param) not in copies:
+                    new = weight if weight is not None else param.detach().to(torch.bfloat16)
                     # The original's requires_grad: torch's matmul folds a batched input into one
                     # mm only for a weight that requires grad; otherwise the LM head expanded its
                     # 49k x 576 weight per row (half the prefill time, measured).
-                    new = torch.nn.Parameter(new.to(torch.bfloat16) if half else new,
-                                             requires_grad=param.requires_grad)
-                    if delta is None:
+                    new = torch.nn.Parameter(new, requires_grad=param.requires_grad)
+                    if weight is None:
                         copies[id(param)] = new
                 else:
                     new = copies[id(param)]
                 swapped.append((module, name, param))
                 setattr(module, name, new)
-    if delta_of:
-        raise ValueError(f"{len(delta_of)} adapted layers are not linear layers of the model")
+    if merged_of:
+        raise ValueError(f"{len(merged_of)} adapted layers are not linear layers of the model")
     return swapped
 
 
@@ -258,17 +257,21 @@ def _has_tuner_layers(model: Any) -> bool:
     return any(isinstance(m, BaseTunerLayer) for m in model.modules())
 
 
-def _lora_deltas(model: Any, adapter: str | os.PathLike[str]) -> list[tuple[Any, Any]]:
-    """``(base linear module, delta weight)`` for each layer the adapter adapts, the model left unchanged.
+def _merged_weights(model: Any, adapter: str | os.PathLike[str], bf16: bool) -> list[tuple[Any, Any]]:
+    """``(base linear module, merged weight)`` for each layer the adapter adapts, the model left unchanged.
 
     Loads the adapter with peft into ``model``, asks each LoRA layer for its
-    ``get_delta_weight`` (what ``merge`` adds) and takes the LoRA layers out again.
+    ``get_delta_weight`` (what ``merge`` adds), adds it to the layer's weight in the
+    weight's dtype (bit-identical to ``merge_and_unload``), casts the sum to bf16
+    when ``bf16`` and the weight is fp32, and takes the LoRA layers out again. One
+    layer's delta is alive at a time (all of SmolLM2-135M's fp32 deltas together
+    are ~0.4 GB).
     """
     import torch
     from peft import PeftModel
 
     peft_model = PeftModel.from_pretrained(model, str(adapter))
-    deltas = []
+    merged = []
     try:
         with torch.no_grad():
             for module in peft_model.base_model.model.modules():
@@ -276,13 +279,17 @@ def _lora_deltas(model: Any, adapter: str | os.PathLike[str]) -> list[tuple[Any,
                     base_layer = module.get_base_layer()
                     if not isinstance(base_layer, torch.nn.Linear):
                         raise ValueError(f"cannot merge a LoRA adapter on {type(base_layer).__name__}")
+                    weight = base_layer.weight.detach()
                     for name in module.active_adapters:
-                        deltas.append((base_layer, module.get_delta_weight(name).detach()))
+                        weight = weight + module.get_delta_weight(name).detach().to(weight.dtype)
+                    if bf16 and weight.dtype == torch.float32:
+                        weight = weight.to(torch.bfloat16)
+                    merged.append((base_layer, weight))
     finally:
         unloaded = peft_model.unload()
     if unloaded is not model:
         raise RuntimeError("peft returned another model object when unloading")
-    return deltas
+    return merged
 
 
 #: The worker's one resident base model.
