@@ -227,26 +227,14 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
     and ``new_tokens``.
     """
     import torch
-    from transformers import DynamicCache
 
     device = model.device
     n = len(prompt_ids)
-    width = max(len(p) for p in prompt_ids)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for row, p in enumerate(prompt_ids):  # left padding: every row ends where decoding starts
-        input_ids[row, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
-        mask[row, width - len(p):] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    # Like generate: positions count real tokens only, padding sits at position 0.
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
     t0 = time.perf_counter()
-    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                   past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+    logits, cache, mask, positions, padded, shared = _prefill(model, prompt_ids, pad_id)
     t_prefill = time.perf_counter()
     steps = row_steps = 0
-    next_pos = positions[:, -1:] + 1
+    next_pos = positions + 1
     rows = list(range(n))  # original row of each live batch entry
     generated: list[list[int]] = [[] for _ in range(n)]
     for step in range(max_new_tokens):
@@ -273,10 +261,69 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
     if stats is not None:
         real = sum(len(p) for p in prompt_ids)
         for key, value in (("prefill_s", t_prefill - t0), ("decode_s", time.perf_counter() - t_prefill),
-                           ("prompt_tokens", real), ("padded_tokens", n * width - real), ("decode_steps", steps),
-                           ("decode_rows", row_steps), ("new_tokens", sum(len(g) for g in generated))):
+                           ("prompt_tokens", real), ("padded_tokens", padded), ("decode_steps", steps),
+                           ("decode_rows", row_steps), ("new_tokens", sum(len(g) for g in generated)),
+                           ("shared_prefix_tokens", shared)):
             stats[key] = stats.get(key, 0) + value
     return generated
+
+
+#: A batch whose prompts all start with at least this many identical tokens prefills that
+#: prefix once (see :func:`_prefill`); shorter common starts are not worth a second call.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix(prompt_ids: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all prompts share, leaving every prompt at least one of its own."""
+    if len(prompt_ids) < 2:
+        return 0
+    first, limit = prompt_ids[0], min(len(p) for p in prompt_ids) - 1
+    k = 0
+    while k < limit and all(p[k] == first[k] for p in prompt_ids):
+        k += 1
+    return k
+
+
+def _prefill(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int
+             ) -> tuple[Any, Any, Any, Any, int, int]:
+    """Run a batch's prompts through the model: ``(logits of the last position, cache, attention
+    mask, position of each row's last token (n x 1), padding positions, prefix tokens saved)``.
+
+    When the prompts share a start of :data:`MIN_SHARED_PREFIX` tokens or more (the chat
+    template's system turn, a task's fixed instruction), that start is computed once and its
+    KV cache copied to every row; the rest of each prompt follows, left-padded, so a row's
+    cache reads ``[shared start][padding][its own tokens]`` with the padding masked and the
+    positions those of the prompt alone. Same attention, same positions, so the same outputs
+    as prefilling every row in full, up to float rounding (tested against one-by-one
+    ``generate``). Models whose cache is not a plain growing one (sliding windows) prefill in
+    full."""
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    n = len(prompt_ids)
+    pre = shared_prefix(prompt_ids)
+    cache = DynamicCache(config=model.config)
+    if pre >= MIN_SHARED_PREFIX:
+        head = torch.tensor([list(prompt_ids[0][:pre])], dtype=torch.long, device=device)
+        model(input_ids=head, attention_mask=torch.ones_like(head), position_ids=torch.arange(pre, device=device)[None],
+              past_key_values=cache, use_cache=True, logits_to_keep=1)
+        if _can_refill(cache):
+            for layer in cache.layers:
+                layer.keys = layer.keys.expand(n, -1, -1, -1).contiguous()
+                layer.values = layer.values.expand(n, -1, -1, -1).contiguous()
+        else:
+            pre, cache = 0, DynamicCache(config=model.config)
+    else:
+        pre = 0
+    ids, own_mask = _left_padded([p[pre:] for p in prompt_ids], pad_id, device)
+    mask = torch.cat([own_mask.new_ones((n, pre)), own_mask], dim=1)
+    # Like generate: positions count real tokens only (padding's are masked and do not matter).
+    positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, pre:]
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits
+    padded = int(own_mask.numel() - own_mask.sum())
+    return logits, cache, mask, positions[:, -1:], padded, pre * (n - 1)
 
 
 def _left_padded(prompt_ids: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
@@ -342,7 +389,6 @@ def refill_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new: Sequ
     ids (without the stop token) in ``prompt_ids`` order.
     """
     import torch
-    from transformers import DynamicCache
 
     device = model.device
     queue = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
@@ -350,7 +396,7 @@ def refill_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new: Sequ
     rows: list[int] = []  # prompt index of each live row of the cache
     cache = mask = positions = tokens = None
     t_prefill = t_decode = 0.0
-    steps = row_steps = prefills = padded = 0
+    steps = row_steps = prefills = padded = shared = 0
 
     def finish(i: int) -> None:
         if on_finished is not None:
@@ -373,12 +419,10 @@ def refill_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new: Sequ
             t0 = time.perf_counter()
             admitted = queue[: slots - len(rows)]
             del queue[: len(admitted)]
-            ids, new_mask = _left_padded([prompt_ids[i] for i in admitted], pad_id, device)
-            padded += int(new_mask.numel() - new_mask.sum())
-            new_pos = (new_mask.cumsum(-1) - 1).clamp(min=0)
-            new_cache = DynamicCache(config=model.config)
-            logits = model(input_ids=ids, attention_mask=new_mask, position_ids=new_pos,
-                           past_key_values=new_cache, use_cache=True, logits_to_keep=1).logits
+            logits, new_cache, new_mask, new_pos, pad, saved = _prefill(model, [prompt_ids[i] for i in admitted],
+                                                                        pad_id)
+            padded += pad
+            shared += saved
             prefills += 1
             first = logits[:, -1].argmax(-1)
             keep = [k for k, tok in enumerate(first.tolist()) if take(admitted[k], tok)]
@@ -388,12 +432,12 @@ def refill_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new: Sequ
                     new_cache.batch_select_indices(index)
                     new_mask, new_pos, first = new_mask[index], new_pos[index], first[index]
                 if not rows:
-                    cache, mask, positions, tokens = new_cache, new_mask, new_pos[:, -1:] + 1, first
+                    cache, mask, positions, tokens = new_cache, new_mask, new_pos + 1, first
                     # A cache we cannot splice (sliding windows, ...): static batches instead.
                     splice = _can_refill(cache)
                 else:
                     mask = _merge_caches(cache, mask, new_cache, new_mask)
-                    positions = torch.cat([positions, new_pos[:, -1:] + 1])
+                    positions = torch.cat([positions, new_pos + 1])
                     tokens = torch.cat([tokens, first])
                 rows += [admitted[k] for k in keep]
             t_prefill += time.perf_counter() - t0
@@ -426,6 +470,7 @@ def refill_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new: Sequ
         real = sum(len(p) for p in prompt_ids)
         for key, value in (("prefill_s", t_prefill), ("decode_s", t_decode), ("prompt_tokens", real),
                            ("padded_tokens", padded), ("decode_steps", steps), ("decode_rows", row_steps),
-                           ("new_tokens", sum(len(g) for g in generated)), ("prefill_calls", prefills)):
+                           ("new_tokens", sum(len(g) for g in generated)), ("prefill_calls", prefills),
+                           ("shared_prefix_tokens", shared)):
             stats[key] = stats.get(key, 0) + value
     return generated

@@ -25,7 +25,10 @@ LIMITS = [3, 6, 2, 5, 4, 1, 6]
 
 
 @pytest.fixture(autouse=True)
-def fresh():
+def fresh(monkeypatch):
+    """A fresh model per test; no shared-prefix prefill (these tests count the calls of whole-prompt
+    prefills; ``test_generation_prefix.py`` tests the shared prefix)."""
+    monkeypatch.setattr(generation, "MIN_SHARED_PREFIX", 10**9)
     generation.clear_cache()
     yield
     generation.clear_cache()
