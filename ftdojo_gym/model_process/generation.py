@@ -9,6 +9,9 @@ calling ``model.generate`` on each prompt alone:
 * prompts are grouped by ``max_new_tokens`` and sorted by length, so a batch
   holds prompts of similar length (little left padding); outputs come back in
   input order;
+* a start shared by a whole batch (the chat template's system turn, a task's
+  fixed instruction) is prefilled once and its KV cache copied to every row
+  (:func:`_prefill`);
 * the base model is the worker's resident one (loaded once per episode), and a
   LoRA adapter is merged into new weight tensors next to the original ones
   (bit-identical to ``merge_and_unload``; :mod:`~ftdojo_gym.model_process.resident`),
