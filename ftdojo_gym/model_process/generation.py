@@ -48,7 +48,7 @@ from ftdojo_gym.model_process.resident import (
     folder_stamp,
     mergeable,
     resolve_precision,
-    swap_linear_weights,
+    swap_weights,
 )
 
 ProgressFn = Callable[[int, int], None]
@@ -97,7 +97,7 @@ def load_for_generation(model_path: str | os.PathLike[str], adapter_path: str | 
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
     model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    swap_linear_weights(model, [], half, linears_only=False)
+    swap_weights(model, [], half, linears_only=False)
     return model.to(_device()).eval(), tokenizer
 
 
@@ -217,17 +217,19 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
                   stops: set[int], pad_id: int, stats: dict[str, float] | None = None) -> list[list[int]]:
     """Greedy continuation of a batch of tokenized prompts, without the stop token.
 
-    Numerically the same steps as ``model.generate(do_sample=False)`` on a
-    left-padded batch (same masks and position ids), with one difference that
-    matters on CPU: a row that emitted a stop token is dropped from the batch
-    (and the KV cache) at once, so the remaining rows do not keep paying for
-    finished ones. ``generate`` computes every row until the last one stops.
+    The same steps as ``model.generate(do_sample=False)`` on a left-padded batch
+    (same masks and position ids; a shared prompt start prefilled once, see
+    :func:`_prefill`), with one difference that matters on CPU: a row that
+    emitted a stop token is dropped from the batch (and the KV cache) at once, so
+    the remaining rows do not keep paying for finished ones. ``generate`` computes
+    every row until the last one stops.
 
     ``stats``, if given, gets these sums added: ``prefill_s`` and ``decode_s``
     (seconds), ``prompt_tokens`` and ``padded_tokens`` (real and padding
     positions of the prefill), ``decode_steps`` (forward calls after the
-    prefill), ``decode_rows`` (row-steps: sum of the live batch over the steps)
-    and ``new_tokens``.
+    prefill), ``decode_rows`` (row-steps: sum of the live batch over the steps),
+    ``new_tokens`` and ``shared_prefix_tokens`` (prompt tokens not computed again
+    thanks to a shared start).
     """
     import torch
 
@@ -305,20 +307,17 @@ def _prefill(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int
 
     device = model.device
     n = len(prompt_ids)
-    pre = shared_prefix(prompt_ids)
-    cache = DynamicCache(config=model.config)
-    if pre >= MIN_SHARED_PREFIX:
+    cache = DynamicCache(config=model.config)  # its layer types are known before any forward
+    pre = shared_prefix(prompt_ids) if _can_refill(cache) else 0
+    if pre < MIN_SHARED_PREFIX:
+        pre = 0
+    else:
         head = torch.tensor([list(prompt_ids[0][:pre])], dtype=torch.long, device=device)
         model(input_ids=head, attention_mask=torch.ones_like(head), position_ids=torch.arange(pre, device=device)[None],
               past_key_values=cache, use_cache=True, logits_to_keep=1)
-        if _can_refill(cache):
-            for layer in cache.layers:
-                layer.keys = layer.keys.expand(n, -1, -1, -1).contiguous()
-                layer.values = layer.values.expand(n, -1, -1, -1).contiguous()
-        else:
-            pre, cache = 0, DynamicCache(config=model.config)
-    else:
-        pre = 0
+        for layer in cache.layers:
+            layer.keys = layer.keys.expand(n, -1, -1, -1).contiguous()
+            layer.values = layer.values.expand(n, -1, -1, -1).contiguous()
     ids, own_mask = _left_padded([p[pre:] for p in prompt_ids], pad_id, device)
     mask = torch.cat([own_mask.new_ones((n, pre)), own_mask], dim=1)
     # Like generate: positions count real tokens only (padding's are masked and do not matter).

@@ -178,7 +178,7 @@ class Resident:
         if adapter is not None and not mergeable(adapter):
             raise ValueError(f"adapter {adapter} is not a plain LoRA adapter of linear layers")
         merged = _merged_weights(model, adapter, bf16) if adapter is not None else []
-        self._swapped = swap_linear_weights(model, merged, bf16, linears_only=False)
+        self._swapped = swap_weights(model, merged, bf16, linears_only=False)
         self.adapter_key = adapter_key
         return model, tokenizer
 
@@ -188,7 +188,7 @@ class Resident:
         self.adapter_key = None
 
 
-def swap_linear_weights(model: Any, merged: list[tuple[Any, Any]], bf16: bool, linears_only: bool = True
+def swap_weights(model: Any, merged: list[tuple[Any, Any]], bf16: bool, linears_only: bool = True
                         ) -> list[tuple[Any, str, Any]]:
     """Point modules at new weight tensors; returns ``(module, name, original Parameter)``
     triples to put back (:func:`put_back`). The original Parameters are never written.
@@ -234,7 +234,7 @@ def swap_linear_weights(model: Any, merged: list[tuple[Any, Any]], bf16: bool, l
 
 
 def put_back(swapped: list[tuple[Any, str, Any]]) -> None:
-    """Undo :func:`swap_linear_weights` (last swap first)."""
+    """Undo :func:`swap_weights` (last swap first)."""
     while swapped:
         module, name, original = swapped.pop()
         setattr(module, name, original)

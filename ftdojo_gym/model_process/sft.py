@@ -42,7 +42,7 @@ from ftdojo_gym.model_process.resident import (
     RESIDENT,
     cpu_has_fast_bf16,
     put_back,
-    swap_linear_weights,
+    swap_weights,
 )
 from ftdojo_gym.rules import MAX_TRAIN_SAMPLES
 from ftdojo_gym.training_config import TrainConfig
@@ -338,7 +338,7 @@ def _frozen_linears_to_bf16(model: Any) -> list[tuple[Any, str, Any]]:
     forward of every chunk. The copies hold exactly the values those casts gave, so the
     run is the same; the fp32 weights stay in place for generation.
     """
-    return swap_linear_weights(model, [], bf16=True)
+    return swap_weights(model, [], bf16=True)
 
 
 def _wrap_lora(model: Any, cfg: TrainConfig) -> Any:

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 from ftdojo_gym.errors import ConfigError  # noqa: E402
 from ftdojo_gym.model_process import generation, resident  # noqa: E402
 from ftdojo_gym.model_process.protocol import GenerateRequest  # noqa: E402
-from ftdojo_gym.model_process.resident import RESIDENT, resolve_precision, swap_linear_weights  # noqa: E402
+from ftdojo_gym.model_process.resident import RESIDENT, resolve_precision, swap_weights  # noqa: E402
 
 from .reference import one_by_one  # noqa: E402
 
@@ -94,7 +94,7 @@ def test_swapped_weights_keep_requires_grad_and_ties(tiny_model):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
-    swapped = swap_linear_weights(model, [], bf16=True, linears_only=False)
+    swapped = swap_weights(model, [], bf16=True, linears_only=False)
     assert len(swapped) >= len(grads)
     assert all(p.dtype == torch.bfloat16 and p.requires_grad == grads[n] for n, p in model.named_parameters())
     if model.config.tie_word_embeddings:
