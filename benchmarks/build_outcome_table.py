@@ -51,7 +51,7 @@ from ftdojo_gym.model_process.resident import PRECISIONS, resolve_precision
 from ftdojo_gym.models import model_fingerprint, resolve_model
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.outcome_cache import run_key
-from ftdojo_gym.outcome_table import FORMAT, fingerprint_of
+from ftdojo_gym.outcome_table import FORMAT, UNRECORDED_EVAL_PRECISION, fingerprint_of
 from ftdojo_gym.recipe_grid import RecipeGrid, describe, recipe_actions
 from ftdojo_gym.results import EvaluationResult, RunResult, SubmissionResult
 from ftdojo_gym.tasks import make_task
@@ -124,7 +124,8 @@ _SAME_SETTINGS = ("task", "task_version", "data_seed", "base_model_fingerprint",
 def _same_settings(old: dict[str, Any] | None, manifest: dict[str, Any]) -> bool:
     """Whether a table on disk (its manifest ``old``) was built for ``manifest``'s settings
     (a table without ``eval_precision`` was evaluated in fp32)."""
-    return old is not None and all({"eval_precision": "fp32", **old}.get(k) == manifest[k] for k in _SAME_SETTINGS)
+    old = None if old is None else {"eval_precision": UNRECORDED_EVAL_PRECISION, **old}
+    return old is not None and all(old.get(k) == manifest[k] for k in _SAME_SETTINGS)
 
 
 def _recipe_id(recipe: dict[str, Any]) -> str:

@@ -38,6 +38,8 @@ from ftdojo_gym.tasks.base import Task
 from ftdojo_gym.tasks.fingerprint import grader_fingerprint
 
 FORMAT = 1
+#: The generation precision of a table whose manifest does not say (built before it was recorded).
+UNRECORDED_EVAL_PRECISION = "fp32"
 #: ``model_dir`` of a run served from a table (it has no weights).
 TABLE_MODEL_PREFIX = "outcome-table:"
 #: Folder of the tables shipped with the package.
@@ -112,7 +114,7 @@ class OutcomeTable:
     @property
     def eval_precision(self) -> str:
         """The generation precision its evaluations ran in (tables built before it was recorded: fp32)."""
-        return str(self.manifest.get("eval_precision", "fp32"))
+        return str(self.manifest.get("eval_precision", UNRECORDED_EVAL_PRECISION))
 
     def check_for(self, task: Task, data_seed: int, validation_items: int, base_model_fingerprint: str) -> None:
         """Refuse a table built for another task version, data seed, split size, base model or grader."""
