@@ -26,6 +26,7 @@ from ftdojo_gym.episode import EpisodeSettings, EpisodeState, load_state, save_s
 from ftdojo_gym.folders import make_env_folder
 from ftdojo_gym.grading.sandbox import sandbox_unavailable
 from ftdojo_gym.model_process.client import ModelWorker
+from ftdojo_gym.model_process.protocol import DEFAULT_EVAL_BATCH
 from ftdojo_gym.model_process.resident import PRECISIONS, resolve_precision
 from ftdojo_gym.models import (
     DEFAULT_MODEL,
@@ -137,7 +138,7 @@ class FTDojoEnv(gym.Env):
         log_window: int = 8000,
         workdir: str | Path | None = None,
         keep_episodes: bool = False,
-        eval_batch_size: int = 16,
+        eval_batch_size: int = DEFAULT_EVAL_BATCH,
         eval_limit: int | None = None,
         eval_precision: str = "auto",
         worker_memory_gb: float | None = None,

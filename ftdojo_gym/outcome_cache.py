@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdojo_gym import versions
+from ftdojo_gym.model_process.sft import TRAIN_PATH_REVISION
 from ftdojo_gym.models import cache_dir
 
 #: Bump when the meaning of keys or entries changes: older entries are then ignored.
@@ -78,11 +79,15 @@ def run_key(*, rows: Sequence[Mapping[str, str]], config: Mapping[str, Any], deb
             task: str, task_version: str, data_seed: int, libraries: bool = True) -> str:
     """The key of a training run: a hash of everything that determines its outcome.
 
-    ``libraries=False`` leaves the training libraries' versions out: the key of a
+    With ``libraries`` (the default) the key holds the versions of the libraries that
+    shape a run and :data:`~ftdojo_gym.model_process.sft.TRAIN_PATH_REVISION`.
+    ``libraries=False`` leaves them out: the key of a
     shipped outcome table (:mod:`ftdojo_gym.outcome_table`), whose outcomes were
     measured once with the versions its manifest records."""
     libs = versions.library_versions()
-    shaping = {k: libs.get(k) for k in _SHAPING_LIBRARIES} if libraries else "table"
+    shaping: Any = "table"
+    if libraries:  # the training path's revision too: a change of numerics is a change of outcome
+        shaping = {**{k: libs.get(k) for k in _SHAPING_LIBRARIES}, "train_path": TRAIN_PATH_REVISION}
     return _digest("run", FORMAT, list(rows), dict(config), debug, base_model, task, task_version, data_seed, shaping)
 
 

@@ -96,6 +96,19 @@ def test_keys_cover_rows_config_model_task_and_seed():
     assert len(keys) == 8
 
 
+def test_keys_change_with_the_training_path_revision_except_table_keys(monkeypatch):
+    """Catches: outcomes cached by an older training path (other numerics) served as this one's,
+    or a shipped table's keys (measured once, with their own recorded versions) moved by it."""
+    from ftdojo_gym import outcome_cache
+
+    base = dict(rows=[{"prompt": "p", "completion": "c"}], config={"seed": 1}, debug=False, base_model="m",
+                task="t", task_version="1", data_seed=0)
+    live, table = run_key(**base), run_key(**base, libraries=False)
+    monkeypatch.setattr(outcome_cache, "TRAIN_PATH_REVISION", outcome_cache.TRAIN_PATH_REVISION + 1)
+    assert run_key(**base) != live
+    assert run_key(**base, libraries=False) == table
+
+
 def test_corrupt_or_foreign_entries_are_ignored_and_dropped(tmp_path):
     cache = OutcomeCache(tmp_path / "c.sqlite")
     cache.put_run(_key(), {"status": "ok", "train_tokens": 5}, None)

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from ftdojo_gym.model_process.client import ModelWorker  # noqa: E402
-from ftdojo_gym.model_process.protocol import GenerateResult  # noqa: E402
+from ftdojo_gym.model_process.protocol import DEFAULT_EVAL_BATCH, GenerateResult  # noqa: E402
 from ftdojo_gym.model_process.resident import resolve_precision  # noqa: E402
 from ftdojo_gym.models import resolve_model  # noqa: E402
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m", help="model name for resolve_model (or 'tiny')")
     ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_EVAL_BATCH)
     ap.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores given)")
     ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                     help="the env path's generation precision (default: the env's, auto)")

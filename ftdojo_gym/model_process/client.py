@@ -43,6 +43,7 @@ from typing import IO, Any
 
 from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
 from ftdojo_gym.model_process.protocol import (
+    DEFAULT_EVAL_BATCH,
     HEARTBEAT_INTERVAL_S,
     Event,
     GenerateRequest,
@@ -453,7 +454,7 @@ class ModelWorker:
         return result
 
     def generate(self, model: str, adapter: str | None, prompts: Sequence[str],
-                 max_new_tokens: int | Sequence[int], batch_size: int = 16,
+                 max_new_tokens: int | Sequence[int], batch_size: int = DEFAULT_EVAL_BATCH,
                  on_progress: ProgressFn | None = None, timeout: float | None = None,
                  precision: str = "auto") -> GenerateResult:
         """Greedy completions of ``prompts`` (user messages) by ``model`` + optional ``adapter``,

@@ -6,9 +6,9 @@ calling ``model.generate`` on each prompt alone:
 
 * each prompt is one user message rendered with the tokenizer's chat template
   (``add_generation_prompt=True``), exactly as :mod:`ftdojo_gym.model_process.sft` trains;
-* prompts are grouped by ``max_new_tokens`` and sorted by length, so a batch
-  holds prompts of similar length (little left padding); outputs come back in
-  input order;
+* prompts are sorted by ``max_new_tokens`` and then by length, so a batch
+  holds prompts of similar length (little left padding) and each row stops at
+  its own limit; outputs come back in input order;
 * a start shared by a whole batch (the chat template's system turn, a task's
   fixed instruction) is prefilled once and its KV cache copied to every row
   (:func:`_prefill`);
@@ -43,6 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ftdojo_gym.model_process.protocol import DEFAULT_EVAL_BATCH
 from ftdojo_gym.model_process.resident import (
     RESIDENT,
     folder_stamp,
@@ -129,22 +130,20 @@ def render_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
 
 
 def plan_batches(lengths: Sequence[int], max_new: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped by ``max_new_tokens`` then sorted by prompt length, cut into batches.
+    """Indices sorted by ``max_new_tokens`` then by prompt length, cut into batches of ``batch_size``.
 
-    Longest prompts first, so an out-of-memory error shows up on the first batch.
+    A batch may mix token limits (each row stops at its own, see :func:`greedy_decode`):
+    a task's subsets often have different limits, and batches split at every limit change
+    ran part-empty (a decode step costs nearly the same for 4 rows as for 16). Sorting by
+    limit keeps rows that may run as long together. Longest prompts first, so an
+    out-of-memory error shows up on the first batch.
     """
     order = sorted(range(len(lengths)), key=lambda i: (max_new[i], lengths[i]), reverse=True)
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and len(batches[-1]) < batch_size and max_new[batches[-1][0]] == max_new[i]:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
 def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike[str] | None,
-             prompts: Sequence[str], max_new_tokens: int | Sequence[int], batch_size: int = 16,
+             prompts: Sequence[str], max_new_tokens: int | Sequence[int], batch_size: int = DEFAULT_EVAL_BATCH,
              on_progress: ProgressFn | None = None, stats: dict[str, float] | None = None,
              precision: str = "auto") -> list[str]:
     """Greedy completions of ``prompts`` (each a user message), in input order.
@@ -192,7 +191,7 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
     if not REFILL:
         with torch.inference_mode():
             for batch in plan_batches([len(x) for x in ids], max_new, batch_size):
-                new = greedy_decode(model, [ids[i] for i in batch], max_new[batch[0]], stops,
+                new = greedy_decode(model, [ids[i] for i in batch], [max_new[i] for i in batch], stops,
                                     tokenizer.pad_token_id, stats)
                 for row, i in enumerate(batch):
                     outputs[i] = tokenizer.decode(new[row], skip_special_tokens=True)
@@ -213,16 +212,19 @@ def generate(model_path: str | os.PathLike[str], adapter_path: str | os.PathLike
     return outputs
 
 
-def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int,
+def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int | Sequence[int],
                   stops: set[int], pad_id: int, stats: dict[str, float] | None = None) -> list[list[int]]:
     """Greedy continuation of a batch of tokenized prompts, without the stop token.
+
+    ``max_new_tokens`` is one limit for the batch or one per row.
 
     The same steps as ``model.generate(do_sample=False)`` on a left-padded batch
     (same masks and position ids; a shared prompt start prefilled once, see
     :func:`_prefill`), with one difference that matters on CPU: a row that
     emitted a stop token is dropped from the batch (and the KV cache) at once, so
-    the remaining rows do not keep paying for finished ones. ``generate`` computes
-    every row until the last one stops.
+    the remaining rows do not keep paying for finished ones (a row that reached its
+    own limit is dropped the same way). ``generate`` computes every row until the
+    last one stops.
 
     ``stats``, if given, gets these sums added: ``prefill_s`` and ``decode_s``
     (seconds), ``prompt_tokens`` and ``padded_tokens`` (real and padding
@@ -235,6 +237,9 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
 
     device = model.device
     n = len(prompt_ids)
+    caps = [max_new_tokens] * n if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
+    if len(caps) != n:
+        raise ValueError(f"max_new_tokens has {len(caps)} entries for {n} prompts")
     t0 = time.perf_counter()
     logits, cache, mask, positions, padded, shared = _prefill(model, prompt_ids, pad_id)
     t_prefill = time.perf_counter()
@@ -242,15 +247,17 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
     next_pos = positions + 1
     rows = list(range(n))  # original row of each live batch entry
     generated: list[list[int]] = [[] for _ in range(n)]
-    for step in range(max_new_tokens):
+    while True:
         tokens = logits[:, -1].argmax(-1)
         keep = []
         for k, tok in enumerate(tokens.tolist()):
             if tok in stops:
                 continue
-            generated[rows[k]].append(tok)
-            keep.append(k)
-        if not keep or step == max_new_tokens - 1:
+            row = generated[rows[k]]
+            row.append(tok)
+            if len(row) < caps[rows[k]]:
+                keep.append(k)
+        if not keep:
             break
         if len(keep) < len(rows):
             index = torch.tensor(keep, device=device)

@@ -69,12 +69,42 @@ LOSS_MODE: Literal["completion", "model", "trl"] = "completion"
 #: (515 vs 545 tokens/s unsplit vs 512, within the run-to-run noise of about 10 %).
 CHUNK_TOKENS = int(os.environ.get("FTDOJO_TRAIN_CHUNK_TOKENS", "512"))
 
+#: Batches are padded to a multiple of this many columns (trl's ``pad_to_multiple_of``), and
+#: so are the row chunks of :data:`CHUNK_TOKENS`, so that the same few tensor shapes come back
+#: step after step (``FTDOJO_TRAIN_PAD_MULTIPLE``; 0 or 1: pad to the longest row only). On a
+#: CPU every new shape makes oneDNN build and cache new matmul primitives, and with a new
+#: width at nearly every step that cache grew by ~40 MB a step. Measured in-process
+#: (SmolLM2-135M, LoRA r16, 16 steps of ``benchmarks/perf/train_throughput``'s pairs, 512-token
+#: chunks, 2 threads): peak RSS 3.20 GB unpadded, 2.46 GB at 32, 2.42 GB at 64, at the same speed
+#: (473, 485, 488 tokens/s; the padding is masked and unlabelled, so the loss is unchanged).
+PAD_MULTIPLE = int(os.environ.get("FTDOJO_TRAIN_PAD_MULTIPLE", "32"))
+
+#: On a CPU, a training chunk (see :data:`CHUNK_TOKENS`) whose rows are at most this many
+#: tokens wide runs the model's "eager" attention (matmul, softmax, matmul); wider chunks
+#: run the model's own implementation (sdpa). PyTorch's CPU flash-attention kernel is slow
+#: for short rows, above all its backward pass (a quarter of a SmolLM2 training step went
+#: there), while eager attention keeps ``rows x heads x width^2`` probabilities for the
+#: backward pass, which grows fast with the width (``FTDOJO_TRAIN_EAGER_MAX_LEN``; 0: never).
+#: Both compute the same attention; in bf16 the results differ by rounding. Measured
+#: (forward and backward, 9 query and 3 key/value heads of 64, bf16, 2 threads): 4 rows x
+#: 128 tokens 2.6 vs 8.0 ms, 2 x 256 5.8 vs 7.7 ms, 1 x 512 15.3 vs 13.2 ms, 1 x 1024 69 vs
+#: 30 ms. In the worker's training run (SmolLM2-135M, LoRA r16, 8 steps of
+#: ``benchmarks/perf/train_throughput``'s pairs, three rounds in one process, medians):
+#: 485 tokens/s with sdpa only, 545 with eager up to 256, 613 up to 384; peak RSS +0.17 GB.
+EAGER_ATTENTION_MAX_LEN = int(os.environ.get("FTDOJO_TRAIN_EAGER_MAX_LEN", "384"))
+
 #: On a CPU bf16-autocast LoRA run, give the frozen linear layers bf16 copies of their
 #: weights for the run (see :func:`_frozen_linears_to_bf16`); False: autocast casts them
 #: at every forward of every chunk (``FTDOJO_TRAIN_PRECAST_BF16=0``). The losses are
 #: bit-identical either way; measured on an idle 2-core AVX512-BF16 machine
 #: (``benchmarks/perf/train_throughput.py``, 16 steps): 557 vs 508 tokens/s.
 PRECAST_BF16 = os.environ.get("FTDOJO_TRAIN_PRECAST_BF16", "1") != "0"
+
+#: Bump when a change to the training path changes a run's result (not only its speed): it
+#: is part of every outcome-cache key (:func:`ftdojo_gym.outcome_cache.run_key`), so outcomes
+#: cached by an older path are not served as this one's. 2: eager attention for narrow chunks
+#: and batches padded to :data:`PAD_MULTIPLE` (same losses up to bf16 rounding).
+TRAIN_PATH_REVISION = 2
 
 Emit = Callable[[LogEvent], None]
 
@@ -229,17 +259,21 @@ def run_sft(req: TrainRequest, emit: Emit, progress: TrainProgress | None = None
             RESIDENT.clear()  # peft may have added some layers before it gave up
             raise
         swapped = _frozen_linears_to_bf16(model) if (bf16 and not use_cuda and PRECAST_BF16) else []
+        attention = AttentionByWidth(model, 0 if use_cuda else EAGER_ATTENTION_MAX_LEN)
         try:
-            return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
+            return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start,
+                                   attention)
         finally:
+            attention.restore()
             put_back(swapped)
             RESIDENT.release_peft(model)
-    return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
+    return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start,
+                           AttentionByWidth(model, 0 if use_cuda else EAGER_ATTENTION_MAX_LEN))
 
 
 def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: Any, rows: list[dict[str, str]],
-                    bf16: bool, use_cuda: bool, emit: Emit, progress: TrainProgress, t_start: float
-                    ) -> TrainProgress:
+                    bf16: bool, use_cuda: bool, emit: Emit, progress: TrainProgress, t_start: float,
+                    attention: AttentionByWidth | None = None) -> TrainProgress:
     """Build the trainer, train, save the adapter or model: the part of :func:`run_sft` after loading."""
     from datasets import Dataset
     from trl import SFTConfig
@@ -268,6 +302,7 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
             data_seed=cfg.seed,
             completion_only_loss=True,
             packing=False,
+            pad_to_multiple_of=PAD_MULTIPLE if PAD_MULTIPLE > 1 else None,
             save_strategy="no",
             eval_strategy="no",
             logging_strategy="steps",
@@ -299,6 +334,7 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
     except (ValueError, TypeError) as exc:  # trl/peft reject the combination of settings
         raise ConfigError(f"trainer set-up failed: {exc}") from None
     trainer.progress = progress
+    trainer.attention = attention
     n_kept = progress.samples = len(trainer.train_dataset)
     if n_kept == 0:
         raise DataError(
@@ -326,6 +362,33 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
     progress.model_dir = str(out)
     progress.seconds = time.monotonic() - t_start
     return progress
+
+
+class AttentionByWidth:
+    """Switches a model between eager attention (batches at most ``max_len`` tokens wide) and
+    its own implementation (wider ones) for a training run; see :data:`EAGER_ATTENTION_MAX_LEN`.
+
+    Only a model loaded with sdpa whose attention goes through transformers'
+    ``AttentionInterface`` is switched (``max_len`` 0: never). :meth:`restore` puts the
+    original back (the resident model is lent to generation next)."""
+
+    def __init__(self, model: Any, max_len: int) -> None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.config = base.config
+        self.original = self.config._attn_implementation
+        can_switch = getattr(base, "_can_set_attn_implementation", lambda: False)()
+        self.max_len = max_len if (max_len > 0 and self.original == "sdpa" and can_switch) else 0
+
+    def select(self, width: int) -> None:
+        """Use eager attention for the next forward pass if it is at most ``max_len`` tokens wide."""
+        if self.max_len:
+            want = "eager" if width <= self.max_len else self.original
+            if self.config._attn_implementation != want:
+                self.config._attn_implementation = want
+
+    def restore(self) -> None:
+        if self.config._attn_implementation != self.original:
+            self.config._attn_implementation = self.original
 
 
 def _frozen_linears_to_bf16(model: Any) -> list[tuple[Any, str, Any]]:
@@ -379,19 +442,26 @@ def _trainer_classes() -> tuple[type, type]:
 
     class _FTDojoSFTTrainer(SFTTrainer):
         progress: TrainProgress | None = None
+        attention: AttentionByWidth | None = None
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             if self.progress is not None:
                 mask = inputs.get("attention_mask")
                 n = int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
                 self.progress.train_tokens += n
-            chunks = split_batch(inputs, CHUNK_TOKENS) if LOSS_MODE == "completion" else [inputs]
+            chunks = split_batch(inputs, CHUNK_TOKENS, PAD_MULTIPLE) if LOSS_MODE == "completion" else [inputs]
             if len(chunks) == 1:
+                if self.attention is not None:
+                    self.attention.select(inputs["input_ids"].shape[-1])
                 return super().training_step(model, inputs, num_items_in_batch)
             if num_items_in_batch is None:  # normalise every chunk by the whole batch
                 num_items_in_batch = (inputs["labels"][:, 1:] != -100).sum()
-            return sum(super(_FTDojoSFTTrainer, self).training_step(model, chunk, num_items_in_batch)
-                       for chunk in chunks)
+            total = 0
+            for chunk in chunks:
+                if self.attention is not None:
+                    self.attention.select(chunk["input_ids"].shape[-1])
+                total = total + super().training_step(model, chunk, num_items_in_batch)
+            return total
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if LOSS_MODE == "trl" or return_outputs:
@@ -457,10 +527,11 @@ def _trainer_classes() -> tuple[type, type]:
     return _CLASSES
 
 
-def split_batch(inputs: Mapping[str, Any], max_tokens: int) -> list[dict[str, Any]]:
+def split_batch(inputs: Mapping[str, Any], max_tokens: int, multiple: int = 1) -> list[dict[str, Any]]:
     """``inputs`` (a right-padded training batch) as consecutive row chunks of at most
-    ``max_tokens`` padded tokens each, every chunk cut after its longest row; ``[inputs]``
-    when it fits.
+    ``max_tokens`` padded tokens each, every chunk cut after its longest row, rounded up to
+    a multiple of ``multiple`` columns (never past the batch's width); ``[inputs]`` when it
+    fits.
 
     The columns a chunk drops are padding at the end of all its rows (attention mask 0,
     label -100), so each row's tokens, positions and labels are unchanged. A row longer than
@@ -475,7 +546,8 @@ def split_batch(inputs: Mapping[str, Any], max_tokens: int) -> list[dict[str, An
     # Where each row's last real token is (the positions come from the column index, so
     # leading columns are never cut).
     used = mask.bool()
-    last = [int(r.nonzero()[-1]) + 1 if r.any() else 1 for r in used]
+    step = max(1, multiple)
+    last = [min(width, -(-(int(r.nonzero()[-1]) + 1 if r.any() else 1) // step) * step) for r in used]
     groups: list[list[int]] = [[]]
     for i in range(rows):
         group = groups[-1] + [i]

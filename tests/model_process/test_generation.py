@@ -56,15 +56,29 @@ def test_output_stops_at_eos(tiny_model):
     assert all(t != eos for t in generation.greedy_decode(model, ids, 5, {eos}, tok.pad_token_id)[0])
 
 
-def test_plan_batches_groups_by_limit_and_length():
+def test_plan_batches_sorts_by_limit_and_length_and_fills_batches():
+    """Catches: batches cut at every change of limit (part-empty batches), a batch over the
+    size, an index lost or doubled, or the order (largest limit, then longest prompt, first)."""
     lengths = [5, 50, 7, 48, 6]
     max_new = [8, 8, 16, 8, 16]
     batches = generation.plan_batches(lengths, max_new, batch_size=2)
-    assert sorted(i for b in batches for i in b) == list(range(5))
-    for b in batches:
-        assert len({max_new[i] for i in b}) == 1 and len(b) <= 2
-    assert batches[0] == [2, 4]  # larger limit first, longest prompt first
-    assert batches[1] == [1, 3]
+    assert batches == [[2, 4], [1, 3], [0]]
+    batches = generation.plan_batches(lengths, max_new, batch_size=3)
+    assert batches == [[2, 4, 1], [3, 0]]  # limits mixed in a batch
+
+
+def test_each_row_stops_at_its_own_limit(tiny_model):
+    """Catches: one limit applied to a whole batch (the first row's, or the largest), or a row
+    cut one token early or late."""
+    model, tok = generation.load_for_generation(tiny_model, precision="fp32")
+    ids = generation.render_prompts(tok, PROMPTS[:3])
+    caps = [2, 6, 4]
+    got = generation.greedy_decode(model, ids, caps, set(), tok.pad_token_id)
+    assert [len(g) for g in got] == caps
+    alone = [generation.greedy_decode(model, [p], c, set(), tok.pad_token_id)[0] for p, c in zip(ids, caps)]
+    assert got == alone
+    with pytest.raises(ValueError):
+        generation.greedy_decode(model, ids, [2, 3], set(), tok.pad_token_id)
 
 
 def test_empty_and_invalid_requests(tiny_model):

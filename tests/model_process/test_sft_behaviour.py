@@ -339,3 +339,107 @@ def test_bf16_copies_of_the_frozen_layers_train_the_same_and_are_put_back(tiny_m
     assert all(after[n].dtype == torch.float32 and torch.equal(after[n], before[n]) for n in before)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight or not \
         model.config.tie_word_embeddings
+
+
+def test_split_batch_rounds_chunk_widths_up_to_the_multiple():
+    """Catches: widths not rounded (a new shape at nearly every step), rounded past the batch's
+    width, or the token limit checked on the unrounded widths."""
+    lengths = [9, 8, 8, 3, 2, 2]
+    width = 10
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+    ids = torch.arange(len(lengths) * width).view(len(lengths), width)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.clone()}
+    chunks = sft.split_batch(batch, 20, multiple=4)
+    # widths 9 -> 10 (the batch's width, not 12), 8 -> 8, 3 and 2 -> 4; 2 x 10 fills the limit
+    assert [tuple(c["input_ids"].shape) for c in chunks] == [(2, 10), (2, 8), (2, 4)]
+    assert [tuple(c["input_ids"].shape) for c in sft.split_batch(batch, 20, multiple=1)] == [(2, 9), (2, 8), (2, 2)]
+    assert torch.equal(chunks[2]["attention_mask"], mask[4:, :4])  # the added columns are padding
+
+
+def test_training_batches_are_padded_to_the_multiple_with_the_same_loss(tiny_model, tmp_path, monkeypatch):
+    """Catches: the collator not padding to ``PAD_MULTIPLE`` (a new tensor shape at every
+    step), the chunks not rounded, or the added padding changing the loss."""
+    widths: list[int] = []
+    real = sft.split_batch
+
+    def spy(inputs, max_tokens, multiple=1):
+        chunks = real(inputs, max_tokens, multiple)
+        widths.extend(c["input_ids"].shape[-1] for c in chunks)
+        return chunks
+
+    monkeypatch.setattr(sft, "split_batch", spy)
+    monkeypatch.setattr(sft, "CHUNK_TOKENS", 40)
+    monkeypatch.setattr(sft, "PAD_MULTIPLE", 1)
+    plain = train(tiny_model, tmp_path, name="plain")
+    assert any(w % 16 for w in widths)  # unpadded, these rows give odd widths
+    widths.clear()
+    monkeypatch.setattr(sft, "PAD_MULTIPLE", 16)
+    padded = train(tiny_model, tmp_path, name="padded")
+    assert widths and all(w % 16 == 0 for w in widths)
+    assert padded.train_tokens == plain.train_tokens  # padding is not counted as trained tokens
+    for (_, a), (_, b) in zip(plain.losses, padded.losses, strict=True):
+        assert b == pytest.approx(a, rel=1e-2)
+
+
+def test_narrow_chunks_run_eager_attention_and_sdpa_is_put_back(tiny_model, tmp_path, monkeypatch):
+    """Catches: eager attention for wide chunks or sdpa for narrow ones (the threshold inverted
+    or ignored), the resident model left on eager attention after the run (generation would
+    use it), or a different loss."""
+    from transformers.models.llama import modeling_llama
+
+    used: list[tuple[int, str]] = []
+    real_eager = modeling_llama.eager_attention_forward
+
+    def eager(module, query, *args, **kwargs):
+        used.append((query.shape[2], "eager"))
+        return real_eager(module, query, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_llama, "eager_attention_forward", eager)
+    monkeypatch.setattr(sft, "CHUNK_TOKENS", 0)
+    monkeypatch.setattr(sft, "PAD_MULTIPLE", 1)
+    monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 0)
+    sdpa_only = train(tiny_model, tmp_path, name="sdpa")
+    assert used == []
+    model, _ = RESIDENT.base(tiny_model)
+    assert model.config._attn_implementation == "sdpa"
+
+    widths: list[int] = []
+    real_select = sft.AttentionByWidth.select
+
+    def select(self, width):
+        widths.append(width)
+        real_select(self, width)
+
+    monkeypatch.setattr(sft.AttentionByWidth, "select", select)
+    rows = ROWS + [{"prompt": "long " * 60, "completion": "a long one"}]  # one batch far wider
+    monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 50)
+    train(tiny_model, tmp_path, rows=rows, name="mixed", config={"batch_size": 2, "max_steps": 3})
+    narrow = {w for w in widths if w <= 50}
+    assert narrow and any(w > 50 for w in widths)
+    assert {q for q, _ in used} == narrow  # eager exactly for the narrow batches
+    assert RESIDENT.base(tiny_model)[0].config._attn_implementation == "sdpa"
+
+    used.clear()
+    monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 1000)
+    eager_only = train(tiny_model, tmp_path, name="eager")
+    assert used
+    for (_, a), (_, b) in zip(sdpa_only.losses, eager_only.losses, strict=True):
+        assert b == pytest.approx(a, rel=1e-2)
+
+
+def test_eager_attention_is_put_back_when_a_run_fails(tiny_model, tmp_path, monkeypatch):
+    """Catches: a run that raises mid-training leaving the resident model on eager attention."""
+    monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 1000)
+
+    def boom(event):
+        raise RuntimeError("stop here")
+
+    data = write_rows(tmp_path / "rows.jsonl", ROWS)
+    req = TrainRequest(base_model=tiny_model, data_path=str(data), output_dir=str(tmp_path / "x"),
+                       config={"method": "lora", "batch_size": 4, "max_steps": 2, "max_len": 128})
+    with pytest.raises(RuntimeError, match="stop here"):
+        sft.run_sft(req, boom)
+    model, _ = RESIDENT.base(tiny_model)
+    assert model.config._attn_implementation == "sdpa"
