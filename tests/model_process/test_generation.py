@@ -75,7 +75,7 @@ def test_each_row_stops_at_its_own_limit(tiny_model):
     caps = [2, 6, 4]
     got = generation.greedy_decode(model, ids, caps, set(), tok.pad_token_id)
     assert [len(g) for g in got] == caps
-    alone = [generation.greedy_decode(model, [p], c, set(), tok.pad_token_id)[0] for p, c in zip(ids, caps)]
+    alone = [generation.greedy_decode(model, [p], c, set(), tok.pad_token_id)[0] for p, c in zip(ids, caps, strict=True)]
     assert got == alone
     with pytest.raises(ValueError):
         generation.greedy_decode(model, ids, [2, 3], set(), tok.pad_token_id)
