@@ -94,7 +94,9 @@ def test_the_first_loss_is_the_base_models_loss_on_the_completion_tokens_of_a_pa
 def test_training_moves_the_lora_weights_and_lowers_the_loss(tiny_model, tmp_path):
     """Catches: training that updates no weight, or an adapter saved before (or without) training."""
     events = []
-    progress = train(tiny_model, tmp_path, events=events, config={"max_steps": 6, "learning_rate": 5e-2})
+    # 5e-3: the loss falls at every step (10.66 -> 10.13); at 5e-2 it oscillated around 10.6 and
+    # the last step landed within rounding of the threshold below.
+    progress = train(tiny_model, tmp_path, events=events, config={"max_steps": 6, "learning_rate": 5e-3})
     losses = [loss for _, loss in progress.losses]
     assert [s for s, _ in progress.losses] == [1, 2, 3, 4, 5, 6] and progress.steps == 6
     assert losses[-1] < losses[0] - 0.1
