@@ -26,7 +26,7 @@ calling ``model.generate`` on each prompt alone:
   (:func:`refill_decode`, :data:`REFILL`) is the alternative.
 
 Measured on the idle 2-core AVX512-BF16 CPU with SmolLM2-135M on 64 TableBench
-prompts (16-80 new tokens), batch 16: ~3.0 prompts/s in fp32 and ~7.9 in bf16
+prompts (16-80 new tokens), batch 32: ~3.8 prompts/s in fp32 and ~9.7 in bf16
 (``benchmarks/perf/eval_throughput.py``); in fp32 the outputs are those of
 ``model.generate`` one prompt at a time.
 
