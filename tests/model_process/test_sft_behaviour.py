@@ -259,17 +259,24 @@ def test_fast_bf16_is_read_from_the_cpu_flags(monkeypatch):
     assert sft.cpu_has_fast_bf16() is False
 
 
-def test_split_batch_cuts_rows_into_chunks_within_the_token_limit():
-    """Catches: chunks over the limit, rows lost, doubled or reordered, padding columns kept,
-    real columns cut, non-batch values cut."""
-    lengths = [9, 8, 8, 3, 2, 2]
-    width = 10
+def right_padded_batch(lengths: list[int], width: int) -> dict:
+    """A training batch of rows of ``lengths`` real tokens, right-padded to ``width`` columns;
+    token ids number the cells (row * width + column), labels are -100 on padding."""
     mask = torch.zeros(len(lengths), width, dtype=torch.long)
     for i, n in enumerate(lengths):
         mask[i, :n] = 1
     ids = torch.arange(len(lengths) * width).view(len(lengths), width)
     labels = torch.where(mask.bool(), ids, torch.full_like(ids, -100))
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "extra": 7}
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def test_split_batch_cuts_rows_into_chunks_within_the_token_limit():
+    """Catches: chunks over the limit, rows lost, doubled or reordered, padding columns kept,
+    real columns cut, non-batch values cut."""
+    lengths = [9, 8, 8, 3, 2, 2]
+    width = 10
+    batch = {**right_padded_batch(lengths, width), "extra": 7}
+    ids, labels = batch["input_ids"], batch["labels"]
     chunks = sft.split_batch(batch, 20)
     # Greedy in row order (the trainer's batches come sorted by length): 2x9, 2x8, 2x2.
     assert [tuple(c["input_ids"].shape) for c in chunks] == [(2, 9), (2, 8), (2, 2)]
@@ -346,13 +353,8 @@ def test_bf16_copies_of_the_frozen_layers_train_the_same_and_are_put_back(tiny_m
 def test_split_batch_rounds_chunk_widths_up_to_the_multiple():
     """Catches: widths not rounded (a new shape at nearly every step), rounded past the batch's
     width, or the token limit checked on the unrounded widths."""
-    lengths = [9, 8, 8, 3, 2, 2]
-    width = 10
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        mask[i, :n] = 1
-    ids = torch.arange(len(lengths) * width).view(len(lengths), width)
-    batch = {"input_ids": ids, "attention_mask": mask, "labels": ids.clone()}
+    batch = right_padded_batch([9, 8, 8, 3, 2, 2], width=10)
+    mask = batch["attention_mask"]
     chunks = sft.split_batch(batch, 20, multiple=4)
     # widths 9 -> 10 (the batch's width, not 12), 8 -> 8, 3 and 2 -> 4; 2 x 10 fills the limit
     assert [tuple(c["input_ids"].shape) for c in chunks] == [(2, 10), (2, 8), (2, 4)]
