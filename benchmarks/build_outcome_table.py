@@ -48,10 +48,16 @@ import ftdojo_gym  # noqa: F401  (registers the envs)
 from ftdojo_gym import versions
 from ftdojo_gym.data.workspace import atomic_write_text
 from ftdojo_gym.model_process.resident import PRECISIONS, resolve_precision
+from ftdojo_gym.model_process.sft import TRAIN_PATH_REVISION
 from ftdojo_gym.models import model_fingerprint, resolve_model
 from ftdojo_gym.observations import latest_result
 from ftdojo_gym.outcome_cache import run_key
-from ftdojo_gym.outcome_table import FORMAT, UNRECORDED_EVAL_PRECISION, fingerprint_of
+from ftdojo_gym.outcome_table import (
+    FORMAT,
+    UNRECORDED_EVAL_PRECISION,
+    UNRECORDED_TRAIN_PATH,
+    fingerprint_of,
+)
 from ftdojo_gym.recipe_grid import RecipeGrid, describe, recipe_actions
 from ftdojo_gym.results import EvaluationResult, RunResult, SubmissionResult
 from ftdojo_gym.tasks import make_task
@@ -118,13 +124,15 @@ def claim(table: Path, what: str) -> Iterator[bool]:
 
 
 _SAME_SETTINGS = ("task", "task_version", "data_seed", "base_model_fingerprint", "eval_limit", "grid", "grader",
-                  "eval_precision")
+                  "eval_precision", "train_path")
 
 
 def _same_settings(old: dict[str, Any] | None, manifest: dict[str, Any]) -> bool:
     """Whether a table on disk (its manifest ``old``) was built for ``manifest``'s settings
-    (a table without ``eval_precision`` was evaluated in fp32)."""
-    old = None if old is None else {"eval_precision": UNRECORDED_EVAL_PRECISION, **old}
+    (a table without ``eval_precision`` was evaluated in fp32, one without ``train_path`` trained
+    by revision 1 of the training path: a resumed build never mixes two numerics)."""
+    old = None if old is None else {"eval_precision": UNRECORDED_EVAL_PRECISION, "train_path": UNRECORDED_TRAIN_PATH,
+                                    **old}
     return old is not None and all(old.get(k) == manifest[k] for k in _SAME_SETTINGS)
 
 
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_limit": args.eval_limit, "grid": grid.to_dict(), "grader": grader_fingerprint(task),
         "versions": versions.library_versions(), "base": None,
         "eval_precision": resolve_precision(args.eval_precision),
+        "train_path": TRAIN_PATH_REVISION,
     }
     old, records = read_table(out)
     if _same_settings(old, manifest):

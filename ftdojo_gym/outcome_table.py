@@ -40,6 +40,9 @@ from ftdojo_gym.tasks.fingerprint import grader_fingerprint
 FORMAT = 1
 #: The generation precision of a table whose manifest does not say (built before it was recorded).
 UNRECORDED_EVAL_PRECISION = "fp32"
+#: The training path's revision (``sft.TRAIN_PATH_REVISION``) of a table whose manifest does not
+#: say (built before it was recorded).
+UNRECORDED_TRAIN_PATH = 1
 #: ``model_dir`` of a run served from a table (it has no weights).
 TABLE_MODEL_PREFIX = "outcome-table:"
 #: Folder of the tables shipped with the package.

@@ -53,6 +53,7 @@ def test_the_table_holds_every_recipe_with_real_scores(table):
 def test_a_table_records_its_generation_precision_and_tabular_episodes_report_it(table, tmp_path):
     """Catches: a table whose evaluations' numerics are not recorded, a build that resumes a
     table evaluated in another precision, tabular submissions that claim the env's precision."""
+    from ftdojo_gym.model_process import sft
     from ftdojo_gym.model_process.resident import resolve_precision
 
     manifest = json.loads(table.read_text().splitlines()[0])
@@ -62,6 +63,11 @@ def test_a_table_records_its_generation_precision_and_tabular_episodes_report_it
     assert build_outcome_table._same_settings(old, {**manifest, "eval_precision": "fp32"})
     assert not build_outcome_table._same_settings(old, {**manifest, "eval_precision": "bf16"})
     assert not build_outcome_table._same_settings(manifest, {**manifest, "eval_precision": "other"})
+    # The training path's revision likewise: a table without one was trained by revision 1.
+    assert manifest["train_path"] == sft.TRAIN_PATH_REVISION
+    old = {k: v for k, v in manifest.items() if k != "train_path"}
+    assert build_outcome_table._same_settings(old, {**manifest, "train_path": 1})
+    assert not build_outcome_table._same_settings(old, {**manifest, "train_path": 2})
     lines = table.read_text().splitlines()
     other = tmp_path / "FinanceIQ.jsonl"
     build_outcome_table.write_table(other, {**manifest, "eval_precision": "fp32"}, [json.loads(x) for x in lines[1:]])
