@@ -240,6 +240,8 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
     caps = [max_new_tokens] * n if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
     if len(caps) != n:
         raise ValueError(f"max_new_tokens has {len(caps)} entries for {n} prompts")
+    if any(c < 1 for c in caps):
+        raise ValueError("max_new_tokens must be >= 1")
     t0 = time.perf_counter()
     logits, cache, mask, positions, padded, shared = _prefill(model, prompt_ids, pad_id)
     t_prefill = time.perf_counter()

@@ -79,6 +79,8 @@ def test_each_row_stops_at_its_own_limit(tiny_model):
     assert got == alone
     with pytest.raises(ValueError):
         generation.greedy_decode(model, ids, [2, 3], set(), tok.pad_token_id)
+    with pytest.raises(ValueError):  # a row may not get a token it was not allowed
+        generation.greedy_decode(model, ids, [2, 0, 3], set(), tok.pad_token_id)
 
 
 def test_empty_and_invalid_requests(tiny_model):
