@@ -259,21 +259,17 @@ def run_sft(req: TrainRequest, emit: Emit, progress: TrainProgress | None = None
             RESIDENT.clear()  # peft may have added some layers before it gave up
             raise
         swapped = _frozen_linears_to_bf16(model) if (bf16 and not use_cuda and PRECAST_BF16) else []
-        attention = AttentionByWidth(model, 0 if use_cuda else EAGER_ATTENTION_MAX_LEN)
         try:
-            return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start,
-                                   attention)
+            return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
         finally:
-            attention.restore()
             put_back(swapped)
             RESIDENT.release_peft(model)
-    return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start,
-                           AttentionByWidth(model, 0 if use_cuda else EAGER_ATTENTION_MAX_LEN))
+    return _train_and_save(req, cfg, model, tokenizer, rows, bf16, use_cuda, emit, progress, t_start)
 
 
 def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: Any, rows: list[dict[str, str]],
-                    bf16: bool, use_cuda: bool, emit: Emit, progress: TrainProgress, t_start: float,
-                    attention: AttentionByWidth | None = None) -> TrainProgress:
+                    bf16: bool, use_cuda: bool, emit: Emit, progress: TrainProgress, t_start: float
+                    ) -> TrainProgress:
     """Build the trainer, train, save the adapter or model: the part of :func:`run_sft` after loading."""
     from datasets import Dataset
     from trl import SFTConfig
@@ -334,7 +330,7 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
     except (ValueError, TypeError) as exc:  # trl/peft reject the combination of settings
         raise ConfigError(f"trainer set-up failed: {exc}") from None
     trainer.progress = progress
-    trainer.attention = attention
+    trainer.attention = AttentionByWidth(model, 0 if use_cuda else EAGER_ATTENTION_MAX_LEN)
     n_kept = progress.samples = len(trainer.train_dataset)
     if n_kept == 0:
         raise DataError(
@@ -348,6 +344,7 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
     try:
         trainer.train()
     finally:
+        trainer.attention.restore()  # the resident model is lent to generation next
         progress.train_seconds = time.monotonic() - t_train
         progress.steps = trainer.state.global_step
     if progress.diverged_step is not None:
@@ -451,19 +448,15 @@ def _trainer_classes() -> tuple[type, type]:
                 self.progress.train_tokens += n
             chunks = split_batch(inputs, CHUNK_TOKENS, PAD_MULTIPLE) if LOSS_MODE == "completion" else [inputs]
             if len(chunks) == 1:
-                if self.attention is not None:
-                    self.attention.select(inputs["input_ids"].shape[-1])
                 return super().training_step(model, inputs, num_items_in_batch)
             if num_items_in_batch is None:  # normalise every chunk by the whole batch
                 num_items_in_batch = (inputs["labels"][:, 1:] != -100).sum()
-            total = 0
-            for chunk in chunks:
-                if self.attention is not None:
-                    self.attention.select(chunk["input_ids"].shape[-1])
-                total = total + super().training_step(model, chunk, num_items_in_batch)
-            return total
+            return sum(super(_FTDojoSFTTrainer, self).training_step(model, chunk, num_items_in_batch)
+                       for chunk in chunks)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.attention is not None:  # each forward pass: the whole batch or one chunk of it
+                self.attention.select(inputs["input_ids"].shape[-1])
             if LOSS_MODE == "trl" or return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if LOSS_MODE == "completion":
