@@ -447,3 +447,96 @@ def test_eager_attention_is_put_back_when_a_run_fails(tiny_model, tmp_path, monk
         sft.run_sft(req, boom)
     model, _ = RESIDENT.base(tiny_model)
     assert model.config._attn_implementation == "sdpa"
+
+
+def _casts(model, inputs) -> tuple[list[tuple], torch.Tensor]:
+    """The casts between fp32 and bf16 a CPU autocast forward makes (``(to, shape)``), and its logits."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    shapes: list[tuple] = []
+
+    class Casts(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            to = kwargs.get("dtype")
+            if func is torch.ops.aten._to_copy.default and {args[0].dtype, to} == {torch.float32, torch.bfloat16}:
+                shapes.append((to, tuple(args[0].shape)))
+            return func(*args, **kwargs)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), Casts():
+        logits = model(**inputs).logits
+    return shapes, logits
+
+
+def test_lora_inputs_are_cast_once_per_activation_and_put_back(tiny_model):
+    """Catches: a normed activation still cast once per layer that reads it (q, k, v: base
+    layer and LoRA A each), peft's cast of bf16 inputs back to fp32 left on, other forward
+    values, or the hooks and peft's casting not put back after the block."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    for name, param in model.named_parameters():  # non-zero B, so LoRA's inputs matter to the output
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    inputs = {"input_ids": torch.tensor([[1, 5, 9, 3, 7, 2]])}
+    hidden = base.config.hidden_size
+    layers = base.config.num_hidden_layers
+    lora_layers = [m for m in model.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
+
+    plain_casts, plain = _casts(model, inputs)
+    with sft.lora_inputs_cast_once(model) as hooked:
+        assert hooked == len(lora_layers) == 7 * layers
+        assert all(m.cast_input_dtype_enabled is False for m in lora_layers)
+        shared_casts, shared = _casts(model, inputs)
+    assert torch.equal(plain, shared)
+    down, up = (torch.bfloat16, (1, 6, hidden)), (torch.float32, (1, 6, hidden))
+    # Plain autocast casts a normed activation for each of q, k, v, gate, up and their LoRA A
+    # (10 a layer), peft sends o's bf16 input to fp32 and autocast back (1); the LM head's input 1.
+    assert plain_casts.count(down) == 11 * layers + 1
+    assert plain_casts.count(up) == layers
+    # Shared: one cast for q/k/v and one for gate/up a layer; o's input stays bf16.
+    assert shared_casts.count(down) == 2 * layers + 1
+    assert shared_casts.count(up) == 0
+    assert all(m.cast_input_dtype_enabled for m in lora_layers)
+    assert all(not m._forward_pre_hooks for m in lora_layers)
+    again, _ = _casts(model, inputs)
+    assert again == plain_casts
+
+
+def test_shared_input_casts_train_like_separate_ones_and_are_removed(tiny_model, tmp_path, monkeypatch):
+    """Catches: the shared casts not used in a bf16 CPU run, a run whose losses move by more than
+    bf16 rounding, or hooks left on the resident model's LoRA layers (also after a failed run)."""
+    monkeypatch.setattr(sft, "cpu_has_fast_bf16", lambda: True)
+    config = {"max_steps": 3, "learning_rate": 1e-2}
+    monkeypatch.setattr(sft, "SHARED_INPUT_CAST", False)
+    separate = train(tiny_model, tmp_path, name="separate", config=config)
+    monkeypatch.setattr(sft, "SHARED_INPUT_CAST", True)
+    hooked: list[int] = []
+    real = sft.lora_inputs_cast_once
+
+    @__import__("contextlib").contextmanager
+    def spy(model):
+        with real(model) as n:
+            hooked.append(n)
+            yield n
+
+    monkeypatch.setattr(sft, "lora_inputs_cast_once", spy)
+    shared = train(tiny_model, tmp_path, name="shared", config=config)
+    assert hooked and hooked[0] > 0
+    for (_, a), (_, b) in zip(separate.losses, shared.losses, strict=True):
+        assert b == pytest.approx(a, rel=1e-2)
+    model, _ = RESIDENT.base(tiny_model)
+    assert all(not m._forward_pre_hooks for m in model.modules())
+
+    def boom(event):
+        raise RuntimeError("stop here")
+
+    data = write_rows(tmp_path / "rows.jsonl", ROWS)
+    req = TrainRequest(base_model=tiny_model, data_path=str(data), output_dir=str(tmp_path / "x"),
+                       config={"method": "lora", "batch_size": 4, "max_steps": 2, "max_len": 128})
+    with pytest.raises(RuntimeError, match="stop here"):
+        sft.run_sft(req, boom)
+    assert len(hooked) == 2
+    assert all(not m._forward_pre_hooks for m in RESIDENT.base(tiny_model)[0].modules())
