@@ -139,11 +139,11 @@ def step_overhead_ms(model_path: str, precision: str = "fp32", reps: int = 20) -
         for b in (1, 16):
             ids = torch.randint(10, 1000, (b, 32))
             cache = DynamicCache(config=model.config)
-            model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
             tok = ids[:, -1:]
             t0 = time.perf_counter()
             for _ in range(reps):
-                model(input_ids=tok, past_key_values=cache, use_cache=True)
+                model(input_ids=tok, cache=cache, use_cache=True)
             out[f"step_ms_batch{b}"] = 1000 * (time.perf_counter() - t0) / reps
     return out
 

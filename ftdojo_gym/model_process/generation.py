@@ -268,7 +268,7 @@ def greedy_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new_token
             rows = [rows[k] for k in keep]
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos,
-                       past_key_values=cache, use_cache=True).logits
+                       cache=cache, use_cache=True).logits
         next_pos = next_pos + 1
         steps += 1
         row_steps += len(rows)
@@ -323,7 +323,7 @@ def _prefill(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int
     else:
         head = torch.tensor([list(prompt_ids[0][:pre])], dtype=torch.long, device=device)
         model(input_ids=head, attention_mask=torch.ones_like(head), position_ids=torch.arange(pre, device=device)[None],
-              past_key_values=cache, use_cache=True, logits_to_keep=1)
+              cache=cache, use_cache=True, logits_to_keep=1)
         for layer in cache.layers:
             layer.keys = layer.keys.expand(n, -1, -1, -1).contiguous()
             layer.values = layer.values.expand(n, -1, -1, -1).contiguous()
@@ -331,7 +331,7 @@ def _prefill(model: Any, prompt_ids: Sequence[Sequence[int]], pad_id: int
     mask = torch.cat([own_mask.new_ones((n, pre)), own_mask], dim=1)
     # Like generate: positions count real tokens only (padding's are masked and do not matter).
     positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, pre:]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                    use_cache=True, logits_to_keep=1).logits
     padded = int(own_mask.numel() - own_mask.sum())
     return logits, cache, mask, positions[:, -1:], padded, pre * (n - 1)
@@ -457,7 +457,7 @@ def refill_decode(model: Any, prompt_ids: Sequence[Sequence[int]], max_new: Sequ
         t0 = time.perf_counter()
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
-                       past_key_values=cache, use_cache=True).logits
+                       cache=cache, use_cache=True).logits
         steps += 1
         row_steps += len(rows)
         nxt = logits[:, -1].argmax(-1)
