@@ -8,6 +8,7 @@ in the worker subprocess is invisible to mutmut). Only the public behaviour of `
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -433,18 +434,23 @@ def test_narrow_chunks_run_eager_attention_and_sdpa_is_put_back(tiny_model, tmp_
         assert b == pytest.approx(a, rel=1e-2)
 
 
-def test_eager_attention_is_put_back_when_a_run_fails(tiny_model, tmp_path, monkeypatch):
-    """Catches: a run that raises mid-training leaving the resident model on eager attention."""
-    monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 1000)
-
+def fail_a_run(tiny: str, tmp_path: Path) -> None:
+    """A LoRA run that raises at its first log line, mid-training."""
     def boom(event):
         raise RuntimeError("stop here")
 
     data = write_rows(tmp_path / "rows.jsonl", ROWS)
-    req = TrainRequest(base_model=tiny_model, data_path=str(data), output_dir=str(tmp_path / "x"),
+    req = TrainRequest(base_model=tiny, data_path=str(data), output_dir=str(tmp_path / "x"),
                        config={"method": "lora", "batch_size": 4, "max_steps": 2, "max_len": 128})
     with pytest.raises(RuntimeError, match="stop here"):
         sft.run_sft(req, boom)
+
+
+def test_eager_attention_is_put_back_when_a_run_fails(tiny_model, tmp_path, monkeypatch):
+    """Catches: a run that raises mid-training leaving the resident model on eager attention."""
+    monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 1000)
+
+    fail_a_run(tiny_model, tmp_path)
     model, _ = RESIDENT.base(tiny_model)
     assert model.config._attn_implementation == "sdpa"
 
@@ -516,7 +522,7 @@ def test_shared_input_casts_train_like_separate_ones_and_are_removed(tiny_model,
     hooked: list[int] = []
     real = sft.lora_inputs_cast_once
 
-    @__import__("contextlib").contextmanager
+    @contextlib.contextmanager
     def spy(model):
         with real(model) as n:
             hooked.append(n)
@@ -530,13 +536,6 @@ def test_shared_input_casts_train_like_separate_ones_and_are_removed(tiny_model,
     model, _ = RESIDENT.base(tiny_model)
     assert all(not m._forward_pre_hooks for m in model.modules())
 
-    def boom(event):
-        raise RuntimeError("stop here")
-
-    data = write_rows(tmp_path / "rows.jsonl", ROWS)
-    req = TrainRequest(base_model=tiny_model, data_path=str(data), output_dir=str(tmp_path / "x"),
-                       config={"method": "lora", "batch_size": 4, "max_steps": 2, "max_len": 128})
-    with pytest.raises(RuntimeError, match="stop here"):
-        sft.run_sft(req, boom)
+    fail_a_run(tiny_model, tmp_path)
     assert len(hooked) == 2
     assert all(not m._forward_pre_hooks for m in RESIDENT.base(tiny_model)[0].modules())
