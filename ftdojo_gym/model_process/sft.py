@@ -431,8 +431,9 @@ def lora_inputs_cast_once(model: Any) -> Iterator[int]:
         device = x.device.type
         if not torch.is_autocast_enabled(device):
             return None
-        if last.get("input") is not x:  # identity: a strong reference is held, so no id reuse
-            last["input"], last["cast"] = x, x.to(torch.get_autocast_dtype(device))
+        # The same tensor (a strong reference is held, so no id is reused), not written in place since.
+        if last.get("input") is not x or last["version"] != x._version:
+            last.update(input=x, version=x._version, cast=x.to(torch.get_autocast_dtype(device)))
         return (last["cast"], *args[1:])
 
     handles = [m.register_forward_pre_hook(cast_once) for m in model.modules() if isinstance(m, LoraLinear)]

@@ -510,6 +510,16 @@ def test_lora_inputs_are_cast_once_per_activation_and_put_back(tiny_model):
     again, _ = _casts(model, inputs)
     assert again == plain_casts
 
+    # A tensor written in place between two readers is cast again, not served from the first cast.
+    q, k = lora_layers[0], lora_layers[1]
+    x = torch.randn(1, 3, hidden)
+    with sft.lora_inputs_cast_once(model), torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        q(x)
+        x.mul_(-1)
+        got = k(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert torch.equal(got, k(x))
+
 
 def test_shared_input_casts_train_like_separate_ones_and_are_removed(tiny_model, tmp_path, monkeypatch):
     """Catches: the shared casts not used in a bf16 CPU run, a run whose losses move by more than
