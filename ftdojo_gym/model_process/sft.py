@@ -426,14 +426,16 @@ def lora_inputs_cast_once(model: Any) -> Iterator[int]:
 
     def cast_once(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         x = args[0] if args else None
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
-            return None
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.is_inference():
+            return None  # inference tensors have no version counter: autocast casts them as before
         device = x.device.type
         if not torch.is_autocast_enabled(device):
             return None
-        # The same tensor (a strong reference is held, so no id is reused), not written in place since.
-        if last.get("input") is not x or last["version"] != x._version:
-            last.update(input=x, version=x._version, cast=x.to(torch.get_autocast_dtype(device)))
+        # The same tensor (a strong reference is held, so no id is reused), not written in place
+        # since, and a cast made in the same grad mode (one made under no_grad carries no gradient).
+        key = (x._version, torch.is_grad_enabled())
+        if last.get("input") is not x or last["key"] != key:
+            last.update(input=x, key=key, cast=x.to(torch.get_autocast_dtype(device)))
         return (last["cast"], *args[1:])
 
     handles = [m.register_forward_pre_hook(cast_once) for m in model.modules() if isinstance(m, LoraLinear)]

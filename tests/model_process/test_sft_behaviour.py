@@ -521,6 +521,48 @@ def test_lora_inputs_are_cast_once_per_activation_and_put_back(tiny_model):
         assert torch.equal(got, k(x))
 
 
+def _lora_grads(model, inputs, shared: bool) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    with sft.lora_inputs_cast_once(model) if shared else contextlib.nullcontext(), \
+            torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(**inputs).logits
+    torch.nn.functional.cross_entropy(logits[0, :-1].float(), inputs["input_ids"][0, 1:]).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_shared_casts_pass_gradients_through_and_keep_the_grad_mode(tiny_model):
+    """Catches: a shared cast cut from the graph (no gradient reaches earlier layers' LoRA
+    weights), one made under no_grad served to a layer that needs a gradient, or a crash on an
+    inference-mode tensor (no version counter)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    inputs = {"input_ids": torch.tensor([[1, 5, 9, 3, 7, 2, 8, 4]])}
+    plain, shared = _lora_grads(model, inputs, False), _lora_grads(model, inputs, True)
+    assert plain.keys() == shared.keys()
+    for name in plain:  # equal up to bf16 rounding of the summed gradients
+        scale = float(plain[name].norm())
+        assert scale > 0, name
+        assert float((shared[name] - plain[name]).norm()) < 0.05 * scale, name
+
+    lora_layers = [m for m in model.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
+    q, k = lora_layers[0], lora_layers[1]
+    x = torch.randn(1, 3, base.config.hidden_size, requires_grad=True)
+    with sft.lora_inputs_cast_once(model), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            q(x)
+        k(x).float().sum().backward()
+        with torch.inference_mode():
+            q(torch.randn(1, 3, base.config.hidden_size))
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
 def test_shared_input_casts_train_like_separate_ones_and_are_removed(tiny_model, tmp_path, monkeypatch):
     """Catches: the shared casts not used in a bf16 CPU run, a run whose losses move by more than
     bf16 rounding, or hooks left on the resident model's LoRA layers (also after a failed run)."""
