@@ -474,22 +474,30 @@ def _casts(model, inputs) -> tuple[list[tuple], torch.Tensor]:
     return shapes, logits
 
 
+def lora_tiny(tiny: str):
+    """The tiny model in fp32 with LoRA r4 on all linear layers, B drawn at random (so LoRA's
+    inputs matter to the output): ``(base, peft model, its LoRA linear layers)``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)
+    lora_layers = [m for m in model.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
+    return base, model, lora_layers
+
+
 def test_lora_inputs_are_cast_once_per_activation_and_put_back(tiny_model):
     """Catches: a normed activation still cast once per layer that reads it (q, k, v: base
     layer and LoRA A each), peft's cast of bf16 inputs back to fp32 left on, other forward
     values, or the hooks and peft's casting not put back after the block."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
-    for name, param in model.named_parameters():  # non-zero B, so LoRA's inputs matter to the output
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
+    base, model, lora_layers = lora_tiny(tiny_model)
     inputs = {"input_ids": torch.tensor([[1, 5, 9, 3, 7, 2]])}
     hidden = base.config.hidden_size
     layers = base.config.num_hidden_layers
-    lora_layers = [m for m in model.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
 
     plain_casts, plain = _casts(model, inputs)
     with sft.lora_inputs_cast_once(model) as hooked:
@@ -534,15 +542,7 @@ def test_shared_casts_pass_gradients_through_and_keep_the_grad_mode(tiny_model):
     """Catches: a shared cast cut from the graph (no gradient reaches earlier layers' LoRA
     weights), one made under no_grad served to a layer that needs a gradient, or a crash on an
     inference-mode tensor (no version counter)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
-    torch.manual_seed(0)
-    for name, param in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.1)
+    base, model, lora_layers = lora_tiny(tiny_model)
     inputs = {"input_ids": torch.tensor([[1, 5, 9, 3, 7, 2, 8, 4]])}
     plain, shared = _lora_grads(model, inputs, False), _lora_grads(model, inputs, True)
     assert plain.keys() == shared.keys()
@@ -551,7 +551,6 @@ def test_shared_casts_pass_gradients_through_and_keep_the_grad_mode(tiny_model):
         assert scale > 0, name
         assert float((shared[name] - plain[name]).norm()) < 0.05 * scale, name
 
-    lora_layers = [m for m in model.modules() if type(m).__name__ == "Linear" and hasattr(m, "lora_A")]
     q, k = lora_layers[0], lora_layers[1]
     x = torch.randn(1, 3, base.config.hidden_size, requires_grad=True)
     with sft.lora_inputs_cast_once(model), torch.autocast("cpu", dtype=torch.bfloat16):
