@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdojo_gym import versions
+from ftdojo_gym.model_process.resident import resolve_precision
 from ftdojo_gym.model_process.sft import TRAIN_PATH_REVISION
 from ftdojo_gym.models import cache_dir
 
@@ -80,14 +81,18 @@ def run_key(*, rows: Sequence[Mapping[str, str]], config: Mapping[str, Any], deb
     """The key of a training run: a hash of everything that determines its outcome.
 
     With ``libraries`` (the default) the key holds the versions of the libraries that
-    shape a run and :data:`~ftdojo_gym.model_process.sft.TRAIN_PATH_REVISION`.
+    shape a run, :data:`~ftdojo_gym.model_process.sft.TRAIN_PATH_REVISION` and the
+    precision training runs in on this machine (bf16 autocast or fp32, see
+    :func:`~ftdojo_gym.model_process.resident.resolve_precision`): a run cached on a
+    machine with fast bf16 is not served on one that trains in fp32.
     ``libraries=False`` leaves them out: the key of a
     shipped outcome table (:mod:`ftdojo_gym.outcome_table`), whose outcomes were
     measured once with the versions its manifest records."""
     libs = versions.library_versions()
     shaping: Any = "table"
     if libraries:  # the training path's revision too: a change of numerics is a change of outcome
-        shaping = {**{k: libs.get(k) for k in _SHAPING_LIBRARIES}, "train_path": TRAIN_PATH_REVISION}
+        shaping = {**{k: libs.get(k) for k in _SHAPING_LIBRARIES}, "train_path": TRAIN_PATH_REVISION,
+                   "precision": resolve_precision("auto")}
     return _digest("run", FORMAT, list(rows), dict(config), debug, base_model, task, task_version, data_seed, shaping)
 
 

@@ -109,6 +109,22 @@ def test_keys_change_with_the_training_path_revision_except_table_keys(monkeypat
     assert run_key(**base, libraries=False) == table
 
 
+def test_keys_change_with_the_precision_training_runs_in_except_table_keys(monkeypatch):
+    """Catches: a run trained under bf16 autocast on one machine served as the fp32 run of
+    another (the choice is measured per machine), or table keys moved by it."""
+    from ftdojo_gym.model_process import resident
+
+    base = dict(rows=[{"prompt": "p", "completion": "c"}], config={"seed": 1}, debug=False, base_model="m",
+                task="t", task_version="1", data_seed=0)
+    monkeypatch.setattr(resident, "_gpu_visible", lambda: False)
+    keys, tables = set(), set()
+    for fast in (True, False):
+        monkeypatch.setattr(resident, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        keys.add(run_key(**base))
+        tables.add(run_key(**base, libraries=False))
+    assert len(keys) == 2 and len(tables) == 1
+
+
 def test_corrupt_or_foreign_entries_are_ignored_and_dropped(tmp_path):
     cache = OutcomeCache(tmp_path / "c.sqlite")
     cache.put_run(_key(), {"status": "ok", "train_tokens": 5}, None)

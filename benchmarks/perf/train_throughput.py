@@ -11,7 +11,8 @@ and number of steps, loss on the completion tokens only, in one run:
   TableBench prompts, and its peak resident memory over the run and the
   evaluation (``getrusage`` in the child) is reported.
 * **plain**: the best plain loop in ~50 lines (:func:`plain_loop`): peft LoRA,
-  fp32 master weights under bf16 autocast (when the CPU has fast bf16),
+  fp32 master weights under bf16 autocast (when the env trains in bf16: where this
+  CPU's bf16 matrix products are measured faster than fp32),
   length-bucketed batches (sorted within mega-batches of 50 batches, as
   ``group_by_length`` does), the model's own loss on completion labels,
   ``torch.optim.AdamW``, linear decay, gradient clipping at 1.0 (like
@@ -46,8 +47,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from ftdojo_gym.model_process import cpu_bf16  # noqa: E402
 from ftdojo_gym.model_process.client import ModelWorker, available_cores  # noqa: E402
 from ftdojo_gym.model_process.protocol import TrainRequest  # noqa: E402
+from ftdojo_gym.model_process.resident import cpu_has_fast_bf16  # noqa: E402
 from ftdojo_gym.models import resolve_model  # noqa: E402
 
 COLUMNS = ["Team", "Wins", "Losses", "Points", "Goals", "Score"]
@@ -115,8 +118,6 @@ def plain_loop(model_path: str, pairs: list[dict[str, str]], steps: int, batch_s
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ftdojo_gym.model_process.sft import cpu_has_fast_bf16
 
     bf16 = cpu_has_fast_bf16() if bf16 is None else bf16
     torch.manual_seed(seed)
@@ -240,7 +241,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     model_path = str(resolve_model(args.model))
     pairs = make_pairs(args.samples, args.seed)
     cores = available_cores()
-    out: dict[str, float] = {}
+    # Both paths train under bf16 autocast where this CPU's bf16 products are measured faster
+    # than fp32 (model_process.cpu_bf16; FTDOJO_CPU_BF16=1/0 forces it), else in fp32.
+    bf16 = cpu_has_fast_bf16()
+    probe = cpu_bf16.probe() if cpu_bf16.has_bf16_instructions() else None
+    out: dict[str, float | str] = {"precision": "bf16" if bf16 else "fp32"}
+    if probe is not None:
+        out.update(gemm_fp32_gflops=probe["fp32_gflops"], gemm_bf16_gflops=probe["bf16_gflops"])
     with tempfile.TemporaryDirectory(prefix="ftdojo-perf-") as tmp:
         data = Path(tmp) / "train.jsonl"
         data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
@@ -251,8 +258,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                    worker_peak_rss_gb=env["peak_rss_gb"], worker_train_peak_rss_gb=env["train_peak_rss_gb"],
                    env_final_loss=env["final_loss"])
         if not args.skip_plain:
-            plain = plain_loop(model_path, pairs, args.steps, args.batch_size, args.lr, args.seed)
-            rows.append(("plain loop (bf16, buckets)", plain))
+            plain = plain_loop(model_path, pairs, args.steps, args.batch_size, args.lr, args.seed, bf16=bf16)
+            rows.append((f"plain loop ({out['precision']}, buckets)", plain))
             out.update(plain_tokens_per_s=plain["tokens_per_s"], ratio=env["tokens_per_s"] / plain["tokens_per_s"],
                        plain_final_loss=plain["final_loss"])
         if args.concurrent_steps and cores >= 2:
@@ -262,7 +269,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             two = concurrent(model_path, data, Path(tmp) / "c2", 2, threads=cores // 2, **kw)
             out.update(one_worker_tokens_per_s=one["tokens_per_s"], two_workers_tokens_per_s=two["tokens_per_s"])
     print(f"train throughput: {args.model}, LoRA r16 all-linear, batch {args.batch_size}, "
-          f"{args.steps} steps, {args.samples} pairs, max_len {args.max_len}, {cores} cores")
+          f"{args.steps} steps, {args.samples} pairs, max_len {args.max_len}, {cores} cores, "
+          f"{out['precision']}" + (f" (GEMM fp32 {probe['fp32_gflops']:.0f}, bf16 {probe['bf16_gflops']:.0f} GFLOPS)"
+                                   if probe else ""))
     print(f"{'path':<30}{'tokens':>8}{'seconds':>10}{'tokens/s':>10}{'final loss':>12}")
     for name, r in rows:
         print(f"{name:<30}{r['tokens']:>8}{r['seconds']:>10.1f}{r['tokens_per_s']:>10.1f}{r['final_loss']:>12.3f}")

@@ -40,19 +40,14 @@ from ftdojo_gym.model_process.protocol import PRECISIONS
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has bf16 matrix instructions (``avx512_bf16`` or AMX).
+    """True when bf16 matrix products are clearly faster than fp32 on this CPU: it has bf16
+    instructions (``avx512_bf16`` or AMX) and a timing of both, made once per machine and
+    cached, says so (:func:`ftdojo_gym.model_process.cpu_bf16.fast_bf16`;
+    ``FTDOJO_CPU_BF16=1/0`` forces it). Having the instructions is not enough: on some CPUs
+    bf16 products run at half the fp32 rate."""
+    from ftdojo_gym.model_process.cpu_bf16 import fast_bf16
 
-    Without them bf16 autocast is emulated and slower than fp32.
-    """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
+    return fast_bf16()
 
 
 def _gpu_visible() -> bool:
@@ -70,10 +65,10 @@ def _gpu_visible() -> bool:
 def resolve_precision(requested: str = "auto") -> str:
     """``"bf16"`` or ``"fp32"``: the numerics generation runs with for ``requested``.
 
-    ``"auto"`` is bf16 where the hardware has fast bf16 matrix instructions (a
-    GPU, taken to be bf16-capable as in the paper's set-up, or a CPU with
-    ``avx512_bf16``/AMX, where training already runs under bf16 autocast) and
-    fp32 elsewhere. Pass ``"fp32"`` on a GPU without bf16. The env resolves it
+    ``"auto"`` is bf16 where the hardware has fast bf16 matrix products (a
+    GPU, taken to be bf16-capable as in the paper's set-up, or a CPU where
+    :func:`cpu_has_fast_bf16` measured them faster than fp32, where training
+    runs under bf16 autocast too) and fp32 elsewhere. Pass ``"fp32"`` on a GPU without bf16. The env resolves it
     once and records the result in its cache keys and versions, so scores made
     with different numerics are never mixed."""
     if requested not in PRECISIONS:

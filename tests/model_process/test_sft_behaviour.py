@@ -240,26 +240,6 @@ def test_load_pairs_keeps_usable_rows_in_order_and_says_what_it_skipped(tmp_path
         sft.load_pairs(tmp_path / "missing.jsonl", 10)
 
 
-def test_fast_bf16_is_read_from_the_cpu_flags(monkeypatch):
-    def cpuinfo(text):
-        monkeypatch.setattr(sft.Path, "read_text", lambda self, *a, **k: text)
-
-    cpuinfo("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n")
-    assert sft.cpu_has_fast_bf16() is True
-    cpuinfo("flags\t\t: fpu amx_bf16\n")
-    assert sft.cpu_has_fast_bf16() is True
-    cpuinfo("model name : avx512_bf16 in the name only\nflags\t\t: fpu avx2\n")
-    assert sft.cpu_has_fast_bf16() is False
-    cpuinfo("no flags line\n")
-    assert sft.cpu_has_fast_bf16() is False
-
-    def unreadable(self, *a, **k):
-        raise OSError("no /proc")
-
-    monkeypatch.setattr(sft.Path, "read_text", unreadable)
-    assert sft.cpu_has_fast_bf16() is False
-
-
 def right_padded_batch(lengths: list[int], width: int) -> dict:
     """A training batch of rows of ``lengths`` real tokens, right-padded to ``width`` columns;
     token ids number the cells (row * width + column), labels are -100 on padding."""
