@@ -101,8 +101,10 @@ class FTDojoEnv(gym.Env):
     training step ~15x slower). ``worker_memory_gb`` caps its address space.
 
     **Evaluation numerics**: ``eval_precision="auto"`` (default) generates in bf16
-    where the hardware has fast bf16 (a GPU; a CPU with ``avx512_bf16`` or AMX,
-    where training already runs under bf16 autocast) and in fp32 elsewhere;
+    where the hardware has fast bf16 (a GPU; a CPU with ``avx512_bf16`` or AMX whose
+    bf16 matrix products a one-time timing finds faster than fp32, where training
+    runs under bf16 autocast too, see :mod:`ftdojo_gym.model_process.cpu_bf16`) and
+    in fp32 elsewhere;
     ``"bf16"`` or ``"fp32"`` forces one. bf16 is the precision SmolLM2 is published
     in and 2-3x faster on such a CPU; a few greedy outputs differ from fp32 where
     two tokens are nearly tied (measured on fine-tuned SmolLM2-135M: 90-100 of 100

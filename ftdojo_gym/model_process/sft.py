@@ -7,8 +7,10 @@ on the completion only and the chat template is exactly the one
 :func:`ftdojo_gym.model_process.generation.generate` uses at inference.
 
 The trainer set-up follows what was measured on the CPU machines (see
-``DESIGN.md``, "trl on this CPU"): fp32 unless the CPU has ``avx512_bf16`` or
-``amx`` (or a bf16-capable GPU is present), no gradient checkpointing,
+``DESIGN.md``, "trl on this CPU"): fp32 unless a bf16-capable GPU is present or
+the CPU's bf16 matrix products are measured faster than fp32
+(:mod:`ftdojo_gym.model_process.cpu_bf16`; listing ``avx512_bf16`` is not enough),
+bf16 autocast then, no gradient checkpointing,
 length-grouped batches, a completion-only cross-entropy instead of trl's fused
 LM-head loss (see :data:`LOSS_MODE`), no checkpoints, no dataloader workers, no
 reporting. Measured here (2-core AVX2 CPU, SmolLM2-135M, LoRA r16, batch 8): the
