@@ -570,3 +570,108 @@ def test_shared_input_casts_train_like_separate_ones_and_are_removed(tiny_model,
     fail_a_run(tiny_model, tmp_path)
     assert len(hooked) == 2
     assert all(not m._forward_pre_hooks for m in RESIDENT.base(tiny_model)[0].modules())
+
+
+def _scalar_muls(model, inputs) -> tuple[list[tuple], torch.Tensor, dict[str, torch.Tensor]]:
+    """Shapes of the products by a Python number in a forward and backward pass (LoRA's
+    ``* scaling`` is one), the logits, and the LoRA gradients."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    shapes: list[tuple] = []
+
+    class Muls(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten.mul.Tensor and isinstance(args[1], float):
+                shapes.append(tuple(out.shape))
+            return out
+
+    model.zero_grad()
+    with Muls():
+        logits = model(**inputs).logits
+        torch.nn.functional.cross_entropy(logits[0, :-1], inputs["input_ids"][0, 1:]).backward()
+    return shapes, logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_lora_scaling_on_the_rank_gives_the_same_outputs_and_gradients_and_is_put_back(tiny_model):
+    """Catches: LoRA's scaling still applied to the layer-sized output (a tokens x out product in
+    the forward and in the backward pass), other outputs or gradients, a scaling lost or applied
+    twice, or the layers' own forward not put back (also when the block raises)."""
+    base, model, lora_layers = lora_tiny(tiny_model)
+    for layer in lora_layers:
+        layer.scaling["default"] = 1.5  # not a power of two: rounding may differ, values may not
+    inputs = {"input_ids": torch.tensor([[1, 5, 9, 3, 7, 2, 8]])}
+    rank = lora_layers[0].r["default"]
+    plain_muls, plain, plain_grads = _scalar_muls(model, inputs)
+    with sft.lora_scaled_on_rank(model) as changed:
+        assert changed == len(lora_layers)
+        muls, logits, grads = _scalar_muls(model, inputs)
+    torch.testing.assert_close(logits, plain, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == plain_grads.keys()
+    for name in grads:
+        assert float(plain_grads[name].norm()) > 0, name
+        torch.testing.assert_close(grads[name], plain_grads[name], rtol=1e-4, atol=1e-6)
+    on_rank = [s for s in muls if s[-1] == rank]
+    assert len(on_rank) == 2 * len(lora_layers)  # forward and backward, each on the rank-r intermediate
+    assert not [s for s in plain_muls if s[-1] == rank]
+    assert len(plain_muls) - len(muls) == 0  # as many products, each tokens x r instead of tokens x out
+    assert sorted(s for s in plain_muls if s[-1] != rank) != sorted(s for s in muls if s[-1] != rank)
+    assert all("forward" not in m.__dict__ for m in lora_layers)
+    with pytest.raises(RuntimeError, match="inside"), sft.lora_scaled_on_rank(model):
+        raise RuntimeError("inside")
+    assert all("forward" not in m.__dict__ for m in lora_layers)
+
+
+def test_lora_scaling_on_the_rank_leaves_other_cases_to_peft(tiny_model):
+    """Catches: disabled adapters still adding LoRA, or a LoRA variant (DoRA) or a bias on B
+    (scaled with the output) computed by the plain formula."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    inputs = {"input_ids": torch.tensor([[1, 5, 9, 3, 7, 2]])}
+    _, model, _ = lora_tiny(tiny_model)
+    with torch.no_grad():
+        with model.disable_adapter():
+            base_out = model(**inputs).logits
+        with sft.lora_scaled_on_rank(model), model.disable_adapter():
+            off = model(**inputs).logits
+    assert torch.equal(off, base_out)
+    for extra in ({"use_dora": True}, {"lora_bias": True}):
+        torch.manual_seed(0)
+        other = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                               LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM", **extra))
+        for name, param in other.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.1)
+        with torch.no_grad():
+            peft_out = other(**inputs).logits
+            with sft.lora_scaled_on_rank(other):
+                ours = other(**inputs).logits
+        assert torch.equal(ours, peft_out), extra
+
+
+def test_training_runs_scale_lora_on_the_rank_and_put_the_layers_back(tiny_model, tmp_path, monkeypatch):
+    """Catches: a LoRA run that does not use the rank-side scaling, losses that move, or layers
+    left with the replaced forward (also after a failed run)."""
+    config = {"max_steps": 3, "learning_rate": 1e-2}
+    monkeypatch.setattr(sft, "SCALE_ON_RANK", False)
+    peft_runs = train(tiny_model, tmp_path, name="peft", config=config)
+    monkeypatch.setattr(sft, "SCALE_ON_RANK", True)
+    layers: list = []
+    real = sft.lora_scaled_on_rank
+
+    @contextlib.contextmanager
+    def spy(model):
+        with real(model) as n:
+            layers.extend(m for m in model.modules() if hasattr(m, "lora_A") and "forward" in m.__dict__)
+            yield n
+
+    monkeypatch.setattr(sft, "lora_scaled_on_rank", spy)
+    ours = train(tiny_model, tmp_path, name="ours", config=config)
+    assert layers
+    for (_, a), (_, b) in zip(peft_runs.losses, ours.losses, strict=True):
+        assert b == pytest.approx(a, rel=1e-4)
+    assert all("forward" not in m.__dict__ for m in layers)
+    count = len(layers)
+    fail_a_run(tiny_model, tmp_path)
+    assert len(layers) > count and all("forward" not in m.__dict__ for m in layers)
