@@ -68,9 +68,9 @@ def resolve_precision(requested: str = "auto") -> str:
     ``"auto"`` is bf16 where the hardware has fast bf16 matrix products (a
     GPU, taken to be bf16-capable as in the paper's set-up, or a CPU where
     :func:`cpu_has_fast_bf16` measured them faster than fp32, where training
-    runs under bf16 autocast too) and fp32 elsewhere. Pass ``"fp32"`` on a GPU without bf16. The env resolves it
-    once and records the result in its cache keys and versions, so scores made
-    with different numerics are never mixed."""
+    runs under bf16 autocast too) and fp32 elsewhere. Pass ``"fp32"`` on a GPU
+    without bf16. The env resolves it once and records the result in its cache
+    keys and versions, so scores made with different numerics are never mixed."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
     if requested != "auto":
