@@ -136,3 +136,28 @@ def test_the_child_process_measures_for_a_process_without_torch(cpu, monkeypatch
     assert probe["speedup"] == pytest.approx(probe["bf16_gflops"] / probe["fp32_gflops"], rel=0.01)
     monkeypatch.setattr(cpu_bf16.sys, "executable", "/nonexistent/python")
     assert cpu_bf16._measure_in_child() is None
+
+
+def test_a_timing_that_raises_in_this_process_means_fp32(cpu, monkeypatch, tmp_path):
+    cpu(XEON)
+
+    def broken(*a, **k):
+        raise RuntimeError("no CPU generator on this default device")
+
+    monkeypatch.setattr(cpu_bf16, "measure", broken)
+    pytest.importorskip("torch")  # measured in this process
+    assert cpu_bf16.fast_bf16() is False
+    assert not (tmp_path / cpu_bf16.CACHE_FILE).exists()
+
+
+def test_the_worker_trains_in_the_precision_its_environment_decided(monkeypatch):
+    """Catches: the worker deciding bf16 again on its own (a second timing, at its own thread
+    count and load) while the environment keyed its cached outcomes with the first decision."""
+    from ftdojo_gym.model_process.client import ModelWorker
+
+    monkeypatch.delenv(cpu_bf16.ENV_VAR, raising=False)
+    for fast, flag in ((True, "1"), (False, "0")):
+        monkeypatch.setattr(resident, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        assert ModelWorker()._child_env()[cpu_bf16.ENV_VAR] == flag
+    monkeypatch.setenv(cpu_bf16.ENV_VAR, "1")  # the user's choice goes through as it is
+    assert ModelWorker()._child_env()[cpu_bf16.ENV_VAR] == "1"

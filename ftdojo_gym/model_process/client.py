@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ftdojo_gym.errors import ConfigError, DataError, ErrorClass
+from ftdojo_gym.model_process import cpu_bf16, resident
 from ftdojo_gym.model_process.protocol import (
     DEFAULT_EVAL_BATCH,
     HEARTBEAT_INTERVAL_S,
@@ -329,6 +330,10 @@ class ModelWorker:
         n = str(worker_threads(self.threads, env))
         for var in THREAD_VARS:
             env[var] = n
+        # The worker trains in the precision this process decided (and keys cached outcomes
+        # with), not in a second decision of its own.
+        if env.get(cpu_bf16.ENV_VAR, "auto").strip().lower() in ("", "auto"):
+            env[cpu_bf16.ENV_VAR] = "1" if resident.cpu_has_fast_bf16() else "0"
         return env
 
     def _ensure_started(self) -> _Process:

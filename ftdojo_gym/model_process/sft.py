@@ -488,7 +488,8 @@ def lora_scaled_on_rank(model: Any) -> Iterator[int]:
             result = result + lora_b(h * self.scaling[a])
         return result.to(dtype)
 
-    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    # A layer whose forward is already replaced (accelerate's hooks with a device map) is left alone.
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear) and "forward" not in m.__dict__]
     for layer in layers:
         layer.forward = forward.__get__(layer)
     try:

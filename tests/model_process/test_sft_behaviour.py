@@ -621,6 +621,21 @@ def test_lora_scaling_on_the_rank_gives_the_same_outputs_and_gradients_and_is_pu
         raise RuntimeError("inside")
     assert all("forward" not in m.__dict__ for m in lora_layers)
 
+    # Under CPU bf16 autocast (and with the shared casts): peft's values up to bf16 rounding.
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        want = model(**inputs).logits
+        with sft.lora_inputs_cast_once(model), sft.lora_scaled_on_rank(model):
+            got = model(**inputs).logits
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got.float(), want.float(), rtol=0.02, atol=0.02)
+
+    # A layer whose forward is already replaced (accelerate's hooks) is left as it is.
+    own = lora_layers[0].forward
+    lora_layers[0].forward = own
+    with sft.lora_scaled_on_rank(model) as changed:
+        assert changed == len(lora_layers) - 1 and lora_layers[0].__dict__["forward"] is own
+    assert lora_layers[0].__dict__.pop("forward") is own
+
 
 def test_lora_scaling_on_the_rank_leaves_other_cases_to_peft(tiny_model):
     """Catches: disabled adapters still adding LoRA, or a LoRA variant (DoRA) or a bias on B
