@@ -13,6 +13,9 @@ same choice, and a sweep's processes do not each time it (a file lock makes the 
 one measure while the others wait).
 
 ``FTDOJO_CPU_BF16=1`` or ``0`` forces the choice (``auto``, the default, measures).
+The environment's process decides and hands its answer to the model worker in that
+variable (``ModelWorker``), so the precision a run trains in is the one its outcome is
+cached under.
 Nothing here imports torch in the calling process unless it is already imported: the
 environment asks too, and measures in a child process
 (``python -m ftdojo_gym.model_process.cpu_bf16`` prints the figures as JSON).
