@@ -126,7 +126,7 @@ def _measure_in_child() -> dict[str, Any] | None:
         probe = json.loads(lines[-1])
     except ValueError:
         return None
-    return probe if isinstance(probe, dict) and _valid(probe) else None
+    return probe if _valid(probe) else None
 
 
 def _measure_here() -> dict[str, Any] | None:
