@@ -40,6 +40,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ftdojo_gym.errors import ConfigError, DataError
+from ftdojo_gym.model_process import attention
 from ftdojo_gym.model_process.protocol import LogEvent, TrainRequest
 from ftdojo_gym.model_process.resident import (
     RESIDENT,
@@ -96,6 +97,14 @@ PAD_MULTIPLE = int(os.environ.get("FTDOJO_TRAIN_PAD_MULTIPLE", "32"))
 #: 485 tokens/s with sdpa only, 545 with eager up to 256, 613 up to 384; peak RSS +0.17 GB.
 EAGER_ATTENTION_MAX_LEN = int(os.environ.get("FTDOJO_TRAIN_EAGER_MAX_LEN", "384"))
 
+#: Narrow chunks (see :data:`EAGER_ATTENTION_MAX_LEN`) run
+#: :func:`~ftdojo_gym.model_process.attention.matmul_attention` rather than transformers' "eager"
+#: attention: the same products with one pass over the score matrix for scale and mask, a
+#: softmax in the products' precision, and no key/value head copied per query head
+#: (``FTDOJO_TRAIN_MATMUL_ATTENTION=0``: "eager"). In fp32 the results are identical to
+#: "eager"; under bf16 autocast the outputs too, the gradients equal up to bf16 rounding.
+MATMUL_ATTENTION = os.environ.get("FTDOJO_TRAIN_MATMUL_ATTENTION", "1") != "0"
+
 #: On a CPU bf16-autocast LoRA run, give the frozen linear layers bf16 copies of their
 #: weights for the run (see :func:`_frozen_linears_to_bf16`); False: autocast casts them
 #: at every forward of every chunk (``FTDOJO_TRAIN_PRECAST_BF16=0``). The losses are
@@ -132,8 +141,9 @@ SCALE_ON_RANK = os.environ.get("FTDOJO_TRAIN_SCALE_ON_RANK", "1") != "0"
 #: and batches padded to :data:`PAD_MULTIPLE` (same losses up to bf16 rounding). 3: one bf16
 #: cast of an activation shared by the LoRA layers that read it (:data:`SHARED_INPUT_CAST`).
 #: 4: LoRA's scaling applied to the rank-r intermediate (:data:`SCALE_ON_RANK`; the same
-#: results up to rounding, bit-identical for power-of-two scalings).
-TRAIN_PATH_REVISION = 4
+#: results up to rounding, bit-identical for power-of-two scalings). 5: narrow CPU chunks
+#: run :data:`MATMUL_ATTENTION` (the same results in fp32, up to bf16 rounding in bf16).
+TRAIN_PATH_REVISION = 5
 
 Emit = Callable[[LogEvent], None]
 
@@ -359,7 +369,8 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
     except (ValueError, TypeError) as exc:  # trl/peft reject the combination of settings
         raise ConfigError(f"trainer set-up failed: {exc}") from None
     trainer.progress = progress
-    trainer.attention = AttentionByWidth(model, 0 if use_cuda else EAGER_ATTENTION_MAX_LEN)
+    trainer.attention = AttentionByWidth(model, 0 if use_cuda else EAGER_ATTENTION_MAX_LEN,
+                                         narrow=attention.register() if MATMUL_ATTENTION else "eager")
     n_kept = progress.samples = len(trainer.train_dataset)
     if n_kept == 0:
         raise DataError(
@@ -395,30 +406,34 @@ def _train_and_save(req: TrainRequest, cfg: TrainConfig, model: Any, tokenizer: 
 
 
 class AttentionByWidth:
-    """Switches a model between eager attention (batches at most ``max_len`` tokens wide) and
-    its own implementation (wider ones) for a training run; see :data:`EAGER_ATTENTION_MAX_LEN`.
+    """Switches a model between matmul attention (``narrow``: transformers' "eager" or
+    :data:`~ftdojo_gym.model_process.attention.NAME`) for batches at most ``max_len`` tokens
+    wide and its own implementation for wider ones, for a training run; see
+    :data:`EAGER_ATTENTION_MAX_LEN` and :data:`MATMUL_ATTENTION`.
 
     Only a model loaded with sdpa whose attention goes through transformers'
     ``AttentionInterface`` is switched (``max_len`` 0: never). :meth:`restore` puts the
     original back (the resident model is lent to generation next)."""
 
-    def __init__(self, model: Any, max_len: int) -> None:
+    def __init__(self, model: Any, max_len: int, narrow: str = "eager") -> None:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.config = base.config
         self.original = self.config._attn_implementation
+        self.narrow = narrow
         can_switch = getattr(base, "_can_set_attn_implementation", lambda: False)()
         self.max_len = max_len if (max_len > 0 and self.original == "sdpa" and can_switch) else 0
 
     def select(self, width: int) -> None:
-        """Use eager attention for the next forward pass if it is at most ``max_len`` tokens wide."""
+        """Use the narrow chunks' attention for the next forward pass if it is at most ``max_len`` tokens wide."""
         if self.max_len:
-            want = "eager" if width <= self.max_len else self.original
+            want = self.narrow if width <= self.max_len else self.original
             if self.config._attn_implementation != want:
                 self.config._attn_implementation = want
 
     def restore(self) -> None:
         if self.config._attn_implementation != self.original:
             self.config._attn_implementation = self.original
+        attention.clear_cache()
 
 
 @contextlib.contextmanager

@@ -368,20 +368,31 @@ def test_training_batches_are_padded_to_the_multiple_with_the_same_loss(tiny_mod
         assert b == pytest.approx(a, rel=1e-2)
 
 
-def test_narrow_chunks_run_eager_attention_and_sdpa_is_put_back(tiny_model, tmp_path, monkeypatch):
-    """Catches: eager attention for wide chunks or sdpa for narrow ones (the threshold inverted
-    or ignored), the resident model left on eager attention after the run (generation would
-    use it), or a different loss."""
+def test_narrow_chunks_run_matmul_attention_and_sdpa_is_put_back(tiny_model, tmp_path, monkeypatch):
+    """Catches: matmul attention for wide chunks or sdpa for narrow ones (the threshold inverted
+    or ignored), the resident model left on the narrow chunks' attention after the run
+    (generation would use it), its mask cache kept after the run, "eager" not used when matmul
+    attention is off, or a different loss."""
+    from transformers import AttentionInterface
     from transformers.models.llama import modeling_llama
+
+    from ftdojo_gym.model_process import attention
 
     used: list[tuple[int, str]] = []
     real_eager = modeling_llama.eager_attention_forward
+    real_matmul = attention.matmul_attention
 
     def eager(module, query, *args, **kwargs):
         used.append((query.shape[2], "eager"))
         return real_eager(module, query, *args, **kwargs)
 
+    def matmul(module, query, *args, **kwargs):
+        used.append((query.shape[2], "matmul"))
+        return real_matmul(module, query, *args, **kwargs)
+
     monkeypatch.setattr(modeling_llama, "eager_attention_forward", eager)
+    attention.register()
+    monkeypatch.setitem(AttentionInterface._global_mapping, attention.NAME, matmul)
     monkeypatch.setattr(sft, "CHUNK_TOKENS", 0)
     monkeypatch.setattr(sft, "PAD_MULTIPLE", 1)
     monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 0)
@@ -403,15 +414,22 @@ def test_narrow_chunks_run_eager_attention_and_sdpa_is_put_back(tiny_model, tmp_
     train(tiny_model, tmp_path, rows=rows, name="mixed", config={"batch_size": 2, "max_steps": 3})
     narrow = {w for w in widths if w <= 50}
     assert narrow and any(w > 50 for w in widths)
-    assert {q for q, _ in used} == narrow  # eager exactly for the narrow batches
+    assert {q for q, _ in used} == narrow  # matmul attention exactly for the narrow batches
+    assert {kind for _, kind in used} == {"matmul"}
     assert RESIDENT.base(tiny_model)[0].config._attn_implementation == "sdpa"
+    assert not attention._mask_cache  # the run's masks are not kept alive
 
     used.clear()
     monkeypatch.setattr(sft, "EAGER_ATTENTION_MAX_LEN", 1000)
+    matmul_only = train(tiny_model, tmp_path, name="matmul")
+    assert used and {kind for _, kind in used} == {"matmul"}
+    used.clear()
+    monkeypatch.setattr(sft, "MATMUL_ATTENTION", False)
     eager_only = train(tiny_model, tmp_path, name="eager")
-    assert used
-    for (_, a), (_, b) in zip(sdpa_only.losses, eager_only.losses, strict=True):
+    assert used and {kind for _, kind in used} == {"eager"}
+    for (_, a), (_, b), (_, c) in zip(sdpa_only.losses, eager_only.losses, matmul_only.losses, strict=True):
         assert b == pytest.approx(a, rel=1e-2)
+        assert c == pytest.approx(a, rel=1e-2)
 
 
 def fail_a_run(tiny: str, tmp_path: Path) -> None:
